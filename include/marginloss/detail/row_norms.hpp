@@ -1,0 +1,90 @@
+// marginloss: L2 norms of the rows of X and W, with the checks that make normalisation safe.
+#pragma once
+
+#include <cmath>
+#include <limits>
+
+#include "../errors.hpp"
+#include "../types.hpp"
+
+MARGINLOSS_NAMESPACE_BEGIN
+namespace detail {
+
+// Accepted row norms: [2^-100, 2^100] in float, [2^-1000, 2^1000] in double. Outside, the
+// products and reciprocals of the normalisation lose precision or overflow in T, so such rows
+// are rejected rather than turned into silently wrong cosines.
+template <typename T>
+struct NormRange;
+template <>
+struct NormRange<float> {
+  static constexpr double lo = 7.888609052210118e-31;   // 2^-100
+  static constexpr double hi = 1.2676506002282294e30;   // 2^100
+};
+template <>
+struct NormRange<double> {
+  static constexpr double lo = 9.332636185032189e-302;  // 2^-1000
+  static constexpr double hi = 1.0715086071862673e301;  // 2^1000
+};
+
+// ||row|| computed in double; rescaled by the largest magnitude when the plain sum of squares
+// would under- or overflow (only double inputs far from 1 take that path).
+template <typename T>
+inline double stable_row_norm(const T* row, Index n) {
+  double sum = 0;
+  for (Index k = 0; k < n; ++k) {
+    const double v = static_cast<double>(row[k]);
+    sum += v * v;
+  }
+  if (sum > 1e-290 && sum < 1e290) return std::sqrt(sum);
+  double big = 0;
+  for (Index k = 0; k < n; ++k) big = std::fmax(big, std::fabs(static_cast<double>(row[k])));
+  if (!(big > 0) || !std::isfinite(big)) return std::isnan(big) ? big : (big > 0 ? big : 0.0);
+  sum = 0;
+  for (Index k = 0; k < n; ++k) {
+    const double v = static_cast<double>(row[k]) / big;
+    sum += v * v;
+  }
+  return big * std::sqrt(sum);
+}
+
+// Reports the first bad row of `name` (sequentially, so the message does not depend on threads).
+template <typename T, typename RowsRef>
+[[noreturn]] inline void fail_bad_row(const char* name, const RowsRef& m, Index i, double norm) {
+  for (Index k = 0; k < m.cols(); ++k)
+    if (!std::isfinite(m(i, k))) fail(name, " row ", i, " contains a non-finite value: ", name, "(", i, ", ", k, ") = ", m(i, k));
+  if (norm == 0) fail(name, " row ", i, " has zero norm: it cannot be normalised");
+  fail(name, " row ", i, " has norm ", norm, ", outside the supported range [", NormRange<T>::lo, ", ",
+       NormRange<T>::hi, "]");
+}
+
+inline bool norm_in_range(double norm, double lo, double hi) { return norm >= lo && norm <= hi; }
+
+// Writes inv_norm(i) = 1/||m_i|| (and norm(i) when given) and throws on the first bad row.
+template <typename T>
+inline void compute_row_norms(const char* name, const Eigen::Ref<const RowMatrix<T>>& m, Vector<T>* norm,
+                              Vector<T>& inv_norm) {
+  const Index rows = m.rows();
+  inv_norm.resize(rows);
+  if (norm) norm->resize(rows);
+  bool bad = false;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) reduction(|| : bad)
+#endif
+  for (Index i = 0; i < rows; ++i) {
+    const double n = stable_row_norm(m.row(i).data(), m.cols());
+    if (!norm_in_range(n, NormRange<T>::lo, NormRange<T>::hi)) {
+      bad = true;
+      continue;
+    }
+    inv_norm(i) = static_cast<T>(1.0 / n);
+    if (norm) (*norm)(i) = static_cast<T>(n);
+  }
+  if (!bad) return;
+  for (Index i = 0; i < rows; ++i) {
+    const double n = stable_row_norm(m.row(i).data(), m.cols());
+    if (!norm_in_range(n, NormRange<T>::lo, NormRange<T>::hi)) fail_bad_row<T>(name, m, i, n);
+  }
+}
+
+}  // namespace detail
+MARGINLOSS_NAMESPACE_END

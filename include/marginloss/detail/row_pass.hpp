@@ -1,0 +1,117 @@
+// marginloss: the per-row chain rule, the only place it is written. Every engine (dense,
+// class-chunked, cosine-level; later sharded and CUDA) calls these functions on a span of one
+// row's cosines. docs/formulas.md §1:
+//   z_ij = S_i phi_ij,  phi_iy = f(t_i),  phi_ij = h(c_ij; row_i)
+//   L_i  = logsumexp_j z_ij - z_iy            (evaluated with the row maximum subtracted)
+//   dL/dc_ij = coef (p_ij - delta_{j,y_i}) S_i phi'_ij,  coef = upstream gradient / B
+//   dL/dS_i  = coef sum_j (p_ij - delta_{j,y_i}) phi_ij       (feature-norm scale only)
+// A span is c[0, n) with the target at column `target` (or outside [0, n) when the target is
+// not in this span). Work is done in tiles small enough for the stack, so the exponentials
+// are vectorised and nothing is allocated.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "../types.hpp"
+
+MARGINLOSS_NAMESPACE_BEGIN
+namespace detail {
+
+inline constexpr Index kRowTile = 256;
+
+template <typename P>
+using row_terms_t = typename P::row_type;
+
+// z = S phi over one tile; the target column gets S f(t).
+template <typename P, typename T = typename P::value_type>
+inline void tile_logits(const P& policy, const row_terms_t<P>& terms, T S, const T* c, Index n, Index target, T* z) {
+  if constexpr (P::plain_non_target) {
+    for (Index j = 0; j < n; ++j) z[j] = S * c[j];
+  } else {
+    for (Index j = 0; j < n; ++j) z[j] = S * policy.non_target(c[j], terms).value;
+  }
+  if (target >= 0 && target < n) z[target] = S * terms.target.value;
+}
+
+// max_j z_ij over the span (-inf for an empty span).
+template <typename P, typename T = typename P::value_type>
+inline T span_max_logit(const P& policy, const row_terms_t<P>& terms, T S, const T* c, Index n, Index target) {
+  alignas(64) T z[kRowTile];
+  T best = -std::numeric_limits<T>::infinity();
+  for (Index j0 = 0; j0 < n; j0 += kRowTile) {
+    const Index len = std::min(kRowTile, n - j0);
+    tile_logits(policy, terms, S, c + j0, len, target - j0, z);
+    best = std::max(best, Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(z, len).maxCoeff());
+  }
+  return best;
+}
+
+// sum_j exp(z_ij - shift) over the span, accumulated in double across tiles.
+template <typename P, typename T = typename P::value_type>
+inline double span_sum_exp(const P& policy, const row_terms_t<P>& terms, T S, const T* c, Index n, Index target,
+                           T shift) {
+  alignas(64) T z[kRowTile];
+  double sum = 0;
+  for (Index j0 = 0; j0 < n; j0 += kRowTile) {
+    const Index len = std::min(kRowTile, n - j0);
+    tile_logits(policy, terms, S, c + j0, len, target - j0, z);
+    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> zt(z, len);
+    sum += static_cast<double>((zt - shift).exp().sum());
+  }
+  return sum;
+}
+
+// Writes out[j] = dL/dc_ij * col_scale[j] (col_scale may be null: 1) for the span, given the
+// row's log-partition `lse`. `out` may alias `c`. Returns sum_j (p_ij - delta) z_ij * coef,
+// i.e. S_i dL/dS_i, from which the feature-norm engines take dL/dS_i.
+template <typename P, typename T = typename P::value_type>
+inline double span_gradient(const P& policy, const row_terms_t<P>& terms, T S, const T* c, Index n, Index target,
+                            T lse, T coef, const T* col_scale, T* out) {
+  alignas(64) T z[kRowTile];
+  alignas(64) T p[kRowTile];
+  alignas(64) T slope[P::plain_non_target ? 1 : kRowTile];
+  double z_weighted = 0;
+  const T cs = coef * S;
+  for (Index j0 = 0; j0 < n; j0 += kRowTile) {
+    const Index len = std::min(kRowTile, n - j0);
+    const Index tj = target - j0;
+    const bool has_target = tj >= 0 && tj < len;
+    if constexpr (P::plain_non_target) {
+      tile_logits(policy, terms, S, c + j0, len, tj, z);
+    } else {
+      for (Index j = 0; j < len; ++j) {
+        const ValueSlope<T> vs = policy.non_target(c[j0 + j], terms);
+        z[j] = S * vs.value;
+        slope[j] = vs.slope;
+      }
+      if (has_target) z[tj] = S * terms.target.value;
+    }
+    Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> zt(z, len);
+    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> pt(p, len);
+    pt = (zt - lse).exp();
+    if (has_target) p[tj] -= T(1);
+    z_weighted += static_cast<double>((pt * zt).sum());
+    // The target's slope is the policy's f'(t); it is written after the tile loop below.
+    T* o = out + j0;
+    const T* sc = col_scale ? col_scale + j0 : nullptr;
+    if constexpr (P::plain_non_target) {
+      if (sc)
+        for (Index j = 0; j < len; ++j) o[j] = cs * p[j] * sc[j];
+      else
+        for (Index j = 0; j < len; ++j) o[j] = cs * p[j];
+    } else {
+      if (sc)
+        for (Index j = 0; j < len; ++j) o[j] = cs * p[j] * slope[j] * sc[j];
+      else
+        for (Index j = 0; j < len; ++j) o[j] = cs * p[j] * slope[j];
+    }
+    if (has_target) o[tj] = cs * p[tj] * terms.target.slope * (sc ? sc[tj] : T(1));
+  }
+  return z_weighted * static_cast<double>(coef);
+}
+
+}  // namespace detail
+MARGINLOSS_NAMESPACE_END

@@ -1,0 +1,60 @@
+// marginloss: shape and label checks of the entry points.
+#pragma once
+
+#include <Eigen/Core>
+#include <type_traits>
+
+#include "../errors.hpp"
+#include "../types.hpp"
+
+MARGINLOSS_NAMESPACE_BEGIN
+namespace detail {
+
+// Compile-time guard for matrix arguments: row-major views of the policy's scalar with direct
+// access. A column-major matrix would otherwise be copied silently into an Eigen::Ref.
+template <typename Derived, typename T>
+constexpr void check_row_major_matrix() {
+  static_assert(std::is_same_v<typename Derived::Scalar, T>,
+                "marginloss: matrix scalar type must be the policy's value_type (float or double)");
+  static_assert(Derived::IsRowMajor || Derived::ColsAtCompileTime == 1,
+                "marginloss: matrices must be row-major (ml::RowMatrix<T> or Eigen::Map<ml::RowMatrix<T>>); "
+                "a column-major matrix would be copied");
+  static_assert((Derived::Flags & Eigen::DirectAccessBit) != 0,
+                "marginloss: pass a matrix, Map or Ref, not an unevaluated expression");
+}
+
+template <typename Derived>
+constexpr void check_label_vector() {
+  static_assert(std::is_integral_v<typename Derived::Scalar>,
+                "marginloss: labels must be an integer vector (Eigen::VectorXi or a 64-bit integer vector)");
+  static_assert(Derived::ColsAtCompileTime == 1 || Derived::RowsAtCompileTime == 1,
+                "marginloss: labels must be a vector");
+}
+
+inline void check_batch(Index batch, Index dim, Index classes, Index w_dim, Index n_labels) {
+  if (batch == 0) fail("X has 0 rows: the batch is empty");
+  if (dim == 0) fail("X has 0 columns: the feature dimension D must be >= 1");
+  if (classes == 0) fail("W has 0 rows: there must be at least one class");
+  if (w_dim != dim) fail("W has ", w_dim, " columns but X has ", dim, ": both must have D columns");
+  if (n_labels != batch) fail("labels has ", n_labels, " entries but X has ", batch, " rows");
+}
+
+// Copies labels into `out` after checking each is in [0, classes).
+template <typename Derived>
+inline void copy_labels(const Eigen::MatrixBase<Derived>& labels, Index classes, Eigen::Matrix<Index, Eigen::Dynamic, 1>& out) {
+  out.resize(labels.size());
+  for (Index i = 0; i < labels.size(); ++i) {
+    const auto y = labels.derived().coeff(i);
+    if (!(y >= 0 && static_cast<Index>(y) < classes))
+      fail("labels[", i, "] = ", static_cast<long long>(y), " is out of range [0, ", classes, ")");
+    out(i) = static_cast<Index>(y);
+  }
+}
+
+inline void check_output(const char* name, Index rows, Index cols, Index want_rows, Index want_cols) {
+  if (rows != want_rows || cols != want_cols)
+    fail(name, " is ", rows, "x", cols, " but must be ", want_rows, "x", want_cols);
+}
+
+}  // namespace detail
+MARGINLOSS_NAMESPACE_END

@@ -1,0 +1,212 @@
+// marginloss: the entry points.
+//
+//   auto r = ml::forward_backward(policy, X, W, labels);  // r.loss, r.dX, r.dW
+//
+// X is B x D (one sample per row), W is C x D (one class per row), labels has B entries in
+// [0, C). Both are raw (un-normalised); the loss normalises rows itself and the gradients are
+// with respect to the raw X and W. Matrices must be row-major Eigen objects of the policy's
+// scalar type: ml::RowMatrix<T>, an Eigen::Map of a foreign buffer, or an Eigen::Ref: nothing
+// is copied. Labels may be any integer vector (Eigen::VectorXi, 64-bit from PyTorch, ...).
+// Every bad input throws marginloss::invalid_argument naming the argument and the value.
+#pragma once
+
+#include "detail/dense_engine.hpp"
+#include "detail/math.hpp"
+#include "detail/row_pass.hpp"
+#include "detail/validate.hpp"
+#include "errors.hpp"
+#include "policies/common.hpp"
+#include "types.hpp"
+#include "workspace.hpp"
+
+MARGINLOSS_NAMESPACE_BEGIN
+
+// Loss and gradients of forward_backward().
+template <typename T>
+struct Result {
+  T loss;          // mean over the batch of the cross-entropy of the margined logits
+  RowMatrix<T> dX; // dL/dX, B x D, with respect to the raw features
+  RowMatrix<T> dW; // dL/dW, C x D, with respect to the raw class weights
+};
+
+// Gradients of backward().
+template <typename T>
+struct Gradients {
+  RowMatrix<T> dX;
+  RowMatrix<T> dW;
+};
+
+// Loss and gradient of cosine_forward_backward().
+template <typename T>
+struct CosineResult {
+  T loss;
+  RowMatrix<T> dcos;  // dL/dcos, B x C
+};
+
+// ---------------------------------------------------------------------------------------------
+// Split forward / backward, for autograd engines: forward() leaves in `ws` what backward()
+// needs; backward() takes the upstream gradient of the loss and writes dX, dW. Pass the same
+// policy and W to both. A forward is consumed by one backward.
+
+template <typename P, typename DX, typename DW, typename DL>
+typename P::value_type forward(const P& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
+                               const Eigen::MatrixBase<DL>& labels, Workspace<typename P::value_type>& ws) {
+  using T = typename P::value_type;
+  detail::check_row_major_matrix<DX, T>();
+  detail::check_row_major_matrix<DW, T>();
+  detail::check_label_vector<DL>();
+  return detail::DenseEngine::forward(policy, Eigen::Ref<const RowMatrix<T>>(X.derived()),
+                                      Eigen::Ref<const RowMatrix<T>>(W.derived()), labels, ws);
+}
+
+template <typename P, typename DW>
+void backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<typename P::value_type>& ws,
+              typename P::value_type grad_loss, Eigen::Ref<RowMatrix<typename P::value_type>> dX,
+              Eigen::Ref<RowMatrix<typename P::value_type>> dW) {
+  using T = typename P::value_type;
+  detail::check_row_major_matrix<DW, T>();
+  detail::DenseEngine::backward(policy, Eigen::Ref<const RowMatrix<T>>(W.derived()), ws, grad_loss, dX, dW);
+}
+
+template <typename P, typename DW>
+Gradients<typename P::value_type> backward(const P& policy, const Eigen::MatrixBase<DW>& W,
+                                           Workspace<typename P::value_type>& ws,
+                                           typename P::value_type grad_loss = 1) {
+  Gradients<typename P::value_type> g;
+  g.dX.resize(ws.batch(), ws.dim());
+  g.dW.resize(W.rows(), W.cols());
+  backward(policy, W, ws, grad_loss, g.dX, g.dW);
+  return g;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward and backward in one call.
+
+// Writes into caller-owned dX (B x D) and dW (C x D) using `ws`: after the first step of a
+// training loop nothing is allocated. Returns the loss.
+template <typename P, typename DX, typename DW, typename DL>
+typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
+                                        const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DL>& labels,
+                                        Eigen::Ref<RowMatrix<typename P::value_type>> dX,
+                                        Eigen::Ref<RowMatrix<typename P::value_type>> dW,
+                                        Workspace<typename P::value_type>& ws) {
+  const auto loss = forward(policy, X, W, labels, ws);
+  backward(policy, W, ws, typename P::value_type(1), dX, dW);
+  return loss;
+}
+
+// Allocating convenience form.
+template <typename P, typename DX, typename DW, typename DL>
+Result<typename P::value_type> forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
+                                                const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DL>& labels) {
+  using T = typename P::value_type;
+  Workspace<T> ws;
+  Result<T> r;
+  r.dX.resize(X.rows(), X.cols());
+  r.dW.resize(W.rows(), W.cols());
+  r.loss = forward_backward(policy, X, W, labels, r.dX, r.dW, ws);
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cosine level, for engines that normalise and multiply themselves: takes the B x C cosine
+// matrix (values are clamped to [-1, 1]; beyond 1 + 1e-3 in magnitude they are rejected as
+// not cosines) and returns the loss and dL/dcos. Policies with a feature-norm scale need the
+// per-row scales S_i (the feature norms) and also return dL/dS_i.
+
+namespace detail {
+
+template <typename P, typename DC, typename DL, typename T = typename P::value_type>
+T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::MatrixBase<DL>& labels,
+                const T* scales, Eigen::Ref<RowMatrix<T>> dcos, T* dscales) {
+  static_assert(is_margin_policy_v<P>, "marginloss: P does not satisfy the policy contract (policies/common.hpp)");
+  check_row_major_matrix<DC, T>();
+  check_label_vector<DL>();
+  policy.validate();
+  const Index B = cos.rows(), C = cos.cols();
+  if (B == 0) fail("cos has 0 rows: the batch is empty");
+  if (C == 0) fail("cos has 0 columns: there must be at least one class");
+  if (labels.size() != B) fail("labels has ", labels.size(), " entries but cos has ", B, " rows");
+  check_output("dcos", dcos.rows(), dcos.cols(), B, C);
+  if (policy.scale_is_feature_norm() && !scales)
+    fail(P::name, " scales logits by the feature norm: pass the per-row scales to cosine_forward_backward()");
+  for (Index i = 0; i < B; ++i) {
+    const auto y = labels.derived().coeff(i);
+    if (!(y >= 0 && static_cast<Index>(y) < C))
+      fail("labels[", i, "] = ", static_cast<long long>(y), " is out of range [0, ", C, ")");
+    if (scales && !(std::isfinite(scales[i]) && scales[i] > T(0)))
+      fail("scales[", i, "] = ", scales[i], " must be finite and > 0");
+  }
+  dcos = cos.derived();
+  // Validate and clamp in the output buffer, which the gradient then overwrites in place.
+  bool bad = false;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) reduction(|| : bad)
+#endif
+  for (Index i = 0; i < B; ++i) {
+    T* c = dcos.row(i).data();
+    for (Index j = 0; j < C; ++j) {
+      if (!(std::fabs(c[j]) <= T(1.001))) bad = true;
+      c[j] = clamp_cosine(c[j]);
+    }
+  }
+  if (bad)
+    for (Index i = 0; i < B; ++i)
+      for (Index j = 0; j < C; ++j)
+        if (!(std::fabs(cos.derived().coeff(i, j)) <= T(1.001)))
+          fail("cos(", i, ", ", j, ") = ", cos.derived().coeff(i, j), " is not a cosine (finite, |c| <= 1)");
+
+  const T coef = T(1) / static_cast<T>(B);
+  double total = 0;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) reduction(+ : total)
+#endif
+  for (Index i = 0; i < B; ++i) {
+    T* c = dcos.row(i).data();
+    const Index y = static_cast<Index>(labels.derived().coeff(i));
+    const auto terms = policy.row(c[y], y);
+    const T S = policy.scale(scales ? scales[i] : T(1));
+    const T shift = span_max_logit(policy, terms, S, c, C, y);
+    const T lse = shift + static_cast<T>(std::log(span_sum_exp(policy, terms, S, c, C, y, shift)));
+    total += static_cast<double>(lse - S * terms.target.value);
+    const double sz = span_gradient(policy, terms, S, c, C, y, lse, coef, static_cast<const T*>(nullptr), c);
+    if (dscales) dscales[i] = policy.scale_is_feature_norm() ? static_cast<T>(sz / static_cast<double>(S)) : T(0);
+  }
+  return static_cast<T>(total / static_cast<double>(B));
+}
+
+}  // namespace detail
+
+// Fixed-scale policies: writes dL/dcos into `dcos` (B x C, may not alias `cos`), returns the loss.
+template <typename P, typename DC, typename DL>
+typename P::value_type cosine_forward_backward(const P& policy, const Eigen::MatrixBase<DC>& cos,
+                                               const Eigen::MatrixBase<DL>& labels,
+                                               Eigen::Ref<RowMatrix<typename P::value_type>> dcos) {
+  return detail::cosine_engine(policy, cos, labels, static_cast<const typename P::value_type*>(nullptr), dcos,
+                               static_cast<typename P::value_type*>(nullptr));
+}
+
+// Any policy, with the per-row scales (used by feature-norm policies, S_i = scales_i) and their
+// gradient dL/dscales (zero for fixed-scale policies).
+template <typename P, typename DC, typename DL>
+typename P::value_type cosine_forward_backward(const P& policy, const Eigen::MatrixBase<DC>& cos,
+                                               const Eigen::MatrixBase<DL>& labels,
+                                               const Eigen::Ref<const Vector<typename P::value_type>>& scales,
+                                               Eigen::Ref<RowMatrix<typename P::value_type>> dcos,
+                                               Eigen::Ref<Vector<typename P::value_type>> dscales) {
+  if (scales.size() != cos.rows()) detail::fail("scales has ", scales.size(), " entries but cos has ", cos.rows(), " rows");
+  if (dscales.size() != cos.rows()) detail::fail("dscales has ", dscales.size(), " entries but cos has ", cos.rows(), " rows");
+  return detail::cosine_engine(policy, cos, labels, scales.data(), dcos, dscales.data());
+}
+
+// Allocating form for fixed-scale policies.
+template <typename P, typename DC, typename DL>
+CosineResult<typename P::value_type> cosine_forward_backward(const P& policy, const Eigen::MatrixBase<DC>& cos,
+                                                             const Eigen::MatrixBase<DL>& labels) {
+  CosineResult<typename P::value_type> r;
+  r.dcos.resize(cos.rows(), cos.cols());
+  r.loss = cosine_forward_backward(policy, cos, labels, r.dcos);
+  return r;
+}
+
+MARGINLOSS_NAMESPACE_END

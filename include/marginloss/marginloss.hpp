@@ -1,0 +1,15 @@
+// marginloss: margin-based normalised-softmax losses with exact analytic gradients.
+// The umbrella header; each part below also stands alone.
+#pragma once
+
+#include "config.hpp"
+#include "errors.hpp"
+#include "loss.hpp"
+#include "policies/arcface.hpp"
+#include "policies/combined_margin.hpp"
+#include "policies/common.hpp"
+#include "policies/cosface.hpp"
+#include "policies/normface.hpp"
+#include "policies/sphereface.hpp"
+#include "types.hpp"
+#include "workspace.hpp"

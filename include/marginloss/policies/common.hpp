@@ -1,0 +1,82 @@
+// marginloss: vocabulary shared by the policies, and the policy contract.
+//
+// A policy is a plain struct describing one row of logits (docs/formulas.md §1, §8):
+//   z_iy = S_i * f(t_i)          target logit, t_i = cos(theta_{i,y_i})
+//   z_ij = S_i * h(c_ij; row)    non-target logits
+// It knows nothing about memory, threads or devices. The contract, checked by
+// is_margin_policy<P> below:
+//   using value_type = float | double;
+//   using row_type   = ...;                       // once-per-row terms; has `ValueSlope target`
+//   static constexpr bool plain_non_target;       // h(c) = c: engines skip the per-logit call
+//   static constexpr const char* name;
+//   void validate() const;                        // throws marginloss::invalid_argument
+//   row_type row(T t, Index label) const;         // margined target and mining thresholds
+//   ValueSlope<T> non_target(T c, const row_type&) const;
+//   T scale(T x_norm) const;                      // S_i: fixed s, or the feature norm
+//   bool scale_is_feature_norm() const;           // S_i = |x_i| (then dS/dx enters dX)
+// row(), non_target() and scale() are MARGINLOSS_HD so the CUDA backend runs the same code.
+#pragma once
+
+#include <type_traits>
+
+#include "../config.hpp"
+#include "../types.hpp"
+
+MARGINLOSS_NAMESPACE_BEGIN
+
+// How the backward pass differentiates a margined target.
+enum class Gradient {
+  exact,             // the true derivative of the forward (default)
+  straight_through,  // value margined, derivative taken as 1: current insightface arcface_torch
+                     // (margin applied under no_grad) and opensphere's "detached" margins
+};
+
+// What the additive angular margin does where theta + m passes pi and cos(theta + m) stops
+// decreasing (docs/formulas.md §3).
+enum class Fallback {
+  hard_threshold,  // t > cos(pi - m): cos(theta + m), else t - m sin m  (older insightface, CurricularFace)
+  easy_margin,     // t > 0: cos(theta + m), else t
+  none,            // always cos(theta + m) (current arcface_torch, the original MXNet code)
+};
+
+inline const char* to_string(Gradient g) {
+  return g == Gradient::exact ? "exact" : "straight_through";
+}
+inline const char* to_string(Fallback f) {
+  return f == Fallback::hard_threshold ? "hard_threshold" : (f == Fallback::easy_margin ? "easy_margin" : "none");
+}
+
+namespace detail {
+
+// Row terms of a policy whose non-target logits are the plain cosines.
+template <typename T>
+struct TargetRow {
+  ValueSlope<T> target;
+};
+
+template <typename P, typename = void>
+struct has_policy_members : std::false_type {};
+
+template <typename P>
+struct has_policy_members<
+    P, std::void_t<typename P::value_type, typename P::row_type, decltype(P::plain_non_target), decltype(P::name),
+                   decltype(std::declval<const P&>().validate()),
+                   decltype(std::declval<const P&>().row(typename P::value_type(), Index())),
+                   decltype(std::declval<const P&>().non_target(typename P::value_type(),
+                                                                std::declval<const typename P::row_type&>())),
+                   decltype(std::declval<const P&>().scale(typename P::value_type())),
+                   decltype(std::declval<const P&>().scale_is_feature_norm()),
+                   decltype(std::declval<const typename P::row_type&>().target)>>
+    : std::bool_constant<std::is_same_v<typename P::value_type, float> ||
+                         std::is_same_v<typename P::value_type, double>> {};
+
+}  // namespace detail
+
+// True when P satisfies the contract above with a float or double value_type.
+template <typename P>
+struct is_margin_policy : detail::has_policy_members<P> {};
+
+template <typename P>
+inline constexpr bool is_margin_policy_v = is_margin_policy<P>::value;
+
+MARGINLOSS_NAMESPACE_END

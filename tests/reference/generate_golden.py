@@ -1,0 +1,482 @@
+#!/usr/bin/env python3
+"""Generate the golden data files used to test marginloss against an independent
+reference implementation.
+
+Every case evaluates a margin-based normalised-softmax loss
+
+    x̂_i = x_i / ‖x_i‖,   ŵ_j = w_j / ‖w_j‖,   c_ij = ⟨x̂_i, ŵ_j⟩
+    z_ij = S_i · φ_ij,   φ_{i,y_i} = f(c_{i,y_i}),   φ_ij = c_ij (j ≠ y_i)
+    L    = mean_i [ logsumexp_j z_ij − z_{i,y_i} ]
+
+in float64 with PyTorch and takes dL/dX and dL/dW (w.r.t. the RAW, un-normalised X and W)
+from torch.autograd. No gradient is written by hand, and the target transforms are built
+on the arccos route (θ = acos t, then cos of the shifted / multiplied angle), which is a
+different evaluation route from the closed forms a C++ implementation typically uses
+(t·cos m − √(1−t²)·sin m for ArcFace, Chebyshev polynomials for SphereFace).
+See docs/formulas.md sections 1–4 and 9 for the specification, and README.md beside this
+file for the file format.
+
+Run from the repository root:
+
+    python3 tests/reference/generate_golden.py
+
+It (re)writes every file in tests/reference/golden/. The output is deterministic: all
+inputs come from a splitmix64 stream with fixed seeds and torch runs single-threaded.
+"""
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+torch.set_default_dtype(torch.float64)
+torch.set_num_threads(1)  # fixed reduction order => the same bytes on every run
+
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+HEADER = "marginloss-golden 1"
+NUMBERS_PER_LINE = 8
+# splitmix64 (large) cases store only the dW rows of the batch's labels and every
+# DW_ROW_STRIDE-th row, to keep the files small; inline cases store every row.
+DW_ROW_STRIDE = 32
+MASK64 = (1 << 64) - 1
+
+# Minimum distance between any target cosine and a branch switch of its policy, and
+# the largest |cosine| allowed anywhere (the loss is not differentiable at a switch, and
+# arccos is not differentiable at ±1).
+SWITCH_MARGIN = 1e-4
+MAX_ABS_COS = 1.0 - 1e-6
+
+
+# --------------------------------------------------------------------------------------
+# Random numbers: splitmix64 (exactly reproducible in C++)
+# --------------------------------------------------------------------------------------
+class SplitMix64:
+    """splitmix64 with 64-bit integer arithmetic; uniform() = (next() >> 11) · 2^-53."""
+
+    def __init__(self, seed):
+        self.state = seed & MASK64
+
+    def next(self):
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+    def uniform(self):
+        return (self.next() >> 11) * (2.0 ** -53)
+
+    def uniform_in(self, lo, hi):
+        return lo + (hi - lo) * self.uniform()
+
+
+def splitmix64_inputs(seed, B, D, C):
+    """Inputs of an `inputs splitmix64 <seed>` case: X row-major, then W row-major, each
+    element 2·uniform() − 1, then the labels, each next() mod C."""
+    rng = SplitMix64(seed)
+    X = [2.0 * rng.uniform() - 1.0 for _ in range(B * D)]
+    W = [2.0 * rng.uniform() - 1.0 for _ in range(C * D)]
+    labels = [rng.next() % C for _ in range(B)]
+    return X, W, labels
+
+
+# --------------------------------------------------------------------------------------
+# Constructed inputs with prescribed target cosines (pure Python arithmetic + sqrt only)
+# --------------------------------------------------------------------------------------
+def _dot(a, b):
+    s = 0.0
+    for u, v in zip(a, b):
+        s += u * v
+    return s
+
+
+def _unit(v):
+    n = math.sqrt(_dot(v, v))
+    return [e / n for e in v]
+
+
+def constructed_inputs(seed, B, D, C, targets):
+    """Random inputs in which sample i has target cosine targets[i] (None: leave random).
+
+    Feature norms vary in [0.5, 5] and weight norms in [0.5, 2]; the labels are B distinct
+    classes, so every constructed weight row belongs to exactly one sample. The target row
+    is w_y = r·(t·x̂ + √(1−t²)·u) with u a unit vector orthogonal to x̂ (Gram–Schmidt)."""
+    assert len(targets) == B and B <= C
+    rng = SplitMix64(seed)
+
+    def direction():
+        return _unit([2.0 * rng.uniform() - 1.0 for _ in range(D)])
+
+    X = []
+    for _ in range(B):
+        r = rng.uniform_in(0.5, 5.0)
+        X.append([r * e for e in direction()])
+    W = []
+    for _ in range(C):
+        r = rng.uniform_in(0.5, 2.0)
+        W.append([r * e for e in direction()])
+
+    # Distinct labels: the first B entries of a Fisher–Yates shuffle of 0..C−1.
+    perm = list(range(C))
+    for i in range(C - 1, 0, -1):
+        j = rng.next() % (i + 1)
+        perm[i], perm[j] = perm[j], perm[i]
+    labels = perm[:B]
+
+    for i, t in enumerate(targets):
+        if t is None:
+            continue
+        xh = _unit(X[i])
+        v = [2.0 * rng.uniform() - 1.0 for _ in range(D)]
+        p = _dot(v, xh)
+        u = _unit([a - p * b for a, b in zip(v, xh)])
+        r = rng.uniform_in(0.5, 2.0)
+        st = math.sqrt(1.0 - t * t)
+        W[labels[i]] = [r * (t * a + st * b) for a, b in zip(xh, u)]
+
+    return [e for row in X for e in row], [e for row in W for e in row], labels
+
+
+def spread_targets(m, B, seed):
+    """B target cosines covering every SphereFace piece k = 0..m−1 (sample i lies in piece
+    i mod m, at a random interior fraction of it), rounded to 6 decimals."""
+    rng = SplitMix64(seed)
+    out = []
+    for i in range(B):
+        k = i % m
+        frac = rng.uniform_in(0.15, 0.85)
+        out.append(round(math.cos((k + frac) * math.pi / m), 6))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Policies: target transform f and the branch switches to keep away from
+# --------------------------------------------------------------------------------------
+def straight_through(t, value):
+    """Forward value `value`, derivative w.r.t. t taken as 1."""
+    return t + (value - t).detach()
+
+
+def target_transform(name, p, t):
+    """φ for the target cosines t (1-D tensor); returns a tensor in the autograd graph."""
+    if name == "normface":
+        return t
+
+    if name == "cosface":
+        m = p["m"]
+        if p["conditional"] == 1:
+            # Official AM-Softmax Caffe layer: subtract m only where t > m.
+            return torch.where(t.detach() > m, t - m, t)
+        return t - m
+
+    if name == "arcface":
+        m = p["m"]
+        theta = torch.acos(t)
+        arc = torch.cos(theta + m)
+        fb = p["fallback"]
+        if fb == "hard":
+            val = torch.where(t.detach() > math.cos(math.pi - m), arc, t - m * math.sin(m))
+        elif fb == "easy":
+            val = torch.where(t.detach() > 0.0, arc, t)
+        elif fb == "none":
+            val = arc
+        else:
+            raise ValueError(fb)
+        return straight_through(t, val) if p["gradient"] == "straight_through" else val
+
+    if name == "combined":
+        m1, m2, m3 = p["m1"], p["m2"], p["m3"]
+        theta = torch.acos(t)
+        val = torch.cos(m1 * theta + m2) - m3
+        fb = p["fallback"]
+        if fb == "hard":
+            beyond = (m1 * theta.detach() + m2) > math.pi
+            val = torch.where(beyond, t - m2 * math.sin(m2) - m3, val)
+        elif fb != "none":
+            raise ValueError(fb)
+        return straight_through(t, val) if p["gradient"] == "straight_through" else val
+
+    if name == "sphereface":
+        m, lam = p["m"], p["lambda"]
+        theta = torch.acos(t)
+        with torch.no_grad():
+            k = torch.floor(m * theta / math.pi).clamp(0, m - 1)
+            sign = 1.0 - 2.0 * torch.remainder(k, 2.0)  # (−1)^k
+        psi = sign * torch.cos(m * theta) - 2.0 * k
+        return (lam * t + psi) / (1.0 + lam)
+
+    raise ValueError(name)
+
+
+def branch_switches(name, p):
+    """Target cosines at which f switches branch (inputs must keep away from them)."""
+    if name == "cosface" and p["conditional"] == 1:
+        return [p["m"]]
+    if name == "arcface":
+        return {"hard": [math.cos(math.pi - p["m"])], "easy": [0.0], "none": []}[p["fallback"]]
+    if name == "combined" and p["fallback"] == "hard":
+        theta_switch = (math.pi - p["m2"]) / p["m1"]
+        return [math.cos(theta_switch)] if 0.0 <= theta_switch <= math.pi else []
+    if name == "sphereface":
+        m = p["m"]
+        return [math.cos(j * math.pi / m) for j in range(1, m)]
+    return []
+
+
+def uses_feature_norm(name, p):
+    return name == "sphereface" and p["scale"] == "feature_norm"
+
+
+# --------------------------------------------------------------------------------------
+# The loss and its gradients
+# --------------------------------------------------------------------------------------
+def cosines(X, W):
+    xh = X / X.norm(dim=1, keepdim=True)
+    wh = W / W.norm(dim=1, keepdim=True)
+    return xh @ wh.t()  # not clamped: inputs keep |c| < 1 − 1e-6
+
+
+def margin_loss(name, p, X, W, labels):
+    """Loss for raw X (B×D), W (C×D), labels (B,), all inside the autograd graph."""
+    c = cosines(X, W)
+    onehot = F.one_hot(labels, c.shape[1]).bool()
+    t = c.gather(1, labels[:, None]).squeeze(1)
+    phi_t = target_transform(name, p, t)
+    phi = torch.where(onehot, phi_t[:, None].expand_as(c), c)
+    if uses_feature_norm(name, p):
+        S = X.norm(dim=1, keepdim=True)  # raw feature norm, differentiated through
+    else:
+        S = p["s"]
+    z = S * phi
+    return F.cross_entropy(z, labels, reduction="mean")
+
+
+def loss_and_grads(name, p, X, W, labels):
+    """(L, dL/dX, dL/dW) in float64 via autograd. X, W: nested lists or tensors."""
+    X = torch.as_tensor(X, dtype=torch.float64).clone().requires_grad_(True)
+    W = torch.as_tensor(W, dtype=torch.float64).clone().requires_grad_(True)
+    y = torch.as_tensor(labels, dtype=torch.int64)
+    L = margin_loss(name, p, X, W, y)
+    dX, dW = torch.autograd.grad(L, (X, W))
+    return L.item(), dX, dW
+
+
+def check_inputs(case, X, W, labels):
+    """Every |c| < 1 − 1e-6 and every target cosine ≥ SWITCH_MARGIN from a switch."""
+    with torch.no_grad():
+        c = cosines(X, W)
+        assert c.abs().max().item() < MAX_ABS_COS, (case["file"], "a cosine is too close to ±1")
+        t = c.gather(1, torch.as_tensor(labels)[:, None]).squeeze(1)
+        for sw in branch_switches(case["policy"], case["params"]):
+            d = (t - sw).abs().min().item()
+            assert d > SWITCH_MARGIN, (case["file"], "target within %g of switch %r" % (d, sw))
+
+
+# --------------------------------------------------------------------------------------
+# Cases
+# --------------------------------------------------------------------------------------
+# Parameter order on the `policy` line, per policy.
+PARAM_KEYS = {
+    "normface": ["s"],
+    "cosface": ["s", "m", "conditional"],
+    "arcface": ["s", "m", "fallback", "gradient"],
+    "combined": ["s", "m1", "m2", "m3", "fallback", "gradient"],
+    "sphereface": ["m", "lambda", "scale", "s"],
+}
+
+CASES = []
+
+
+def case(file, policy, shape, inputs, **params):
+    """Register one case. inputs: ("splitmix64", seed) or ("constructed", seed, targets)."""
+    assert set(params) == set(PARAM_KEYS[policy]), (file, sorted(params))
+    CASES.append(dict(file=file, policy=policy, params=params, shape=shape, inputs=inputs))
+
+
+def constructed(seed, targets):
+    return ("constructed", seed, list(targets))
+
+
+T_ANY8 = [0.82, -0.47, 0.31, 0.05, -0.12, 0.66, -0.78, 0.24]
+# ArcFace m=0.5: hard switch at cos(π−0.5) = −0.8776, easy switch at 0; both sides of each.
+T_ARC50 = [0.95, 0.6, 0.1, -0.3, -0.8, -0.95, 0.35, -0.6]
+# ArcFace m=0.35: hard switch at −0.9394.
+T_ARC35 = [0.9, 0.5, 0.05, -0.2, -0.7, -0.92, -0.96, -0.99]
+# Targets close to ±1 (the arccos slope grows like 1/sin θ there).
+T_NEAR1 = [0.9999, 0.99999, -0.9999, -0.99999, 0.999, 0.4, -0.2, -0.7]
+# CosFace conditional (AM-Softmax Caffe), switch at t = m = 0.35.
+T_COND35 = [0.9, 0.6, 0.36, 0.34, 0.2, -0.1, -0.5, 0.45]
+# Combined margins, targets on both sides of θ = (π − m2)/m1.
+T_CM1 = [0.9, 0.5, 0.1, -0.4, -0.8, -0.94, -0.97, -0.995]  # (1, 0.3, 0.2): switch −0.9553
+T_CM2 = [0.9, 0.5, 0.0, -0.5, -0.9, -0.99, -0.998, -0.9995]  # (0.9, 0.4, 0.15): −0.9955
+T_CM3 = [0.95, 0.6, 0.2, -0.2, -0.42, -0.47, -0.7, -0.95]  # (1.5, 0.1, 0.05): −0.4412
+
+SHAPE_SMALL = (8, 16, 20)
+SHAPE_LARGE = (64, 128, 1000)
+
+# ---- NormFace
+case("normface_s16_1x3x2.txt", "normface", (1, 3, 2), constructed(101, [0.3]), s=16)
+case("normface_s16_3x4x5.txt", "normface", (3, 4, 5), constructed(102, [0.7, -0.4, 0.1]), s=16)
+case("normface_s16_8x16x20.txt", "normface", SHAPE_SMALL, constructed(103, T_ANY8), s=16)
+case("normface_s16_64x128x1000.txt", "normface", SHAPE_LARGE, ("splitmix64", 0x5EED000000000001), s=16)
+
+# ---- CosFace / AM-Softmax
+case("cosface_s30_m0.35_1x3x2.txt", "cosface", (1, 3, 2), constructed(201, [0.5]),
+     s=30, m=0.35, conditional=0)
+case("cosface_s30_m0.35_3x4x5.txt", "cosface", (3, 4, 5), constructed(202, [0.8, 0.2, -0.6]),
+     s=30, m=0.35, conditional=0)
+case("cosface_s30_m0.35_8x16x20.txt", "cosface", SHAPE_SMALL, constructed(203, T_COND35),
+     s=30, m=0.35, conditional=0)
+case("cosface_s30_m0.35_conditional_3x4x5.txt", "cosface", (3, 4, 5),
+     constructed(204, [0.8, 0.2, -0.6]), s=30, m=0.35, conditional=1)
+case("cosface_s30_m0.35_conditional_8x16x20_crossing.txt", "cosface", SHAPE_SMALL,
+     constructed(205, T_COND35), s=30, m=0.35, conditional=1)
+case("cosface_s64_m0.4_8x16x20.txt", "cosface", SHAPE_SMALL, constructed(206, T_ANY8),
+     s=64, m=0.4, conditional=0)
+case("cosface_s64_m0.4_64x128x1000.txt", "cosface", SHAPE_LARGE, ("splitmix64", 0x5EED000000000002),
+     s=64, m=0.4, conditional=0)
+
+# ---- ArcFace
+case("arcface_hard_exact_1x3x2.txt", "arcface", (1, 3, 2), constructed(301, [-0.2]),
+     s=64, m=0.5, fallback="hard", gradient="exact")
+case("arcface_hard_exact_3x4x5_crossing.txt", "arcface", (3, 4, 5),
+     constructed(302, [0.7, -0.8, -0.95]), s=64, m=0.5, fallback="hard", gradient="exact")
+for i, fb in enumerate(["hard", "easy", "none"]):
+    for j, gm in enumerate(["exact", "straight_through"]):
+        case("arcface_%s_%s_8x16x20_crossing.txt" % (fb, gm), "arcface", SHAPE_SMALL,
+             constructed(310 + 2 * i + j, T_ARC50), s=64, m=0.5, fallback=fb, gradient=gm)
+case("arcface_s32_m0.35_hard_exact_8x16x20_crossing.txt", "arcface", SHAPE_SMALL,
+     constructed(320, T_ARC35), s=32, m=0.35, fallback="hard", gradient="exact")
+case("arcface_s32_m0.35_none_exact_8x16x20.txt", "arcface", SHAPE_SMALL,
+     constructed(321, T_ARC35), s=32, m=0.35, fallback="none", gradient="exact")
+case("arcface_none_exact_8x16x20_near_pm1.txt", "arcface", SHAPE_SMALL,
+     constructed(322, T_NEAR1), s=64, m=0.5, fallback="none", gradient="exact")
+case("arcface_hard_exact_8x16x20_near_pm1.txt", "arcface", SHAPE_SMALL,
+     constructed(323, T_NEAR1), s=64, m=0.5, fallback="hard", gradient="exact")
+case("arcface_easy_exact_8x16x20_near_pm1.txt", "arcface", SHAPE_SMALL,
+     constructed(324, T_NEAR1), s=64, m=0.5, fallback="easy", gradient="exact")
+case("arcface_hard_exact_64x128x1000.txt", "arcface", SHAPE_LARGE, ("splitmix64", 0x5EED000000000003),
+     s=64, m=0.5, fallback="hard", gradient="exact")
+case("arcface_none_straight_through_64x128x1000.txt", "arcface", SHAPE_LARGE,
+     ("splitmix64", 0x5EED000000000004), s=64, m=0.5, fallback="none", gradient="straight_through")
+
+# ---- Combined margin cos(m1·θ + m2) − m3
+for tag, (s, m1, m2, m3), targets, seed in [
+    ("s64_1_0.3_0.2", (64, 1, 0.3, 0.2), T_CM1, 400),
+    ("s64_0.9_0.4_0.15", (64, 0.9, 0.4, 0.15), T_CM2, 410),
+    ("s30_1.5_0.1_0.05", (30, 1.5, 0.1, 0.05), T_CM3, 420),
+]:
+    for k, fb in enumerate(["none", "hard"]):
+        case("combined_%s_%s_exact_8x16x20_crossing.txt" % (tag, fb), "combined", SHAPE_SMALL,
+             constructed(seed + k, targets), s=s, m1=m1, m2=m2, m3=m3, fallback=fb, gradient="exact")
+    case("combined_%s_hard_straight_through_8x16x20_crossing.txt" % tag, "combined", SHAPE_SMALL,
+         constructed(seed + 2, targets), s=s, m1=m1, m2=m2, m3=m3, fallback="hard",
+         gradient="straight_through")
+case("combined_s64_1_0.3_0.2_hard_exact_3x4x5.txt", "combined", (3, 4, 5),
+     constructed(430, [0.6, -0.5, -0.97]), s=64, m1=1, m2=0.3, m3=0.2, fallback="hard", gradient="exact")
+case("combined_s64_1_0.3_0.2_hard_exact_64x128x1000.txt", "combined", SHAPE_LARGE,
+     ("splitmix64", 0x5EED000000000005), s=64, m1=1, m2=0.3, m3=0.2, fallback="hard", gradient="exact")
+
+# ---- SphereFace / A-Softmax (every m, λ ∈ {0, 5}, both scale modes; every k piece hit)
+for m in range(1, 6):
+    for lam in (0, 5):
+        for scale in ("feature_norm", "fixed"):
+            seed = 500 + 10 * m + (lam > 0) * 2 + (scale == "fixed")
+            case("sphereface_m%d_lambda%d_%s_8x16x20.txt" % (m, lam, scale), "sphereface", SHAPE_SMALL,
+                 constructed(seed, spread_targets(m, 8, seed)), m=m, **{"lambda": lam}, scale=scale, s=30)
+case("sphereface_m4_lambda0_feature_norm_8x16x20_near_pm1.txt", "sphereface", SHAPE_SMALL,
+     constructed(570, T_NEAR1), m=4, **{"lambda": 0}, scale="feature_norm", s=30)
+case("sphereface_m4_lambda5_feature_norm_1x3x2.txt", "sphereface", (1, 3, 2),
+     constructed(571, [-0.3]), m=4, **{"lambda": 5}, scale="feature_norm", s=30)
+case("sphereface_m3_lambda5_fixed_3x4x5.txt", "sphereface", (3, 4, 5),
+     constructed(572, [0.8, -0.1, -0.9]), m=3, **{"lambda": 5}, scale="fixed", s=30)
+case("sphereface_m4_lambda5_feature_norm_64x128x1000.txt", "sphereface", SHAPE_LARGE,
+     ("splitmix64", 0x5EED000000000006), m=4, **{"lambda": 5}, scale="feature_norm", s=30)
+case("sphereface_m3_lambda0_fixed_64x128x1000.txt", "sphereface", SHAPE_LARGE,
+     ("splitmix64", 0x5EED000000000007), m=3, **{"lambda": 0}, scale="fixed", s=30)
+
+
+# --------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------
+def fmt_float(v):
+    """Shortest decimal string that round-trips to the same double."""
+    return repr(float(v))
+
+
+def fmt_param(v):
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int) or float(v).is_integer():
+        return str(int(v))
+    return repr(float(v))
+
+
+def wrapped(keyword, tokens):
+    lines = []
+    for i in range(0, max(len(tokens), 1), NUMBERS_PER_LINE):
+        chunk = " ".join(tokens[i:i + NUMBERS_PER_LINE])
+        lines.append(chunk if i else (keyword + " " + chunk).rstrip())
+    return lines
+
+
+def case_inputs(c):
+    B, D, C = c["shape"]
+    kind = c["inputs"][0]
+    if kind == "splitmix64":
+        return splitmix64_inputs(c["inputs"][1], B, D, C)
+    return constructed_inputs(c["inputs"][1], B, D, C, c["inputs"][2])
+
+
+def render_case(c):
+    B, D, C = c["shape"]
+    name, p = c["policy"], c["params"]
+    Xf, Wf, labels = case_inputs(c)
+    X = torch.tensor(Xf).reshape(B, D)
+    W = torch.tensor(Wf).reshape(C, D)
+    check_inputs(c, X, W, labels)
+    L, dX, dW = loss_and_grads(name, p, X, W, labels)
+    assert math.isfinite(L) and torch.isfinite(dX).all() and torch.isfinite(dW).all(), c["file"]
+    # A loss this small would be dominated by the cancellation in logsumexp − z_y.
+    assert L > 1e-3, (c["file"], "loss too small to be a meaningful reference", L)
+
+    if c["inputs"][0] == "splitmix64":
+        rows = sorted(set(labels) | set(range(0, C, DW_ROW_STRIDE)))
+    else:
+        rows = list(range(C))
+
+    out = [HEADER]
+    out.append(" ".join(["policy", name] + ["%s=%s" % (k, fmt_param(p[k])) for k in PARAM_KEYS[name]]))
+    out.append("shape %d %d %d" % (B, D, C))
+    if c["inputs"][0] == "splitmix64":
+        out.append("inputs splitmix64 %d" % c["inputs"][1])
+    else:
+        out.append("inputs inline")
+        out += wrapped("X", [fmt_float(v) for v in Xf])
+        out += wrapped("W", [fmt_float(v) for v in Wf])
+        out += wrapped("labels", [str(v) for v in labels])
+    out.append("loss " + fmt_float(L))
+    out += wrapped("dX", [fmt_float(v) for v in dX.reshape(-1).tolist()])
+    out += wrapped("dW_rows %d" % len(rows), [str(r) for r in rows])
+    out += wrapped("dW", [fmt_float(v) for v in dW[rows].reshape(-1).tolist()])
+    return "\n".join(out) + "\n"
+
+
+def main():
+    GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
+    names = [c["file"] for c in CASES]
+    assert len(set(names)) == len(names), "duplicate case file name"
+    # Remove golden files of cases that no longer exist.
+    for old in GOLDEN_DIR.glob("*.txt"):
+        if old.name not in names and old.read_text(encoding="utf-8").startswith(HEADER):
+            old.unlink()
+    for c in CASES:
+        (GOLDEN_DIR / c["file"]).write_text(render_case(c), encoding="utf-8", newline="\n")
+    print("wrote %d cases to %s" % (len(CASES), GOLDEN_DIR))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
