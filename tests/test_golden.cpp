@@ -97,6 +97,10 @@ ml::Fallback fallback(const std::string& s) {
   REQUIRE(s == "none");
   return ml::Fallback::none;
 }
+ml::MarginTarget target(const std::string& s) {
+  REQUIRE((s == "am" || s == "arc"));
+  return s == "am" ? ml::MarginTarget::additive_cosine : ml::MarginTarget::additive_angular;
+}
 ml::Gradient gradient(const std::string& s) {
   return s == "exact" ? ml::Gradient::exact : ml::Gradient::straight_through;
 }
@@ -116,6 +120,17 @@ void with_policy(const Golden& g, Fn&& fn) {
   } else if (g.policy == "sphereface") {
     fn(ml::SphereFace<T>{static_cast<int>(num(g, "m")), T(num(g, "lambda")),
                          str(g, "scale") == "fixed" ? ml::Scale::fixed : ml::Scale::feature_norm, T(num(g, "s"))});
+  } else if (g.policy == "svsoftmax") {
+    fn(ml::SVSoftmax<T>{T(num(g, "s")), T(num(g, "m")), T(num(g, "t")), target(str(g, "target")),
+                        fallback(str(g, "fallback"))});
+  } else if (g.policy == "mvsoftmax") {
+    fn(ml::MVSoftmax<T>{T(num(g, "s")), T(num(g, "m")), T(num(g, "t")), target(str(g, "target")),
+                        str(g, "variant") == "fixed" ? ml::MVVariant::fixed : ml::MVVariant::adaptive,
+                        fallback(str(g, "fallback")), num(g, "conditional") != 0});
+  } else if (g.policy == "curricularface") {
+    fn(ml::CurricularFace<T>{T(num(g, "s")), T(num(g, "m")), T(num(g, "tau")), T(0.99), fallback(str(g, "fallback"))});
+  } else if (g.policy == "ammsoftmax") {
+    fn(ml::AMMSoftmax<T>{T(num(g, "s")), T(num(g, "m")), T(num(g, "m_h")), fallback(str(g, "fallback"))});
   } else {
     FAIL("unknown policy in ", g.file, ": ", g.policy);
   }
@@ -152,7 +167,8 @@ TEST_CASE("Every policy matches the PyTorch-autograd reference to 1e-8 (double)"
     });
     ++per_policy[g.policy];
   }
-  for (const char* p : {"normface", "cosface", "arcface", "combined", "sphereface"}) {
+  for (const char* p : {"normface", "cosface", "arcface", "combined", "sphereface", "svsoftmax", "mvsoftmax",
+                        "curricularface", "ammsoftmax"}) {
     CAPTURE(p);
     CHECK(per_policy[p] >= 3);
   }

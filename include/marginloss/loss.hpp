@@ -109,6 +109,32 @@ Result<typename P::value_type> forward_backward(const P& policy, const Eigen::Ma
 }
 
 // ---------------------------------------------------------------------------------------------
+// The target cosines t_i = cos(x_i, w_{y_i}) of a batch, clamped to [-1, 1], in O(B D): what
+// running statistics such as CurricularFace's tau are updated from before a forward.
+template <typename DX, typename DW, typename DL>
+Vector<typename DX::Scalar> target_cosines(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
+                                           const Eigen::MatrixBase<DL>& labels) {
+  using T = typename DX::Scalar;
+  detail::check_row_major_matrix<DX, T>();
+  detail::check_row_major_matrix<DW, T>();
+  detail::check_label_vector<DL>();
+  const Index B = X.rows();
+  detail::check_batch(B, X.cols(), W.rows(), W.cols(), labels.size());
+  Eigen::Matrix<Index, Eigen::Dynamic, 1> y;
+  detail::copy_labels(labels, W.rows(), y);
+  Vector<T> x_inv;
+  detail::compute_row_norms<T>("X", Eigen::Ref<const RowMatrix<T>>(X.derived()), nullptr, x_inv);
+  Vector<T> out(B);
+  for (Index i = 0; i < B; ++i) {
+    const double wn = detail::stable_row_norm(W.derived().row(y(i)).data(), W.cols());
+    if (!detail::norm_in_range(wn, detail::NormRange<T>::lo, detail::NormRange<T>::hi))
+      detail::fail_bad_row<T>("W", W.derived(), y(i), wn);
+    out(i) = detail::clamp_cosine(static_cast<T>((X.derived().row(i) * x_inv(i)).dot(W.derived().row(y(i))) / wn));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Cosine level, for engines that normalise and multiply themselves: takes the B x C cosine
 // matrix (values are clamped to [-1, 1]; beyond 1 + 1e-3 in magnitude they are rejected as
 // not cosines) and returns the loss and dL/dcos. Policies with a feature-norm scale need the

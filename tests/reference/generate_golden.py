@@ -8,12 +8,15 @@ Every case evaluates a margin-based normalised-softmax loss
     z_ij = S_i · φ_ij,   φ_{i,y_i} = f(c_{i,y_i}),   φ_ij = c_ij (j ≠ y_i)
     L    = mean_i [ logsumexp_j z_ij − z_{i,y_i} ]
 
+(the mining policies replace φ_ij = c_ij by h(c_ij) for the "hard" non-targets, those with
+c_ij > T_i for a row threshold T_i; the mask is a constant for differentiation)
+
 in float64 with PyTorch and takes dL/dX and dL/dW (w.r.t. the RAW, un-normalised X and W)
 from torch.autograd. No gradient is written by hand, and the target transforms are built
 on the arccos route (θ = acos t, then cos of the shifted / multiplied angle), which is a
 different evaluation route from the closed forms a C++ implementation typically uses
 (t·cos m − √(1−t²)·sin m for ArcFace, Chebyshev polynomials for SphereFace).
-See docs/formulas.md sections 1–4 and 9 for the specification, and README.md beside this
+See docs/formulas.md sections 1–5 and 9 for the specification, and README.md beside this
 file for the file format.
 
 Run from the repository root:
@@ -97,12 +100,17 @@ def _unit(v):
     return [e / n for e in v]
 
 
-def constructed_inputs(seed, B, D, C, targets):
+def constructed_inputs(seed, B, D, C, targets, probes=()):
     """Random inputs in which sample i has target cosine targets[i] (None: leave random).
 
     Feature norms vary in [0.5, 5] and weight norms in [0.5, 2]; the labels are B distinct
     classes, so every constructed weight row belongs to exactly one sample. The target row
-    is w_y = r·(t·x̂ + √(1−t²)·u) with u a unit vector orthogonal to x̂ (Gram–Schmidt)."""
+    is w_y = r·(t·x̂ + √(1−t²)·u) with u a unit vector orthogonal to x̂ (Gram–Schmidt).
+
+    probes: (i, c) pairs; the k-th one sets the k-th class that is nobody's label to a row
+    with cosine c to sample i (same construction). Its cosines to the other samples stay
+    random. The random numbers it uses come after all others, so cases without probes are
+    unaffected."""
     assert len(targets) == B and B <= C
     rng = SplitMix64(seed)
 
@@ -125,16 +133,23 @@ def constructed_inputs(seed, B, D, C, targets):
         perm[i], perm[j] = perm[j], perm[i]
     labels = perm[:B]
 
-    for i, t in enumerate(targets):
-        if t is None:
-            continue
+    def row_with_cosine(i, t):
         xh = _unit(X[i])
         v = [2.0 * rng.uniform() - 1.0 for _ in range(D)]
         p = _dot(v, xh)
         u = _unit([a - p * b for a, b in zip(v, xh)])
         r = rng.uniform_in(0.5, 2.0)
         st = math.sqrt(1.0 - t * t)
-        W[labels[i]] = [r * (t * a + st * b) for a, b in zip(xh, u)]
+        return [r * (t * a + st * b) for a, b in zip(xh, u)]
+
+    for i, t in enumerate(targets):
+        if t is None:
+            continue
+        W[labels[i]] = row_with_cosine(i, t)
+
+    assert len(probes) <= C - B
+    for k, (i, cv) in enumerate(probes):
+        W[perm[B + k]] = row_with_cosine(i, cv)
 
     return [e for row in X for e in row], [e for row in W for e in row], labels
 
@@ -207,7 +222,85 @@ def target_transform(name, p, t):
         psi = sign * torch.cos(m * theta) - 2.0 * k
         return (lam * t + psi) / (1.0 + lam)
 
+    if name in MINING_POLICIES:
+        if mining_target(name, p) == "am":
+            m, fb = p["m"], p["fallback"]
+            if p.get("conditional", 0) == 1:
+                # FaceX-Zoo MV-AM: subtract m only where t > m (not combined with easy).
+                assert fb == "none", "conditional=1 is not combined with a fallback"
+                return torch.where(t.detach() > m, t - m, t)
+            if fb == "easy":
+                # Official MV code's easy margin: subtract m only where t > 0.
+                return torch.where(t.detach() > 0.0, t - m, t)
+            if fb != "none":
+                raise ValueError(fb)
+            return t - m
+        assert p.get("conditional", 0) == 0, "conditional=1 applies to target=am only"
+        return target_transform("arcface", arc_params(p), t)
+
     raise ValueError(name)
+
+
+# --------------------------------------------------------------------------------------
+# Mining policies: the non-target transform of the hard non-targets
+# --------------------------------------------------------------------------------------
+MINING_POLICIES = ("svsoftmax", "mvsoftmax", "curricularface", "ammsoftmax")
+
+
+def mining_target(name, p):
+    """"am" (f = t − m) or "arc" (f = cos(θ + m)) for a mining policy."""
+    if name in ("svsoftmax", "mvsoftmax"):
+        return p["target"]
+    return "arc"  # CurricularFace, AMM-Softmax
+
+
+def arc_params(p):
+    """The arcface parameters of a mining policy's ArcFace target (exact gradient)."""
+    return dict(s=p["s"], m=p["m"], fallback=p["fallback"], gradient="exact")
+
+
+def mining_threshold(name, p, t):
+    """Row threshold T_i of the hardness mask from the raw target cosines (no fallback):
+    t − m for an AM target, cos(θ + m) for an Arc target. Computed on detached values."""
+    with torch.no_grad():
+        t = t.detach()
+        if mining_target(name, p) == "am":
+            return t - p["m"]
+        return torch.cos(torch.acos(t) + p["m"])
+
+
+def hard_transform(name, p, c):
+    """h(c) for the hard non-targets (c: tensor in the autograd graph)."""
+    if name == "svsoftmax" or (name == "mvsoftmax" and p["variant"] == "adaptive"):
+        tv = p["t"]
+        return tv * c + (tv - 1.0)  # SV-Softmax h*(t, θ) = t·cos θ + t − 1
+    if name == "mvsoftmax":
+        if p["variant"] != "fixed":
+            raise ValueError(p["variant"])
+        return c + (p["t"] - 1.0)
+    if name == "curricularface":
+        return c * (p["tau"] + c)  # τ: a constant of the call
+    if name == "ammsoftmax":
+        # The hard non-target's angle shrunk by m_h, not below 0.
+        return torch.cos(torch.clamp_min(torch.acos(c) - p["m_h"], 0.0))
+    raise ValueError(name)
+
+
+def hard_mask(name, p, c, t, onehot):
+    """Hard non-targets: c_ij > T_i (strict), j ≠ y_i. A constant (no gradient)."""
+    with torch.no_grad():
+        T = mining_threshold(name, p, t)
+        return (c.detach() > T[:, None]) & ~onehot
+
+
+def nontarget_transform(name, p, c, t, onehot, hard_fn=None):
+    """φ for the non-target entries (the target entries are overwritten by the caller).
+    Policies without mining return c itself. hard_fn replaces hard_transform (used only
+    to check the official code's increment parameterisation)."""
+    if name not in MINING_POLICIES:
+        return c
+    h = hard_fn(c) if hard_fn is not None else hard_transform(name, p, c)
+    return torch.where(hard_mask(name, p, c, t, onehot), h, c)
 
 
 def branch_switches(name, p):
@@ -222,6 +315,12 @@ def branch_switches(name, p):
     if name == "sphereface":
         m = p["m"]
         return [math.cos(j * math.pi / m) for j in range(1, m)]
+    if name in MINING_POLICIES:
+        if mining_target(name, p) == "arc":
+            return branch_switches("arcface", arc_params(p))
+        if p.get("conditional", 0) == 1:
+            return [p["m"]]
+        return {"easy": [0.0], "none": []}[p["fallback"]]
     return []
 
 
@@ -238,13 +337,14 @@ def cosines(X, W):
     return xh @ wh.t()  # not clamped: inputs keep |c| < 1 − 1e-6
 
 
-def margin_loss(name, p, X, W, labels):
+def margin_loss(name, p, X, W, labels, hard_fn=None):
     """Loss for raw X (B×D), W (C×D), labels (B,), all inside the autograd graph."""
     c = cosines(X, W)
     onehot = F.one_hot(labels, c.shape[1]).bool()
     t = c.gather(1, labels[:, None]).squeeze(1)
     phi_t = target_transform(name, p, t)
-    phi = torch.where(onehot, phi_t[:, None].expand_as(c), c)
+    phi_n = nontarget_transform(name, p, c, t, onehot, hard_fn)
+    phi = torch.where(onehot, phi_t[:, None].expand_as(c), phi_n)
     if uses_feature_norm(name, p):
         S = X.norm(dim=1, keepdim=True)  # raw feature norm, differentiated through
     else:
@@ -253,12 +353,12 @@ def margin_loss(name, p, X, W, labels):
     return F.cross_entropy(z, labels, reduction="mean")
 
 
-def loss_and_grads(name, p, X, W, labels):
+def loss_and_grads(name, p, X, W, labels, hard_fn=None):
     """(L, dL/dX, dL/dW) in float64 via autograd. X, W: nested lists or tensors."""
     X = torch.as_tensor(X, dtype=torch.float64).clone().requires_grad_(True)
     W = torch.as_tensor(W, dtype=torch.float64).clone().requires_grad_(True)
     y = torch.as_tensor(labels, dtype=torch.int64)
-    L = margin_loss(name, p, X, W, y)
+    L = margin_loss(name, p, X, W, y, hard_fn)
     dX, dW = torch.autograd.grad(L, (X, W))
     return L.item(), dX, dW
 
@@ -274,6 +374,29 @@ def check_inputs(case, X, W, labels):
             assert d > SWITCH_MARGIN, (case["file"], "target within %g of switch %r" % (d, sw))
 
 
+def check_mining(case, X, W, labels):
+    """Every non-target cosine ≥ SWITCH_MARGIN from its row's mask threshold (and, for
+    AMM-Softmax, every non-target angle ≥ SWITCH_MARGIN from m_h); both hard and easy
+    non-targets present. Returns (#hard, #easy)."""
+    name, p = case["policy"], case["params"]
+    with torch.no_grad():
+        c = cosines(X, W)
+        y = torch.as_tensor(labels)
+        onehot = F.one_hot(y, c.shape[1]).bool()
+        t = c.gather(1, y[:, None]).squeeze(1)
+        T = mining_threshold(name, p, t)
+        gap = (c - T[:, None])[~onehot]
+        d = gap.abs().min().item()
+        assert d > SWITCH_MARGIN, (case["file"], "non-target within %g of its threshold" % d)
+        if name == "ammsoftmax":
+            d = (torch.acos(c[~onehot]) - p["m_h"]).abs().min().item()
+            assert d > SWITCH_MARGIN, (case["file"], "non-target angle within %g of m_h" % d)
+        n_hard = int(hard_mask(name, p, c, t, onehot).sum())
+        n_easy = int((~onehot).sum()) - n_hard
+    assert n_hard > 0 and n_easy > 0, (case["file"], "needs hard and easy non-targets", n_hard, n_easy)
+    return n_hard, n_easy
+
+
 # --------------------------------------------------------------------------------------
 # Cases
 # --------------------------------------------------------------------------------------
@@ -284,19 +407,53 @@ PARAM_KEYS = {
     "arcface": ["s", "m", "fallback", "gradient"],
     "combined": ["s", "m1", "m2", "m3", "fallback", "gradient"],
     "sphereface": ["m", "lambda", "scale", "s"],
+    "svsoftmax": ["s", "m", "t", "target", "fallback"],
+    "mvsoftmax": ["s", "m", "t", "target", "variant", "fallback", "conditional"],
+    "curricularface": ["s", "m", "tau", "fallback"],
+    "ammsoftmax": ["s", "m", "m_h", "fallback"],
 }
 
 CASES = []
 
 
-def case(file, policy, shape, inputs, **params):
-    """Register one case. inputs: ("splitmix64", seed) or ("constructed", seed, targets)."""
+def case(file, policy, shape, inputs, increment=None, **params):
+    """Register one case. inputs: ("splitmix64", seed) or ("constructed", seed, targets
+    [, probes]). increment (mvsoftmax only): also evaluate the hard non-targets in the
+    official code's increment form with t' = increment and require the same numbers."""
     assert set(params) == set(PARAM_KEYS[policy]), (file, sorted(params))
-    CASES.append(dict(file=file, policy=policy, params=params, shape=shape, inputs=inputs))
+    CASES.append(dict(file=file, policy=policy, params=params, shape=shape, inputs=inputs,
+                      increment=increment))
 
 
-def constructed(seed, targets):
-    return ("constructed", seed, list(targets))
+def constructed(seed, targets, probes=()):
+    return ("constructed", seed, list(targets), list(probes))
+
+
+def mining_probes(name, p, targets, extra=()):
+    """Non-target probes (i, c) for a mining case: per sample, one non-target just above or
+    just below (alternating) its row threshold T_i, at 2e-3..4e-3; then, where the target
+    value f(t_i) differs from T_i (fallbacks, conditional margin), one between the two (its
+    hardness tells the raw threshold from the fallback value); then `extra`. For the
+    8×16×20 shape (at most C − B = 12 probes)."""
+    B, _, C = SHAPE_SMALL
+    tt = torch.tensor(targets)
+    T = mining_threshold(name, p, tt).tolist()
+    f = target_transform(name, p, tt).tolist()
+    probes = []
+    for i, Ti in enumerate(T):
+        delta = 0.002 + 0.001 * (i % 3)
+        for sign in ((1.0, -1.0) if i % 2 == 0 else (-1.0, 1.0)):
+            if abs(Ti + sign * delta) < 0.999:
+                probes.append((i, Ti + sign * delta))
+                break
+    room = C - B - len(extra)
+    for i, (fi, Ti) in enumerate(zip(f, T)):
+        lo, hi = max(min(fi, Ti), -0.9999), min(max(fi, Ti), 0.9999)
+        if hi - lo > 2e-3 and len(probes) < room:
+            probes.append((i, 0.5 * (lo + hi)))
+    probes += list(extra)
+    assert len(probes) <= C - B
+    return probes
 
 
 T_ANY8 = [0.82, -0.47, 0.31, 0.05, -0.12, 0.66, -0.78, 0.24]
@@ -398,6 +555,64 @@ case("sphereface_m3_lambda0_fixed_64x128x1000.txt", "sphereface", SHAPE_LARGE,
      ("splitmix64", 0x5EED000000000007), m=3, **{"lambda": 0}, scale="fixed", s=30)
 
 
+# ---- Mining policies (hard non-targets: c_ij > T_i). The small cases construct the
+# targets and, with mining_probes, non-targets just above / below each row's threshold.
+# In the splitmix64 cases the targets are ≈ 0 (D = 128), so T_i ≈ −m: most non-targets are
+# hard and the easy ones are the tail below −m; their seeds are chosen so that both kinds
+# occur and no non-target lies within SWITCH_MARGIN of its threshold.
+def mining_case(file, policy, seed, targets, extra=(), increment=None, **params):
+    probes = mining_probes(policy, params, targets, extra)
+    case(file, policy, SHAPE_SMALL, constructed(seed, targets, probes), increment=increment, **params)
+
+
+# m = 0.35: AM-conditional switch 0.35, easy-margin switch 0, Arc hard switch −0.9394; both
+# sides of each.
+T_MINE35 = [0.92, 0.6, 0.4, 0.3, 0.1, -0.15, -0.55, -0.96]
+# m = 0.5: Arc hard switch −0.8776, easy switch 0.
+T_MINE50 = [0.95, 0.7, 0.45, 0.2, -0.1, -0.4, -0.75, -0.93]
+
+# SV-Softmax (paper: s = 30, t = 1.2; m = 0 is the original, AM 0.35 / Arc 0.5 the SV-X forms)
+mining_case("svsoftmax_s30_m0_t1.2_am_none_8x16x20.txt", "svsoftmax", 601, T_MINE35,
+            s=30, m=0, t=1.2, target="am", fallback="none")
+mining_case("svsoftmax_s30_m0.35_t1.2_am_none_8x16x20.txt", "svsoftmax", 602, T_MINE35,
+            s=30, m=0.35, t=1.2, target="am", fallback="none")
+mining_case("svsoftmax_s30_m0.5_t1.2_arc_hard_8x16x20_crossing.txt", "svsoftmax", 603, T_MINE50,
+            s=30, m=0.5, t=1.2, target="arc", fallback="hard")
+case("svsoftmax_s30_m0.35_t1.2_am_none_64x128x1000.txt", "svsoftmax", SHAPE_LARGE,
+     ("splitmix64", 0x5EED00000000000D), s=30, m=0.35, t=1.2, target="am", fallback="none")
+
+# MV-Softmax (s = 32, m = 0.35). Official code: t' = 0.2 (t = 1.2), easy margin on by
+# default; FaceX-Zoo: t = 1.12, AM target with the conditional margin, Arc with easy margin.
+for k, (tg, var) in enumerate([("am", "adaptive"), ("am", "fixed"), ("arc", "adaptive"), ("arc", "fixed")]):
+    mining_case("mvsoftmax_%s_%s_t1.2_easy_8x16x20_crossing.txt" % (tg, var), "mvsoftmax", 610 + k,
+                T_MINE35, increment=0.2 if k == 0 else None,
+                s=32, m=0.35, t=1.2, target=tg, variant=var, fallback="easy", conditional=0)
+mining_case("mvsoftmax_am_adaptive_t1.12_conditional_8x16x20_crossing.txt", "mvsoftmax", 614, T_MINE35,
+            s=32, m=0.35, t=1.12, target="am", variant="adaptive", fallback="none", conditional=1)
+mining_case("mvsoftmax_arc_adaptive_t1.12_easy_8x16x20_crossing.txt", "mvsoftmax", 615, T_MINE35,
+            s=32, m=0.35, t=1.12, target="arc", variant="adaptive", fallback="easy", conditional=0)
+mining_case("mvsoftmax_arc_adaptive_t1.2_hard_8x16x20_crossing.txt", "mvsoftmax", 616, T_MINE35,
+            s=32, m=0.35, t=1.2, target="arc", variant="adaptive", fallback="hard", conditional=0)
+case("mvsoftmax_arc_adaptive_t1.2_easy_64x128x1000.txt", "mvsoftmax", SHAPE_LARGE,
+     ("splitmix64", 0x5EED00000000001D), s=32, m=0.35, t=1.2, target="arc", variant="adaptive",
+     fallback="easy", conditional=0)
+
+# CurricularFace (s = 64, m = 0.5), τ given per call.
+for k, (tau, fb) in enumerate([("0", "hard"), ("0.3", "hard"), ("0.6", "hard"), ("0.3", "easy")]):
+    mining_case("curricularface_s64_m0.5_tau%s_%s_8x16x20_crossing.txt" % (tau, fb),
+                "curricularface", 620 + k, T_MINE50, s=64, m=0.5, tau=float(tau), fallback=fb)
+case("curricularface_s64_m0.5_tau0.3_hard_64x128x1000.txt", "curricularface", SHAPE_LARGE,
+     ("splitmix64", 0x5EED00000000000A), s=64, m=0.5, tau=0.3, fallback="hard")
+
+# AMM-Softmax (reconstruction; s = 64, m = 0.5, m_h = 0.1). One probe per case has
+# θ_ij = m_h/2 < m_h (the clamped branch, h = 1).
+for k, (mh, fb) in enumerate([(0.1, "hard"), (0.3, "hard"), (0.1, "easy")]):
+    mining_case("ammsoftmax_s64_m0.5_mh%s_%s_8x16x20_crossing.txt" % (mh, fb), "ammsoftmax",
+                640 + k, T_MINE50, extra=[(1, math.cos(0.5 * mh))], s=64, m=0.5, m_h=mh, fallback=fb)
+case("ammsoftmax_s64_m0.4_mh0.1_hard_64x128x1000.txt", "ammsoftmax", SHAPE_LARGE,
+     ("splitmix64", 0x5EED00000000000E), s=64, m=0.4, m_h=0.1, fallback="hard")
+
+
 # --------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------
@@ -427,7 +642,23 @@ def case_inputs(c):
     kind = c["inputs"][0]
     if kind == "splitmix64":
         return splitmix64_inputs(c["inputs"][1], B, D, C)
-    return constructed_inputs(c["inputs"][1], B, D, C, c["inputs"][2])
+    return constructed_inputs(c["inputs"][1], B, D, C, c["inputs"][2], c["inputs"][3])
+
+
+def check_increment_form(c, X, W, labels, L, dX, dW):
+    """MV-Softmax in the official code's increment form, hard φ = (t'+1)·c + t' (adaptive)
+    or c + t' (fixed), must give the numbers of the t = 1 + t' form."""
+    name, p, tc = c["policy"], c["params"], c["increment"]
+    assert name == "mvsoftmax" and p["t"] == 1.0 + tc, c["file"]
+    if p["variant"] == "adaptive":
+        hard_fn = lambda cos: (tc + 1.0) * cos + tc
+    else:
+        hard_fn = lambda cos: cos + tc
+    L2, dX2, dW2 = loss_and_grads(name, p, X, W, labels, hard_fn)
+    assert abs(L2 - L) <= 1e-15 * max(1.0, abs(L)), (c["file"], L, L2)
+    for a, b in ((dX, dX2), (dW, dW2)):
+        d = (a - b).abs().max().item()
+        assert d <= 1e-15 * max(1.0, a.abs().max().item()), (c["file"], "increment form differs", d)
 
 
 def render_case(c):
@@ -437,8 +668,13 @@ def render_case(c):
     X = torch.tensor(Xf).reshape(B, D)
     W = torch.tensor(Wf).reshape(C, D)
     check_inputs(c, X, W, labels)
+    if name in MINING_POLICIES:
+        n_hard, n_easy = check_mining(c, X, W, labels)
+        print("%s: %d hard, %d easy non-targets" % (c["file"], n_hard, n_easy))
     L, dX, dW = loss_and_grads(name, p, X, W, labels)
     assert math.isfinite(L) and torch.isfinite(dX).all() and torch.isfinite(dW).all(), c["file"]
+    if c["increment"] is not None:
+        check_increment_form(c, X, W, labels, L, dX, dW)
     # A loss this small would be dominated by the cancellation in logsumexp − z_y.
     assert L > 1e-3, (c["file"], "loss too small to be a meaningful reference", L)
 

@@ -39,6 +39,13 @@ enum class Fallback {
   none,            // always cos(theta + m) (current arcface_torch, the original MXNet code)
 };
 
+// The margined target of the mining policies (SV-, MV-Softmax): additive cosine (AM, t - m)
+// or additive angular (Arc, cos(theta + m)).
+enum class MarginTarget {
+  additive_cosine,
+  additive_angular,
+};
+
 inline const char* to_string(Gradient g) {
   return g == Gradient::exact ? "exact" : "straight_through";
 }

@@ -1,0 +1,65 @@
+// CurricularFace (Huang et al., CVPR 2020; official HuangYG123/CurricularFace;
+// docs/formulas.md §5): ArcFace target (hard-threshold fallback); hard non-targets
+// (c_ij > cos(theta_i + m), the raw value) get h(c) = c (tau + c), h' = tau + 2c, where tau
+// is a running mean of the target cosines, not differentiated.
+//
+// tau is plain state in the policy, owned by the caller: forward/backward never change it.
+// The official code updates it at every forward, BEFORE using it, from the batch's raw target
+// cosines: tau <- 0.01 mean_i(t_i) + 0.99 tau, tau_0 = 0. Reproduce that with
+//   policy.update_tau(ml::target_cosines(X, W, labels));   // then forward_backward(policy, ...)
+// In data-parallel training all-reduce the batch mean first and call update_tau_with_mean().
+// (The paper's Eq. 9 puts 0.99 on the new statistic; its author confirmed the code is right.)
+#pragma once
+
+#include "../detail/mining_target.hpp"
+#include "../errors.hpp"
+#include "common.hpp"
+
+MARGINLOSS_NAMESPACE_BEGIN
+
+template <typename T>
+struct CurricularFace {
+  using value_type = T;
+  using row_type = detail::MiningRow<T>;
+  static constexpr bool plain_non_target = false;
+  static constexpr const char* name = "CurricularFace";
+
+  T s = T(64);
+  T m = T(0.5);
+  T tau = T(0);          // running statistic t of the paper; save it with the checkpoint
+  T momentum = T(0.99);  // weight of the old tau in update_tau
+  Fallback fallback = Fallback::hard_threshold;
+  Gradient gradient = Gradient::exact;
+
+  void validate() const {
+    detail::require_positive(name, "s", s);
+    detail::require_non_negative(name, "m", m);
+    if (!(m < T(detail::pi))) detail::fail(name, ": m = ", m, " must be < pi");
+    detail::require_finite(name, "tau", tau);
+    if (!(momentum >= T(0) && momentum <= T(1))) detail::fail(name, ": momentum = ", momentum, " must be in [0, 1]");
+  }
+
+  // tau <- (1 - momentum) mean + momentum tau.
+  void update_tau_with_mean(T mean_target_cosine) {
+    detail::require_finite(name, "mean_target_cosine", mean_target_cosine);
+    tau = (T(1) - momentum) * mean_target_cosine + momentum * tau;
+  }
+  template <typename Derived>
+  void update_tau(const Eigen::MatrixBase<Derived>& target_cosines) {
+    if (target_cosines.size() == 0) detail::fail(name, ": update_tau needs at least one target cosine");
+    update_tau_with_mean(static_cast<T>(target_cosines.template cast<double>().mean()));
+  }
+
+  MARGINLOSS_HD row_type row(T t, Index /*label*/) const {
+    const detail::AngularTarget<T> a = detail::angular_margin(t, T(1), m, T(0), fallback, gradient);
+    return {a.target, a.raw};
+  }
+  MARGINLOSS_HD ValueSlope<T> non_target(T c, const row_type& r) const {
+    if (!(c > r.threshold)) return {c, T(1)};
+    return {c * (tau + c), tau + T(2) * c};
+  }
+  MARGINLOSS_HD T scale(T /*x_norm*/) const { return s; }
+  MARGINLOSS_HD bool scale_is_feature_norm() const { return false; }
+};
+
+MARGINLOSS_NAMESPACE_END
