@@ -10,7 +10,8 @@
 // Every bad input throws marginloss::invalid_argument naming the argument and the value.
 #pragma once
 
-#include "detail/dense_engine.hpp"
+#include "detail/engine.hpp"
+#include "distributed/communicator.hpp"
 #include "detail/math.hpp"
 #include "detail/row_pass.hpp"
 #include "detail/validate.hpp"
@@ -20,6 +21,30 @@
 #include "workspace.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
+
+// How the classes are processed.
+struct Options {
+  // Classes per block. 0 (default): automatic -- the dense path (one B x C cosine buffer)
+  // while that buffer fits in `memory_budget` bytes, otherwise blocks of classes whose B x block
+  // buffer takes at most memory_budget / 8 (at least 256 classes). A value >= C is the dense
+  // path; smaller values force blocks: an online logsumexp over the blocks in the forward, and
+  // a second pass that recomputes each block's cosines in the backward (one more B x D x C
+  // product), with peak extra memory O(B x block + B x D) instead of O(B x C).
+  Index class_block = 0;
+  std::size_t memory_budget = std::size_t(512) << 20;
+};
+
+namespace detail {
+template <typename T>
+inline Index resolve_class_block(const Options& o, Index batch, Index classes) {
+  if (o.class_block < 0) fail("Options::class_block = ", o.class_block, " must be >= 0");
+  if (o.class_block > 0) return o.class_block;
+  const auto row_bytes = static_cast<std::size_t>(batch > 0 ? batch : 1) * sizeof(T);
+  if (static_cast<std::size_t>(classes) * row_bytes <= o.memory_budget) return classes;
+  const auto block = static_cast<Index>(o.memory_budget / 8 / row_bytes);
+  return block < 256 ? 256 : block;
+}
+}  // namespace detail
 
 // Loss and gradients of forward_backward().
 template <typename T>
@@ -50,13 +75,16 @@ struct CosineResult {
 
 template <typename P, typename DX, typename DW, typename DL>
 typename P::value_type forward(const P& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
-                               const Eigen::MatrixBase<DL>& labels, Workspace<typename P::value_type>& ws) {
+                               const Eigen::MatrixBase<DL>& labels, Workspace<typename P::value_type>& ws,
+                               const Options& options = {}) {
   using T = typename P::value_type;
   detail::check_row_major_matrix<DX, T>();
   detail::check_row_major_matrix<DW, T>();
   detail::check_label_vector<DL>();
-  return detail::DenseEngine::forward(policy, Eigen::Ref<const RowMatrix<T>>(X.derived()),
-                                      Eigen::Ref<const RowMatrix<T>>(W.derived()), labels, ws);
+  LocalCommunicator local;
+  return detail::Engine::forward(policy, Eigen::Ref<const RowMatrix<T>>(X.derived()),
+                                 Eigen::Ref<const RowMatrix<T>>(W.derived()), 0, W.rows(), labels, local,
+                                 detail::resolve_class_block<T>(options, X.rows(), W.rows()), ws);
 }
 
 template <typename P, typename DW>
@@ -65,7 +93,8 @@ void backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<typenam
               Eigen::Ref<RowMatrix<typename P::value_type>> dW) {
   using T = typename P::value_type;
   detail::check_row_major_matrix<DW, T>();
-  detail::DenseEngine::backward(policy, Eigen::Ref<const RowMatrix<T>>(W.derived()), ws, grad_loss, dX, dW);
+  LocalCommunicator local;
+  detail::Engine::backward(policy, Eigen::Ref<const RowMatrix<T>>(W.derived()), local, ws, grad_loss, dX, dW);
 }
 
 template <typename P, typename DW>
@@ -89,8 +118,8 @@ typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase
                                         const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DL>& labels,
                                         Eigen::Ref<RowMatrix<typename P::value_type>> dX,
                                         Eigen::Ref<RowMatrix<typename P::value_type>> dW,
-                                        Workspace<typename P::value_type>& ws) {
-  const auto loss = forward(policy, X, W, labels, ws);
+                                        Workspace<typename P::value_type>& ws, const Options& options = {}) {
+  const auto loss = forward(policy, X, W, labels, ws, options);
   backward(policy, W, ws, typename P::value_type(1), dX, dW);
   return loss;
 }
@@ -98,13 +127,14 @@ typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase
 // Allocating convenience form.
 template <typename P, typename DX, typename DW, typename DL>
 Result<typename P::value_type> forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
-                                                const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DL>& labels) {
+                                                const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DL>& labels,
+                                                const Options& options = {}) {
   using T = typename P::value_type;
   Workspace<T> ws;
   Result<T> r;
   r.dX.resize(X.rows(), X.cols());
   r.dW.resize(W.rows(), W.cols());
-  r.loss = forward_backward(policy, X, W, labels, r.dX, r.dW, ws);
+  r.loss = forward_backward(policy, X, W, labels, r.dX, r.dW, ws, options);
   return r;
 }
 

@@ -6,6 +6,8 @@
 #include "errors.hpp"
 #include "loss.hpp"
 #include "policies/amm_softmax.hpp"
+#include "distributed/communicator.hpp"
+#include "distributed/sharded.hpp"
 #include "policies/arcface.hpp"
 #include "policies/combined_margin.hpp"
 #include "policies/common.hpp"

@@ -8,12 +8,13 @@
 MARGINLOSS_NAMESPACE_BEGIN
 
 namespace detail {
-struct DenseEngine;
+struct Engine;
 }
 
 // Holds everything a forward pass leaves for its backward pass: the normalised features, the
-// B x C cosine buffer (the only B x C buffer; the backward overwrites it with dL/dcos), the
-// norms and the per-row log-partition values. Buffers grow to the largest shape seen and are
+// cosine buffer (B x C on the dense path, the only B x C buffer, which the backward overwrites
+// with dL/dcos; B x block when classes are processed in blocks), the norms and the per-row
+// log-partition values. Buffers grow to the largest shape seen and are
 // reused, so a training loop that keeps one Workspace allocates nothing per step after the
 // first. A Workspace may be used by one call at a time; distinct workspaces are independent.
 template <typename T>
@@ -21,17 +22,22 @@ class Workspace {
  public:
   Workspace() = default;
 
-  // Bytes the dense engine needs for a batch of B samples, C classes and feature dimension D.
-  static std::size_t bytes_required(Index batch, Index dim, Index classes) {
+  // Bytes the engine needs for a batch of B samples, C classes (of this process) and feature
+  // dimension D, with classes processed in blocks of `block` (0 or >= C: dense). Sharded runs
+  // add B x D for the partial dX.
+  static std::size_t bytes_required(Index batch, Index dim, Index classes, Index block = 0) {
     const auto b = static_cast<std::size_t>(batch), d = static_cast<std::size_t>(dim),
                c = static_cast<std::size_t>(classes);
-    return sizeof(T) * (b * d + b * c + 6 * b + c) + sizeof(Index) * b;
+    const auto k = (block <= 0 || block >= classes) ? c : static_cast<std::size_t>(block);
+    return sizeof(T) * (b * d + b * k + 7 * b + c) + sizeof(double) * b + sizeof(Index) * b;
   }
 
   // Allocates for the given shape up front (optional: calls size the buffers themselves).
-  void reserve(Index batch, Index dim, Index classes) {
+  void reserve(Index batch, Index dim, Index classes, Index block = 0) {
     xhat_.resize(batch, dim);
-    cosines_.resize(batch, classes);
+    cosines_.resize(batch, (block <= 0 || block >= classes) ? classes : block);
+    row_max_.resize(batch);
+    row_sum_.resize(batch);
     x_norm_.resize(batch);
     x_inv_norm_.resize(batch);
     target_cos_.resize(batch);
@@ -46,23 +52,31 @@ class Workspace {
   bool holds_forward() const { return holds_forward_; }
   Index batch() const { return xhat_.rows(); }
   Index dim() const { return xhat_.cols(); }
-  Index classes() const { return cosines_.cols(); }
+  // Classes of this process (all of them unless sharded) and the block size of the last forward.
+  Index classes() const { return local_classes_; }
+  Index class_block() const { return block_; }
   // The loss of the last forward (batch mean).
   T loss() const { return loss_; }
 
  private:
-  friend struct detail::DenseEngine;
+  friend struct detail::Engine;
 
   RowMatrix<T> xhat_;        // B x D, x_i / |x_i|
-  RowMatrix<T> cosines_;     // B x C, clamped cosines; dL/dcos scaled by 1/|w_j| after backward
+  RowMatrix<T> cosines_;     // B x block, clamped cosines; dL/dcos scaled by 1/|w_j| after backward
+  RowMatrix<T> dx_partial_;  // B x D, this rank's share of dX before the all-reduce (sharded)
   Vector<T> x_norm_;         // B
   Vector<T> x_inv_norm_;     // B
   Vector<T> target_cos_;     // B, t_i
   Vector<T> lse_;            // B, logsumexp_j z_ij
+  Vector<T> row_max_;        // B, running max of the online logsumexp
+  Eigen::VectorXd row_sum_;  // B, running sum of exp(z - row_max)
   Vector<T> row_loss_;       // B
   Vector<T> dscale_;         // B, dL/dS_i (feature-norm scale)
   Vector<T> w_inv_norm_;     // C
   Eigen::Matrix<Index, Eigen::Dynamic, 1> labels_;
+  Index class_offset_ = 0;   // global index of this process's first class
+  Index local_classes_ = 0;
+  Index block_ = 0;
   T loss_ = T(0);
   bool holds_forward_ = false;
 };

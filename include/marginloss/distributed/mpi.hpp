@@ -1,0 +1,59 @@
+// marginloss: an MPI communicator for the class-sharded loss. Opt-in: include this header (and
+// link the marginloss::mpi CMake target) only in programs built with MPI.
+#pragma once
+
+#include <mpi.h>
+
+#include <type_traits>
+
+#include "../errors.hpp"
+#include "communicator.hpp"
+
+MARGINLOSS_NAMESPACE_BEGIN
+
+class MPICommunicator {
+ public:
+  explicit MPICommunicator(MPI_Comm comm = MPI_COMM_WORLD) : comm_(comm) {
+    check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+    check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  MPI_Comm comm() const { return comm_; }
+
+  template <typename T>
+  void allreduce_max(T* data, Index n) {
+    reduce(data, n, MPI_MAX, "MPI_Allreduce(MPI_MAX)");
+  }
+  template <typename T>
+  void allreduce_sum(T* data, Index n) {
+    reduce(data, n, MPI_SUM, "MPI_Allreduce(MPI_SUM)");
+  }
+
+ private:
+  template <typename T>
+  void reduce(T* data, Index n, MPI_Op op, const char* what) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "MPICommunicator reduces float or double");
+    const MPI_Datatype type = std::is_same_v<T, float> ? MPI_FLOAT : MPI_DOUBLE;
+    // MPI counts are int: reduce in pieces for very large buffers.
+    constexpr Index piece = Index(1) << 30;
+    for (Index k = 0; k < n; k += piece) {
+      const int count = static_cast<int>(n - k < piece ? n - k : piece);
+      check(MPI_Allreduce(MPI_IN_PLACE, data + k, count, type, op, comm_), what);
+    }
+  }
+  static void check(int rc, const char* what) {
+    if (rc != MPI_SUCCESS) {
+      char msg[MPI_MAX_ERROR_STRING];
+      int len = 0;
+      MPI_Error_string(rc, msg, &len);
+      throw std::runtime_error(std::string("marginloss: ") + what + " failed: " + std::string(msg, static_cast<std::size_t>(len)));
+    }
+  }
+
+  MPI_Comm comm_;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+MARGINLOSS_NAMESPACE_END

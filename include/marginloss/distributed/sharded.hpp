@@ -1,0 +1,71 @@
+// marginloss: the class-sharded loss (model parallelism over classes; docs/formulas.md §7).
+//
+// Each rank owns a contiguous slice of the classes -- the rows W_shard of the full weight
+// matrix, global classes [class_offset, class_offset + W_shard.rows()) of num_classes -- and
+// sees the whole batch X with global labels. The ranks exchange only per-row statistics
+// (target cosine, max, sum: 3 all-reduces of B values) and the partial dX (one all-reduce of
+// B x D). The loss and dX come out identical on every rank; dW_shard is the gradient of this
+// rank's rows. Within a rank, Options::class_block chunks the slice as in the local loss.
+//
+//   ml::MPICommunicator comm;                        // #include <marginloss/distributed/mpi.hpp>
+//   T loss = ml::sharded_forward_backward(policy, X, W_shard, offset, C, labels, comm, dX, dW_shard, ws);
+//
+// Every rank must call with the same policy, X, labels and options, in the same order.
+#pragma once
+
+#include "../loss.hpp"
+#include "communicator.hpp"
+
+MARGINLOSS_NAMESPACE_BEGIN
+
+template <typename P, typename DX, typename DW, typename DL, typename Comm>
+typename P::value_type sharded_forward(const P& policy, const Eigen::MatrixBase<DX>& X,
+                                       const Eigen::MatrixBase<DW>& W_shard, Index class_offset, Index num_classes,
+                                       const Eigen::MatrixBase<DL>& labels, Comm& comm,
+                                       Workspace<typename P::value_type>& ws, const Options& options = {}) {
+  using T = typename P::value_type;
+  detail::check_row_major_matrix<DX, T>();
+  detail::check_row_major_matrix<DW, T>();
+  detail::check_label_vector<DL>();
+  return detail::Engine::forward(policy, Eigen::Ref<const RowMatrix<T>>(X.derived()),
+                                 Eigen::Ref<const RowMatrix<T>>(W_shard.derived()), class_offset, num_classes, labels,
+                                 comm, detail::resolve_class_block<T>(options, X.rows(), W_shard.rows()), ws);
+}
+
+template <typename P, typename DW, typename Comm>
+void sharded_backward(const P& policy, const Eigen::MatrixBase<DW>& W_shard, Comm& comm,
+                      Workspace<typename P::value_type>& ws, typename P::value_type grad_loss,
+                      Eigen::Ref<RowMatrix<typename P::value_type>> dX,
+                      Eigen::Ref<RowMatrix<typename P::value_type>> dW_shard) {
+  using T = typename P::value_type;
+  detail::check_row_major_matrix<DW, T>();
+  detail::Engine::backward(policy, Eigen::Ref<const RowMatrix<T>>(W_shard.derived()), comm, ws, grad_loss, dX,
+                           dW_shard);
+}
+
+template <typename P, typename DX, typename DW, typename DL, typename Comm>
+typename P::value_type sharded_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
+                                                const Eigen::MatrixBase<DW>& W_shard, Index class_offset,
+                                                Index num_classes, const Eigen::MatrixBase<DL>& labels, Comm& comm,
+                                                Eigen::Ref<RowMatrix<typename P::value_type>> dX,
+                                                Eigen::Ref<RowMatrix<typename P::value_type>> dW_shard,
+                                                Workspace<typename P::value_type>& ws, const Options& options = {}) {
+  const auto loss = sharded_forward(policy, X, W_shard, class_offset, num_classes, labels, comm, ws, options);
+  sharded_backward(policy, W_shard, comm, ws, typename P::value_type(1), dX, dW_shard);
+  return loss;
+}
+
+// The contiguous class range of `rank` when num_classes are split as evenly as possible over
+// `ranks` processes: {offset, count}.
+struct ClassRange {
+  Index offset;
+  Index count;
+};
+inline ClassRange even_class_range(Index num_classes, int ranks, int rank) {
+  if (ranks < 1 || rank < 0 || rank >= ranks) detail::fail("even_class_range: rank ", rank, " is not in [0, ", ranks, ")");
+  const Index base = num_classes / ranks, extra = num_classes % ranks;
+  const Index r = rank;
+  return {r * base + (r < extra ? r : extra), base + (r < extra ? 1 : 0)};
+}
+
+MARGINLOSS_NAMESPACE_END
