@@ -52,6 +52,7 @@ struct Result {
   T loss;          // mean over the batch of the cross-entropy of the margined logits
   RowMatrix<T> dX; // dL/dX, B x D, with respect to the raw features
   RowMatrix<T> dW; // dL/dW, C x D, with respect to the raw class weights
+  Vector<T> dmargins;  // dL/dmargins, C, for policies with learnable margins (else empty)
 };
 
 // Gradients of backward().
@@ -59,6 +60,7 @@ template <typename T>
 struct Gradients {
   RowMatrix<T> dX;
   RowMatrix<T> dW;
+  Vector<T> dmargins;  // for policies with learnable margins (else empty)
 };
 
 // Loss and gradient of cosine_forward_backward().
@@ -97,6 +99,19 @@ void backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<typenam
   detail::Engine::backward(policy, Eigen::Ref<const RowMatrix<T>>(W.derived()), local, ws, grad_loss, dX, dW);
 }
 
+// Policies with learnable margins (AdaptiveMargin) also write dL/dmargins (C entries).
+template <typename P, typename DW>
+void backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<typename P::value_type>& ws,
+              typename P::value_type grad_loss, Eigen::Ref<RowMatrix<typename P::value_type>> dX,
+              Eigen::Ref<RowMatrix<typename P::value_type>> dW, Eigen::Ref<Vector<typename P::value_type>> dmargins) {
+  using T = typename P::value_type;
+  static_assert(detail::has_learnable_margins<P>::value, "marginloss: this policy has no learnable margins");
+  detail::check_row_major_matrix<DW, T>();
+  LocalCommunicator local;
+  detail::Engine::backward(policy, Eigen::Ref<const RowMatrix<T>>(W.derived()), local, ws, grad_loss, dX, dW,
+                           dmargins.data(), dmargins.size());
+}
+
 template <typename P, typename DW>
 Gradients<typename P::value_type> backward(const P& policy, const Eigen::MatrixBase<DW>& W,
                                            Workspace<typename P::value_type>& ws,
@@ -104,7 +119,12 @@ Gradients<typename P::value_type> backward(const P& policy, const Eigen::MatrixB
   Gradients<typename P::value_type> g;
   g.dX.resize(ws.batch(), ws.dim());
   g.dW.resize(W.rows(), W.cols());
-  backward(policy, W, ws, grad_loss, g.dX, g.dW);
+  if constexpr (detail::has_learnable_margins<P>::value) {
+    g.dmargins.resize(ws.num_classes());
+    backward(policy, W, ws, grad_loss, g.dX, g.dW, g.dmargins);
+  } else {
+    backward(policy, W, ws, grad_loss, g.dX, g.dW);
+  }
   return g;
 }
 
@@ -124,6 +144,19 @@ typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase
   return loss;
 }
 
+// The same for policies with learnable margins, also writing dL/dmargins (C entries).
+template <typename P, typename DX, typename DW, typename DL>
+typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
+                                        const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DL>& labels,
+                                        Eigen::Ref<RowMatrix<typename P::value_type>> dX,
+                                        Eigen::Ref<RowMatrix<typename P::value_type>> dW,
+                                        Eigen::Ref<Vector<typename P::value_type>> dmargins,
+                                        Workspace<typename P::value_type>& ws, const Options& options = {}) {
+  const auto loss = forward(policy, X, W, labels, ws, options);
+  backward(policy, W, ws, typename P::value_type(1), dX, dW, dmargins);
+  return loss;
+}
+
 // Allocating convenience form.
 template <typename P, typename DX, typename DW, typename DL>
 Result<typename P::value_type> forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
@@ -134,7 +167,12 @@ Result<typename P::value_type> forward_backward(const P& policy, const Eigen::Ma
   Result<T> r;
   r.dX.resize(X.rows(), X.cols());
   r.dW.resize(W.rows(), W.cols());
-  r.loss = forward_backward(policy, X, W, labels, r.dX, r.dW, ws, options);
+  if constexpr (detail::has_learnable_margins<P>::value) {
+    r.dmargins.resize(W.rows());
+    r.loss = forward_backward(policy, X, W, labels, r.dX, r.dW, r.dmargins, ws, options);
+  } else {
+    r.loss = forward_backward(policy, X, W, labels, r.dX, r.dW, ws, options);
+  }
   return r;
 }
 
@@ -176,6 +214,8 @@ template <typename P, typename DC, typename DL, typename T = typename P::value_t
 T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::MatrixBase<DL>& labels,
                 const T* scales, Eigen::Ref<RowMatrix<T>> dcos, T* dscales) {
   static_assert(is_margin_policy_v<P>, "marginloss: P does not satisfy the policy contract (policies/common.hpp)");
+  static_assert(!has_learnable_margins<P>::value,
+                "marginloss: learnable margins need the labels' classes and the regulariser: use forward_backward()");
   check_row_major_matrix<DC, T>();
   check_label_vector<DL>();
   policy.validate();

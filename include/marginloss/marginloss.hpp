@@ -5,6 +5,7 @@
 #include "config.hpp"
 #include "errors.hpp"
 #include "loss.hpp"
+#include "policies/adaptive_margin.hpp"
 #include "policies/amm_softmax.hpp"
 #include "distributed/communicator.hpp"
 #include "distributed/sharded.hpp"

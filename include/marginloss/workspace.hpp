@@ -52,7 +52,9 @@ class Workspace {
   bool holds_forward() const { return holds_forward_; }
   Index batch() const { return xhat_.rows(); }
   Index dim() const { return xhat_.cols(); }
-  // Classes of this process (all of them unless sharded) and the block size of the last forward.
+  // All classes, classes of this process (all of them unless sharded), and the block size of
+  // the last forward.
+  Index num_classes() const { return num_classes_; }
   Index classes() const { return local_classes_; }
   Index class_block() const { return block_; }
   // The loss of the last forward (batch mean).
@@ -74,6 +76,9 @@ class Workspace {
   Vector<T> dscale_;         // B, dL/dS_i (feature-norm scale)
   Vector<T> w_inv_norm_;     // C
   Eigen::Matrix<Index, Eigen::Dynamic, 1> labels_;
+  Eigen::Matrix<Index, Eigen::Dynamic, 1> batch_classes_;  // distinct labels (learnable margins)
+  Index batch_class_count_ = 0;
+  Index num_classes_ = 0;    // all classes (of every rank)
   Index class_offset_ = 0;   // global index of this process's first class
   Index local_classes_ = 0;
   Index block_ = 0;

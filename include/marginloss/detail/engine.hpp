@@ -17,6 +17,7 @@
 // threshold) are known before any class is visited.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
 #include <limits>
@@ -59,6 +60,9 @@ struct Engine {
       check_batch(B, D, num_classes, W.cols(), labels.size());
       if (class_offset < 0 || class_offset + C > num_classes)
         fail("the shard's classes [", class_offset, ", ", class_offset + C, ") are not inside [0, ", num_classes, ")");
+      if constexpr (has_class_count<P>::value)
+        if (policy.class_count() != num_classes)
+          fail(P::name, ": margins has ", policy.class_count(), " entries but there are ", num_classes, " classes");
       copy_labels(labels, num_classes, ws.labels_);
       compute_row_norms<T>("X", X, &ws.x_norm_, ws.x_inv_norm_);
       compute_row_norms<T>("W", W, nullptr, ws.w_inv_norm_);
@@ -69,6 +73,7 @@ struct Engine {
 
     ws.xhat_.resize(B, D);
     ws.xhat_.noalias() = ws.x_inv_norm_.asDiagonal() * X;
+    ws.num_classes_ = num_classes;
     ws.class_offset_ = class_offset;
     ws.local_classes_ = C;
     ws.block_ = (block <= 0 || block >= C) ? C : block;
@@ -126,13 +131,20 @@ struct Engine {
     double total = 0;
     for (Index i = 0; i < B; ++i) total += static_cast<double>(ws.row_loss_(i));
     ws.loss_ = static_cast<T>(total / static_cast<double>(B));
+    if constexpr (has_learnable_margins<P>::value) {
+      ws.batch_classes_ = ws.labels_;
+      std::sort(ws.batch_classes_.data(), ws.batch_classes_.data() + B);
+      ws.batch_class_count_ = std::unique(ws.batch_classes_.data(), ws.batch_classes_.data() + B) - ws.batch_classes_.data();
+      ws.loss_ += policy.regulariser(ws.batch_classes_.data(), ws.batch_class_count_);
+    }
     ws.holds_forward_ = true;
     return ws.loss_;
   }
 
   template <typename P, typename Comm, typename T = typename P::value_type>
   static void backward(const P& policy, const Eigen::Ref<const RowMatrix<T>>& W, Comm& comm, Workspace<T>& ws,
-                       T grad_loss, Eigen::Ref<RowMatrix<T>> dX, Eigen::Ref<RowMatrix<T>> dW) {
+                       T grad_loss, Eigen::Ref<RowMatrix<T>> dX, Eigen::Ref<RowMatrix<T>> dW, T* dmargins = nullptr,
+                       Index dmargins_size = 0) {
     std::exception_ptr error;
     try {
       if (!ws.holds_forward_) fail("backward() needs a forward() on the same workspace first (each forward is consumed once)");
@@ -141,6 +153,8 @@ struct Engine {
       check_output("dX", dX.rows(), dX.cols(), ws.batch(), ws.dim());
       check_output("dW", dW.rows(), dW.cols(), ws.local_classes_, ws.dim());
       if (!std::isfinite(grad_loss)) fail("grad_loss = ", grad_loss, " must be finite");
+      if (dmargins && dmargins_size != ws.num_classes_)
+        fail("dmargins has ", dmargins_size, " entries but there are ", ws.num_classes_, " classes");
     } catch (const invalid_argument&) {
       error = std::current_exception();
     }
@@ -194,6 +208,20 @@ struct Engine {
       comm.allreduce_sum(ws.dx_partial_.data(), ws.dx_partial_.size());
       if (policy.scale_is_feature_norm()) comm.allreduce_sum(ws.dscale_.data(), B);
       dX = ws.dx_partial_;
+    }
+    if constexpr (has_learnable_margins<P>::value) {
+      // dL/dm_k = sum_{i: y_i = k} dL/dz_iy S_i df/dm + dR/dm_k. Every rank knows t_i and lse_i,
+      // so every rank computes the whole vector without communication.
+      if (dmargins) {
+        std::fill(dmargins, dmargins + ws.num_classes_, T(0));
+        for (Index i = 0; i < B; ++i) {
+          const auto terms = policy.row(ws.target_cos_(i), ws.labels_(i));
+          const T S = policy.scale(ws.x_norm_(i));
+          const T p = std::exp(S * terms.target.value - ws.lse_(i));
+          dmargins[ws.labels_(i)] += coef * (p - T(1)) * S * terms.dtarget_dmargin;
+        }
+        policy.add_regulariser_gradient(grad_loss, ws.batch_classes_.data(), ws.batch_class_count_, dmargins);
+      }
     }
     const bool feature_norm = policy.scale_is_feature_norm();
 #if defined(_OPENMP)

@@ -77,6 +77,19 @@ struct has_policy_members<
     : std::bool_constant<std::is_same_v<typename P::value_type, float> ||
                          std::is_same_v<typename P::value_type, double>> {};
 
+// Policies with per-class data (margins) report their class count, checked against C.
+template <typename P, typename = void>
+struct has_class_count : std::false_type {};
+template <typename P>
+struct has_class_count<P, std::void_t<decltype(std::declval<const P&>().class_count())>> : std::true_type {};
+
+// Policies with learnable per-class margins: row terms carry d f / d m_{y_i}, and the policy
+// has a regulariser over the margins (see policies/adaptive_margin.hpp).
+template <typename P, typename = void>
+struct has_learnable_margins : std::false_type {};
+template <typename P>
+struct has_learnable_margins<P, std::void_t<decltype(P::learnable_margins)>> : std::bool_constant<P::learnable_margins> {};
+
 }  // namespace detail
 
 // True when P satisfies the contract above with a float or double value_type.

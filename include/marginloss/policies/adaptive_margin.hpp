@@ -1,0 +1,148 @@
+// Per-class margins.
+//
+// AdaptiveMargin -- AdaM-Softmax of AdaptiveFace (Liu et al., CVPR 2019; docs/formulas.md §6):
+// CosFace with one LEARNABLE margin per class and a regulariser that pushes the margins up,
+//   z_iy = s (t_i - m_{y_i}),  z_ij = s c_ij,   L = CE + R,   R = -lambda_m mean_{j in J} m_j
+// where J is every class (scope all_classes, the paper and FaceX-Zoo) or the classes present in
+// the batch (scope batch_classes). dL/dm_k = s/B sum_{i: y_i = k} (1 - p_ik) + dR/dm_k, returned
+// as Result::dmargins. The softmax term pushes margins down, the regulariser up; classes with
+// little or hard data keep larger margins. After each optimiser step project the margins to
+// [0, 1] with project_margins() (not differentiated).
+//
+// With scope all_classes, dR/dm_k = -lambda_m / C for every class, present or not: classes
+// absent from a batch only see the regulariser, so with C >> B their margins rise until the
+// projection holds them at its upper bound, and a class's margin moves only when it is
+// sampled. With batch_classes, absent classes are not touched at all and present ones get
+// -lambda_m / |batch classes|, a much stronger push. Either way the projection keeps every
+// margin finite and inside [lo, hi]; the tests train with C >> B to show it.
+//
+// ClassMargins<Base> -- FIXED per-class margins for any policy with a margin member `m`
+// (CosFace, ArcFace, SV/MV-Softmax, CurricularFace, AMM-Softmax): the row of sample i uses
+// m = margins(y_i). margins_from_class_counts() gives the LDAM choice m_j ∝ n_j^(-1/4).
+#pragma once
+
+#include <cmath>
+
+#include "../errors.hpp"
+#include "common.hpp"
+
+MARGINLOSS_NAMESPACE_BEGIN
+
+enum class RegulariserScope { all_classes, batch_classes };
+
+namespace detail {
+template <typename T>
+inline void check_margins(const char* name, const Vector<T>& margins) {
+  if (margins.size() == 0) fail(name, ": margins is empty: it needs one entry per class");
+  for (Index k = 0; k < margins.size(); ++k)
+    if (!std::isfinite(margins(k))) fail(name, ": margins(", k, ") = ", margins(k), " must be finite");
+}
+}  // namespace detail
+
+template <typename T>
+struct AdaptiveMargin {
+  using value_type = T;
+  struct row_type {
+    ValueSlope<T> target;
+    T dtarget_dmargin;  // d f / d m_{y_i}
+  };
+  static constexpr bool plain_non_target = true;
+  static constexpr bool learnable_margins = true;
+  static constexpr const char* name = "AdaptiveMargin";
+
+  T s = T(30);               // FaceX-Zoo; its training config uses 32
+  Vector<T> margins;         // one per class; FaceX-Zoo initialises U(0.3, 0.4)
+  T lambda_m = T(70);        // FaceX-Zoo
+  RegulariserScope scope = RegulariserScope::all_classes;
+
+  void validate() const {
+    detail::require_positive(name, "s", s);
+    detail::require_non_negative(name, "lambda_m", lambda_m);
+    detail::check_margins(name, margins);
+  }
+  Index class_count() const { return margins.size(); }
+
+  row_type row(T t, Index label) const { return {{t - margins(label), T(1)}, T(-1)}; }
+  ValueSlope<T> non_target(T c, const row_type&) const { return {c, T(1)}; }
+  T scale(T /*x_norm*/) const { return s; }
+  bool scale_is_feature_norm() const { return false; }
+
+  // R over the given classes (the batch's distinct labels), or over all classes.
+  T regulariser(const Index* batch_classes, Index n) const {
+    if (scope == RegulariserScope::all_classes) return -lambda_m * margins.mean();
+    T sum = 0;
+    for (Index k = 0; k < n; ++k) sum += margins(batch_classes[k]);
+    return -lambda_m * sum / static_cast<T>(n);
+  }
+  // dm += weight * dR/dm.
+  void add_regulariser_gradient(T weight, const Index* batch_classes, Index n, T* dm) const {
+    if (scope == RegulariserScope::all_classes) {
+      const T g = -weight * lambda_m / static_cast<T>(margins.size());
+      for (Index k = 0; k < margins.size(); ++k) dm[k] += g;
+    } else {
+      const T g = -weight * lambda_m / static_cast<T>(n);
+      for (Index k = 0; k < n; ++k) dm[batch_classes[k]] += g;
+    }
+  }
+};
+
+// Fixed per-class margins on top of a policy with a margin member `m`.
+template <typename Base>
+struct ClassMargins {
+  using value_type = typename Base::value_type;
+  using row_type = typename Base::row_type;
+  static constexpr bool plain_non_target = Base::plain_non_target;
+  static constexpr const char* name = Base::name;
+
+  Base base;
+  Vector<value_type> margins;  // one per class, >= 0
+
+  void validate() const {
+    base.validate();
+    detail::check_margins(name, margins);
+    for (Index k = 0; k < margins.size(); ++k)
+      if (margins(k) < 0) detail::fail(name, ": margins(", k, ") = ", margins(k), " must be >= 0");
+  }
+  Index class_count() const { return margins.size(); }
+
+  row_type row(value_type t, Index label) const {
+    Base b = base;
+    b.m = margins(label);
+    return b.row(t, label);
+  }
+  ValueSlope<value_type> non_target(value_type c, const row_type& r) const { return base.non_target(c, r); }
+  value_type scale(value_type x_norm) const { return base.scale(x_norm); }
+  bool scale_is_feature_norm() const { return base.scale_is_feature_norm(); }
+};
+
+template <typename Base>
+ClassMargins<Base> class_margins(const Base& base, Vector<typename Base::value_type> margins) {
+  return {base, std::move(margins)};
+}
+
+// LDAM margins (Cao et al., NeurIPS 2019): m_j = max_margin (n_min / n_j)^(1/4), the largest
+// for the rarest class. Every count must be >= 1.
+template <typename T, typename Derived>
+Vector<T> margins_from_class_counts(const Eigen::MatrixBase<Derived>& counts, T max_margin) {
+  detail::require_non_negative("margins_from_class_counts", "max_margin", max_margin);
+  if (counts.size() == 0) detail::fail("margins_from_class_counts: counts is empty");
+  double n_min = 0;
+  for (Index k = 0; k < counts.size(); ++k) {
+    const double n = static_cast<double>(counts.derived().coeff(k));
+    if (!(n >= 1)) detail::fail("margins_from_class_counts: counts(", k, ") = ", n, " must be >= 1");
+    n_min = k == 0 ? n : std::min(n_min, n);
+  }
+  Vector<T> m(counts.size());
+  for (Index k = 0; k < counts.size(); ++k)
+    m(k) = static_cast<T>(static_cast<double>(max_margin) * std::pow(n_min / static_cast<double>(counts.derived().coeff(k)), 0.25));
+  return m;
+}
+
+// The projection after an optimiser step: margins clamped to [lo, hi] (AdaptiveFace: [0, 1]).
+template <typename T>
+void project_margins(Vector<T>& margins, T lo = T(0), T hi = T(1)) {
+  if (!(lo <= hi)) detail::fail("project_margins: lo = ", lo, " must be <= hi = ", hi);
+  margins = margins.cwiseMax(lo).cwiseMin(hi);
+}
+
+MARGINLOSS_NAMESPACE_END
