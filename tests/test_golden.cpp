@@ -22,6 +22,7 @@ struct Golden {
   double loss = 0;
   Mat<double> dX, dW;  // dW holds only the rows listed in dW_rows
   std::vector<Index> dW_rows;
+  Eigen::VectorXd margins, dmargins;  // adaptive policy only
 };
 
 Golden read_golden(const std::filesystem::path& path) {
@@ -53,6 +54,12 @@ Golden read_golden(const std::filesystem::path& path) {
     for (Index k = 0; k < C * D; ++k) f >> g.in.W.data()[k];
     f >> tok;
     for (Index k = 0; k < B; ++k) f >> g.in.labels(k);
+    if (g.policy == "adaptive") {
+      f >> tok;
+      REQUIRE(tok == "margins");
+      g.margins.resize(C);
+      for (Index k = 0; k < C; ++k) f >> g.margins(k);
+    }
   } else {
     REQUIRE(tok == "splitmix64");
     unsigned long long seed;
@@ -64,6 +71,10 @@ Golden read_golden(const std::filesystem::path& path) {
     for (Index k = 0; k < B * D; ++k) g.in.X.data()[k] = rng.symmetric();
     for (Index k = 0; k < C * D; ++k) g.in.W.data()[k] = rng.symmetric();
     for (Index k = 0; k < B; ++k) g.in.labels(k) = static_cast<int>(rng.next() % static_cast<unsigned long long>(C));
+    if (g.policy == "adaptive") {
+      g.margins.resize(C);
+      for (Index k = 0; k < C; ++k) g.margins(k) = 0.3 + 0.1 * rng.uniform();
+    }
   }
   f >> tok >> g.loss;
   REQUIRE(tok == "loss");
@@ -80,6 +91,12 @@ Golden read_golden(const std::filesystem::path& path) {
   REQUIRE(tok == "dW");
   g.dW.resize(rows, D);
   for (Index k = 0; k < rows * D; ++k) f >> g.dW.data()[k];
+  if (g.policy == "adaptive") {
+    f >> tok;
+    REQUIRE(tok == "dmargins");
+    g.dmargins.resize(C);
+    for (Index k = 0; k < C; ++k) f >> g.dmargins(k);
+  }
   REQUIRE_MESSAGE(!f.fail(), "truncated golden file ", g.file);
   return g;
 }
@@ -120,6 +137,10 @@ void with_policy(const Golden& g, Fn&& fn) {
   } else if (g.policy == "sphereface") {
     fn(ml::SphereFace<T>{static_cast<int>(num(g, "m")), T(num(g, "lambda")),
                          str(g, "scale") == "fixed" ? ml::Scale::fixed : ml::Scale::feature_norm, T(num(g, "s"))});
+  } else if (g.policy == "adaptive") {
+    fn(ml::AdaptiveMargin<T>{T(num(g, "s")), g.margins.cast<T>(), T(num(g, "lambda")),
+                             str(g, "scope") == "all" ? ml::RegulariserScope::all_classes
+                                                      : ml::RegulariserScope::batch_classes});
   } else if (g.policy == "svsoftmax") {
     fn(ml::SVSoftmax<T>{T(num(g, "s")), T(num(g, "m")), T(num(g, "t")), target(str(g, "target")),
                         fallback(str(g, "fallback"))});
@@ -164,11 +185,12 @@ TEST_CASE("Every policy matches the PyTorch-autograd reference to 1e-8 (double)"
       CHECK(rel_error(r.loss, g.loss) < 1e-8);
       CHECK(rel_error(r.dX, g.dX) < 1e-8);
       CHECK(rel_error(rows_of(r.dW, g.dW_rows), g.dW) < 1e-8);
+      if (g.dmargins.size() > 0) CHECK(rel_error(r.dmargins, g.dmargins) < 1e-8);
     });
     ++per_policy[g.policy];
   }
   for (const char* p : {"normface", "cosface", "arcface", "combined", "sphereface", "svsoftmax", "mvsoftmax",
-                        "curricularface", "ammsoftmax"}) {
+                        "curricularface", "ammsoftmax", "adaptive"}) {
     CAPTURE(p);
     CHECK(per_policy[p] >= 3);
   }
@@ -188,6 +210,7 @@ TEST_CASE("Float agrees with the double reference") {
       CHECK(rel_error(static_cast<double>(r.loss), g.loss) < tol);
       CHECK(rel_error(r.dX.template cast<double>().eval(), g.dX) < tol);
       CHECK(rel_error(rows_of(r.dW.template cast<double>(), g.dW_rows), g.dW) < tol);
+      if (g.dmargins.size() > 0) CHECK(rel_error(r.dmargins.template cast<double>().eval(), g.dmargins) < tol);
     });
   }
 }

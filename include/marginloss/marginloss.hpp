@@ -19,4 +19,5 @@
 #include "policies/sphereface.hpp"
 #include "policies/sv_softmax.hpp"
 #include "types.hpp"
+#include "value_slope.hpp"
 #include "workspace.hpp"

@@ -2,12 +2,14 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <type_traits>
 
 #include "config.hpp"
+#include "value_slope.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
 
-using Index = Eigen::Index;
+static_assert(std::is_same_v<Index, Eigen::Index>, "marginloss::Index must be Eigen's index type");
 
 // Row-major storage: one sample (X) or one class (W) per contiguous row, the layout every
 // deep-learning framework uses, so buffers from elsewhere map without a copy.
@@ -16,13 +18,5 @@ using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMaj
 
 template <typename T>
 using Vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-
-// The value of a transformed logit (before the scale) and its derivative in the cosine, as
-// used by the backward pass (the "slope": the exact derivative, or 1 in straight-through mode).
-template <typename T>
-struct ValueSlope {
-  T value;
-  T slope;
-};
 
 MARGINLOSS_NAMESPACE_END

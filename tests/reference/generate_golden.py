@@ -6,17 +6,19 @@ Every case evaluates a margin-based normalised-softmax loss
 
     x̂_i = x_i / ‖x_i‖,   ŵ_j = w_j / ‖w_j‖,   c_ij = ⟨x̂_i, ŵ_j⟩
     z_ij = S_i · φ_ij,   φ_{i,y_i} = f(c_{i,y_i}),   φ_ij = c_ij (j ≠ y_i)
-    L    = mean_i [ logsumexp_j z_ij − z_{i,y_i} ]
+    L    = mean_i [ logsumexp_j z_ij − z_{i,y_i} ] + R
 
 (the mining policies replace φ_ij = c_ij by h(c_ij) for the "hard" non-targets, those with
-c_ij > T_i for a row threshold T_i; the mask is a constant for differentiation)
+c_ij > T_i for a row threshold T_i; the mask is a constant for differentiation. R = 0 except
+for AdaM-Softmax, f_i(t) = t − m_{y_i} with a learnable margin per class and the regulariser
+R = −λ · mean_{j∈J} m_j; its dL/dm is taken by autograd as well)
 
 in float64 with PyTorch and takes dL/dX and dL/dW (w.r.t. the RAW, un-normalised X and W)
 from torch.autograd. No gradient is written by hand, and the target transforms are built
 on the arccos route (θ = acos t, then cos of the shifted / multiplied angle), which is a
 different evaluation route from the closed forms a C++ implementation typically uses
 (t·cos m − √(1−t²)·sin m for ArcFace, Chebyshev polynomials for SphereFace).
-See docs/formulas.md sections 1–5 and 9 for the specification, and README.md beside this
+See docs/formulas.md sections 1–6 and 9 for the specification, and README.md beside this
 file for the file format.
 
 Run from the repository root:
@@ -75,14 +77,32 @@ class SplitMix64:
         return lo + (hi - lo) * self.uniform()
 
 
-def splitmix64_inputs(seed, B, D, C):
+def splitmix64_inputs(seed, B, D, C, with_margins=False):
     """Inputs of an `inputs splitmix64 <seed>` case: X row-major, then W row-major, each
-    element 2·uniform() − 1, then the labels, each next() mod C."""
+    element 2·uniform() − 1, then the labels, each next() mod C; with_margins (adaptive):
+    then the C class margins, each 0.3 + 0.1·uniform(). Returns (X, W, labels, margins),
+    margins None without with_margins."""
     rng = SplitMix64(seed)
     X = [2.0 * rng.uniform() - 1.0 for _ in range(B * D)]
     W = [2.0 * rng.uniform() - 1.0 for _ in range(C * D)]
     labels = [rng.next() % C for _ in range(B)]
-    return X, W, labels
+    margins = [0.3 + 0.1 * rng.uniform() for _ in range(C)] if with_margins else None
+    return X, W, labels, margins
+
+
+def inline_margins(seed, C, labels, at_label=(), at_absent=()):
+    """Class margins of an inline adaptive case: each 0.3 + 0.1·uniform() from its own
+    splitmix64 stream (state = seed), then overrides at the projection bounds 0 and 1:
+    at_label (i, v) sets the margin of sample i's class to v, at_absent (k, v) the margin
+    of the k-th class (ascending) that is nobody's label."""
+    rng = SplitMix64(seed)
+    margins = [0.3 + 0.1 * rng.uniform() for _ in range(C)]
+    absent = [j for j in range(C) if j not in set(labels)]
+    for i, v in at_label:
+        margins[labels[i]] = v
+    for k, v in at_absent:
+        margins[absent[k]] = v
+    return margins
 
 
 # --------------------------------------------------------------------------------------
@@ -174,10 +194,14 @@ def straight_through(t, value):
     return t + (value - t).detach()
 
 
-def target_transform(name, p, t):
-    """φ for the target cosines t (1-D tensor); returns a tensor in the autograd graph."""
+def target_transform(name, p, t, m_y=None):
+    """φ for the target cosines t (1-D tensor); returns a tensor in the autograd graph.
+    m_y (adaptive only): the margins of the samples' classes, a tensor in the graph."""
     if name == "normface":
         return t
+
+    if name == "adaptive":
+        return t - m_y  # AdaM-Softmax: CosFace with the margin of the sample's class
 
     if name == "cosface":
         m = p["m"]
@@ -337,12 +361,27 @@ def cosines(X, W):
     return xh @ wh.t()  # not clamped: inputs keep |c| < 1 − 1e-6
 
 
-def margin_loss(name, p, X, W, labels, hard_fn=None):
-    """Loss for raw X (B×D), W (C×D), labels (B,), all inside the autograd graph."""
+def regulariser(name, p, margins, labels):
+    """R of the loss: 0, except AdaM-Softmax's R = −λ · mean_{j∈J} m_j, J = all C classes
+    (scope=all) or the distinct labels of the batch (scope=batch)."""
+    if name != "adaptive":
+        return 0.0
+    if p["scope"] == "all":
+        used = margins
+    elif p["scope"] == "batch":
+        used = margins[torch.unique(labels)]
+    else:
+        raise ValueError(p["scope"])
+    return -p["lambda"] * used.mean()
+
+
+def margin_loss(name, p, X, W, labels, hard_fn=None, margins=None):
+    """Loss for raw X (B×D), W (C×D), labels (B,) and, for adaptive, the class margins
+    (C,), all inside the autograd graph."""
     c = cosines(X, W)
     onehot = F.one_hot(labels, c.shape[1]).bool()
     t = c.gather(1, labels[:, None]).squeeze(1)
-    phi_t = target_transform(name, p, t)
+    phi_t = target_transform(name, p, t, margins[labels] if margins is not None else None)
     phi_n = nontarget_transform(name, p, c, t, onehot, hard_fn)
     phi = torch.where(onehot, phi_t[:, None].expand_as(c), phi_n)
     if uses_feature_norm(name, p):
@@ -350,17 +389,26 @@ def margin_loss(name, p, X, W, labels, hard_fn=None):
     else:
         S = p["s"]
     z = S * phi
-    return F.cross_entropy(z, labels, reduction="mean")
+    ce = F.cross_entropy(z, labels, reduction="mean")
+    if name == "adaptive":
+        return ce + regulariser(name, p, margins, labels)
+    return ce
 
 
-def loss_and_grads(name, p, X, W, labels, hard_fn=None):
-    """(L, dL/dX, dL/dW) in float64 via autograd. X, W: nested lists or tensors."""
+def loss_and_grads(name, p, X, W, labels, hard_fn=None, margins=None):
+    """(L, dL/dX, dL/dW, dL/dm) in float64 via autograd. X, W, margins: nested lists or
+    tensors; margins (adaptive only) is a leaf of the graph, dL/dm is None without it."""
     X = torch.as_tensor(X, dtype=torch.float64).clone().requires_grad_(True)
     W = torch.as_tensor(W, dtype=torch.float64).clone().requires_grad_(True)
     y = torch.as_tensor(labels, dtype=torch.int64)
-    L = margin_loss(name, p, X, W, y, hard_fn)
-    dX, dW = torch.autograd.grad(L, (X, W))
-    return L.item(), dX, dW
+    if margins is None:
+        L = margin_loss(name, p, X, W, y, hard_fn)
+        dX, dW = torch.autograd.grad(L, (X, W))
+        return L.item(), dX, dW, None
+    m = torch.as_tensor(margins, dtype=torch.float64).clone().requires_grad_(True)
+    L = margin_loss(name, p, X, W, y, hard_fn, m)
+    dX, dW, dm = torch.autograd.grad(L, (X, W, m))
+    return L.item(), dX, dW, dm
 
 
 def check_inputs(case, X, W, labels):
@@ -411,18 +459,26 @@ PARAM_KEYS = {
     "mvsoftmax": ["s", "m", "t", "target", "variant", "fallback", "conditional"],
     "curricularface": ["s", "m", "tau", "fallback"],
     "ammsoftmax": ["s", "m", "m_h", "fallback"],
+    "adaptive": ["s", "lambda", "scope"],
 }
 
 CASES = []
 
 
-def case(file, policy, shape, inputs, increment=None, **params):
+def case(file, policy, shape, inputs, increment=None, share=(), margins=None, **params):
     """Register one case. inputs: ("splitmix64", seed) or ("constructed", seed, targets
     [, probes]). increment (mvsoftmax only): also evaluate the hard non-targets in the
-    official code's increment form with t' = increment and require the same numbers."""
+    official code's increment form with t' = increment and require the same numbers.
+    share (adaptive, constructed only): (i, k) pairs, sample i takes the label of sample k
+    after the construction (repeated labels; sample i's target cosine is then random).
+    margins (adaptive, constructed only): (seed, at_label, at_absent) for inline_margins."""
     assert set(params) == set(PARAM_KEYS[policy]), (file, sorted(params))
+    if policy == "adaptive":
+        assert (inputs[0] == "splitmix64") == (margins is None), file
+    else:
+        assert not share and margins is None, file
     CASES.append(dict(file=file, policy=policy, params=params, shape=shape, inputs=inputs,
-                      increment=increment))
+                      increment=increment, share=list(share), margins=margins))
 
 
 def constructed(seed, targets, probes=()):
@@ -612,6 +668,44 @@ for k, (mh, fb) in enumerate([(0.1, "hard"), (0.3, "hard"), (0.1, "easy")]):
 case("ammsoftmax_s64_m0.4_mh0.1_hard_64x128x1000.txt", "ammsoftmax", SHAPE_LARGE,
      ("splitmix64", 0x5EED00000000000E), s=64, m=0.4, m_h=0.1, fallback="hard")
 
+# ---- AdaM-Softmax (AdaptiveFace): a learnable margin per class, R = −λ · mean_{j∈J} m_j.
+# FaceX-Zoo: s = 30 (s = 32 in its training config), λ = 70. Margins in [0.3, 0.4], some at
+# the projection bounds 0 and 1, both for classes in the batch and for absent ones.
+# "repeated": some samples share a class (SHARE8: classes with 3, 2, 1, 1, 1 samples).
+SHARE8 = [(1, 0), (2, 0), (5, 3)]
+MARGINS_DISTINCT = dict(at_label=[(1, 0.0), (4, 1.0)], at_absent=[(0, 0.0), (3, 1.0)])
+MARGINS_REPEATED = dict(at_label=[(0, 1.0), (6, 0.0)], at_absent=[(2, 0.0), (5, 1.0)])
+
+
+def adaptive_case(file, shape, seed, targets, share=(), at_label=(), at_absent=(), **params):
+    case(file, "adaptive", shape, constructed(seed, targets), share=share,
+         margins=(seed + 100, list(at_label), list(at_absent)), **params)
+
+
+adaptive_case("adaptive_s30_lambda70_all_1x3x2.txt", (1, 3, 2), 701, [-0.6],
+              at_absent=[(0, 0.0)], s=30, **{"lambda": 70}, scope="all")
+adaptive_case("adaptive_s30_lambda70_batch_1x3x2.txt", (1, 3, 2), 702, [-0.2],
+              at_absent=[(0, 1.0)], s=30, **{"lambda": 70}, scope="batch")
+adaptive_case("adaptive_s30_lambda70_all_3x4x5_repeated.txt", (3, 4, 5), 703, [0.8, 0.2, -0.6],
+              share=[(2, 0)], at_label=[(1, 0.0)], at_absent=[(0, 1.0)],
+              s=30, **{"lambda": 70}, scope="all")
+adaptive_case("adaptive_s30_lambda70_batch_3x4x5_repeated.txt", (3, 4, 5), 704, [0.8, 0.2, -0.6],
+              share=[(2, 0)], at_label=[(0, 1.0)], at_absent=[(1, 0.0)],
+              s=30, **{"lambda": 70}, scope="batch")
+for k, scope in enumerate(["all", "batch"]):
+    adaptive_case("adaptive_s30_lambda70_%s_8x16x20.txt" % scope, SHAPE_SMALL, 705 + k, T_ANY8,
+                  **MARGINS_DISTINCT, s=30, **{"lambda": 70}, scope=scope)
+    adaptive_case("adaptive_s30_lambda70_%s_8x16x20_repeated.txt" % scope, SHAPE_SMALL, 707 + k,
+                  T_ANY8, share=SHARE8, **MARGINS_REPEATED, s=30, **{"lambda": 70}, scope=scope)
+adaptive_case("adaptive_s32_lambda70_all_8x16x20_repeated.txt", SHAPE_SMALL, 709, T_ANY8,
+              share=SHARE8, **MARGINS_REPEATED, s=32, **{"lambda": 70}, scope="all")
+adaptive_case("adaptive_s30_lambda7_batch_8x16x20_repeated.txt", SHAPE_SMALL, 710, T_ANY8,
+              share=SHARE8, **MARGINS_REPEATED, s=30, **{"lambda": 7}, scope="batch")
+case("adaptive_s30_lambda70_all_64x128x1000.txt", "adaptive", SHAPE_LARGE,
+     ("splitmix64", 0x5EED00000000000F), s=30, **{"lambda": 70}, scope="all")
+case("adaptive_s32_lambda70_batch_64x128x1000.txt", "adaptive", SHAPE_LARGE,
+     ("splitmix64", 0x5EED000000000010), s=32, **{"lambda": 70}, scope="batch")
+
 
 # --------------------------------------------------------------------------------------
 # Output
@@ -638,11 +732,17 @@ def wrapped(keyword, tokens):
 
 
 def case_inputs(c):
+    """(X, W, labels, margins) of a case; margins None except for adaptive."""
     B, D, C = c["shape"]
+    adaptive = c["policy"] == "adaptive"
     kind = c["inputs"][0]
     if kind == "splitmix64":
-        return splitmix64_inputs(c["inputs"][1], B, D, C)
-    return constructed_inputs(c["inputs"][1], B, D, C, c["inputs"][2], c["inputs"][3])
+        return splitmix64_inputs(c["inputs"][1], B, D, C, with_margins=adaptive)
+    X, W, labels = constructed_inputs(c["inputs"][1], B, D, C, c["inputs"][2], c["inputs"][3])
+    for i, k in c["share"]:
+        labels[i] = labels[k]
+    margins = inline_margins(c["margins"][0], C, labels, *c["margins"][1:]) if adaptive else None
+    return X, W, labels, margins
 
 
 def check_increment_form(c, X, W, labels, L, dX, dW):
@@ -654,7 +754,7 @@ def check_increment_form(c, X, W, labels, L, dX, dW):
         hard_fn = lambda cos: (tc + 1.0) * cos + tc
     else:
         hard_fn = lambda cos: cos + tc
-    L2, dX2, dW2 = loss_and_grads(name, p, X, W, labels, hard_fn)
+    L2, dX2, dW2, _ = loss_and_grads(name, p, X, W, labels, hard_fn)
     assert abs(L2 - L) <= 1e-15 * max(1.0, abs(L)), (c["file"], L, L2)
     for a, b in ((dX, dX2), (dW, dW2)):
         d = (a - b).abs().max().item()
@@ -664,19 +764,26 @@ def check_increment_form(c, X, W, labels, L, dX, dW):
 def render_case(c):
     B, D, C = c["shape"]
     name, p = c["policy"], c["params"]
-    Xf, Wf, labels = case_inputs(c)
+    Xf, Wf, labels, margins = case_inputs(c)
     X = torch.tensor(Xf).reshape(B, D)
     W = torch.tensor(Wf).reshape(C, D)
     check_inputs(c, X, W, labels)
     if name in MINING_POLICIES:
         n_hard, n_easy = check_mining(c, X, W, labels)
         print("%s: %d hard, %d easy non-targets" % (c["file"], n_hard, n_easy))
-    L, dX, dW = loss_and_grads(name, p, X, W, labels)
+    L, dX, dW, dm = loss_and_grads(name, p, X, W, labels, margins=margins)
     assert math.isfinite(L) and torch.isfinite(dX).all() and torch.isfinite(dW).all(), c["file"]
     if c["increment"] is not None:
         check_increment_form(c, X, W, labels, L, dX, dW)
-    # A loss this small would be dominated by the cancellation in logsumexp − z_y.
-    assert L > 1e-3, (c["file"], "loss too small to be a meaningful reference", L)
+    # A loss this small would be dominated by the cancellation in logsumexp − z_y (for
+    # AdaM-Softmax: its cross-entropy part, the loss at λ = 0).
+    ce = L
+    if margins is not None:
+        assert torch.isfinite(dm).all(), c["file"]
+        ce = loss_and_grads(name, dict(p, **{"lambda": 0}), X, W, labels, margins=margins)[0]
+        print("%s: %d distinct labels, cross-entropy %.6g, loss %.6g"
+              % (c["file"], len(set(labels)), ce, L))
+    assert ce > 1e-3, (c["file"], "loss too small to be a meaningful reference", ce)
 
     if c["inputs"][0] == "splitmix64":
         rows = sorted(set(labels) | set(range(0, C, DW_ROW_STRIDE)))
@@ -693,10 +800,14 @@ def render_case(c):
         out += wrapped("X", [fmt_float(v) for v in Xf])
         out += wrapped("W", [fmt_float(v) for v in Wf])
         out += wrapped("labels", [str(v) for v in labels])
+        if margins is not None:
+            out += wrapped("margins", [fmt_float(v) for v in margins])
     out.append("loss " + fmt_float(L))
     out += wrapped("dX", [fmt_float(v) for v in dX.reshape(-1).tolist()])
     out += wrapped("dW_rows %d" % len(rows), [str(r) for r in rows])
     out += wrapped("dW", [fmt_float(v) for v in dW[rows].reshape(-1).tolist()])
+    if dm is not None:
+        out += wrapped("dmargins", [fmt_float(v) for v in dm.tolist()])
     return "\n".join(out) + "\n"
 
 

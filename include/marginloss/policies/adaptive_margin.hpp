@@ -24,6 +24,7 @@
 #include <cmath>
 
 #include "../errors.hpp"
+#include "../types.hpp"
 #include "common.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN

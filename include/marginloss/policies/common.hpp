@@ -20,7 +20,7 @@
 #include <type_traits>
 
 #include "../config.hpp"
-#include "../types.hpp"
+#include "../value_slope.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
 

@@ -44,10 +44,13 @@ struct CurricularFace {
     detail::require_finite(name, "mean_target_cosine", mean_target_cosine);
     tau = (T(1) - momentum) * mean_target_cosine + momentum * tau;
   }
-  template <typename Derived>
-  void update_tau(const Eigen::MatrixBase<Derived>& target_cosines) {
+  // From a vector of target cosines (e.g. ml::target_cosines(X, W, labels)).
+  template <typename Vec>
+  void update_tau(const Vec& target_cosines) {
     if (target_cosines.size() == 0) detail::fail(name, ": update_tau needs at least one target cosine");
-    update_tau_with_mean(static_cast<T>(target_cosines.template cast<double>().mean()));
+    double sum = 0;
+    for (Index i = 0; i < static_cast<Index>(target_cosines.size()); ++i) sum += static_cast<double>(target_cosines[i]);
+    update_tau_with_mean(static_cast<T>(sum / static_cast<double>(target_cosines.size())));
   }
 
   MARGINLOSS_HD row_type row(T t, Index /*label*/) const {
