@@ -228,8 +228,7 @@ T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::
     fail(P::name, " scales logits by the feature norm: pass the per-row scales to cosine_forward_backward()");
   for (Index i = 0; i < B; ++i) {
     const auto y = labels.derived().coeff(i);
-    if (!(y >= 0 && static_cast<Index>(y) < C))
-      fail("labels[", i, "] = ", static_cast<long long>(y), " is out of range [0, ", C, ")");
+    if (!label_in_range(y, C)) fail_label(i, y, C);
     if (scales && !(std::isfinite(scales[i]) && scales[i] > T(0)))
       fail("scales[", i, "] = ", scales[i], " must be finite and > 0");
   }
@@ -254,8 +253,9 @@ T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::
 
   const T coef = T(1) / static_cast<T>(B);
   double total = 0;
+  bool overflow = false;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) reduction(+ : total)
+#pragma omp parallel for schedule(static) reduction(+ : total) reduction(|| : overflow)
 #endif
   for (Index i = 0; i < B; ++i) {
     T* c = dcos.row(i).data();
@@ -267,8 +267,12 @@ T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::
     total += static_cast<double>(lse - S * terms.target.value);
     const double sz = span_gradient(policy, terms, S, c, C, y, lse, coef, static_cast<const T*>(nullptr), c);
     if (dscales) dscales[i] = policy.scale_is_feature_norm() ? static_cast<T>(sz / static_cast<double>(S)) : T(0);
+    overflow = overflow || !dcos.row(i).allFinite() || (dscales && !std::isfinite(dscales[i]));
   }
-  return static_cast<T>(total / static_cast<double>(B));
+  const T loss = static_cast<T>(total / static_cast<double>(B));
+  if (!std::isfinite(loss)) fail_not_representable("the loss");
+  if (overflow) fail_not_representable("a gradient");
+  return loss;
 }
 
 }  // namespace detail

@@ -137,6 +137,8 @@ struct Engine {
       ws.batch_class_count_ = std::unique(ws.batch_classes_.data(), ws.batch_classes_.data() + B) - ws.batch_classes_.data();
       ws.loss_ += policy.regulariser(ws.batch_classes_.data(), ws.batch_class_count_);
     }
+    // Identical on every rank, so every rank throws together.
+    if (!std::isfinite(ws.loss_)) fail_not_representable("the loss");
     ws.holds_forward_ = true;
     return ws.loss_;
   }
@@ -169,6 +171,7 @@ struct Engine {
     if (sharded) ws.dx_partial_.resize(B, ws.dim());
     Eigen::Ref<RowMatrix<T>> acc = sharded ? Eigen::Ref<RowMatrix<T>>(ws.dx_partial_) : dX;
     ws.dscale_.setZero(B);
+    bool overflow = false;
     for (Index j0 = 0; j0 < C; j0 += ws.block_) {
       const Index nb = std::min(ws.block_, C - j0);
       auto K = ws.cosines_.leftCols(nb);
@@ -194,13 +197,14 @@ struct Engine {
       auto dWb = dW.middleRows(j0, nb);
       dWb.noalias() = K.transpose() * ws.xhat_;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) reduction(|| : overflow)
 #endif
       for (Index j = 0; j < nb; ++j) {
         auto u = dWb.row(j);
         const auto w_hat = W.row(j0 + j) * w_inv[j];  // formed element by element: no 1/|w|^2 overflow
         const T radial = u.dot(w_hat);
         u -= radial * w_hat;
+        overflow = overflow || !u.allFinite();
       }
     }
     if (C == 0) acc.setZero();
@@ -225,7 +229,7 @@ struct Engine {
     }
     const bool feature_norm = policy.scale_is_feature_norm();
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) reduction(|| : overflow)
 #endif
     for (Index i = 0; i < B; ++i) {
       auto v = dX.row(i);
@@ -233,7 +237,13 @@ struct Engine {
       v -= v.dot(xh) * xh;
       v *= ws.x_inv_norm_(i);
       if (feature_norm) v += ws.dscale_(i) * xh;
+      overflow = overflow || !v.allFinite();
     }
+    if constexpr (has_learnable_margins<P>::value)
+      if (dmargins)
+        for (Index k = 0; k < ws.num_classes_; ++k) overflow = overflow || !std::isfinite(dmargins[k]);
+    // dW is local to a shard: a rank may throw alone here, after its last collective.
+    if (overflow) fail_not_representable("a gradient");
   }
 
  private:

@@ -39,16 +39,41 @@ inline void check_batch(Index batch, Index dim, Index classes, Index w_dim, Inde
   if (n_labels != batch) fail("labels has ", n_labels, " entries but X has ", batch, " rows");
 }
 
+// y in [0, classes), compared in the label's own signedness: a 64-bit unsigned label >= 2^63
+// must not wrap to a negative index.
+template <typename L>
+constexpr bool label_in_range(L y, Index classes) {
+  if constexpr (std::is_unsigned_v<L>)
+    return static_cast<unsigned long long>(y) < static_cast<unsigned long long>(classes);
+  else
+    return y >= 0 && static_cast<long long>(y) < static_cast<long long>(classes);
+}
+
+template <typename L>
+[[noreturn]] inline void fail_label(Index i, L y, Index classes) {
+  if constexpr (std::is_unsigned_v<L>)
+    fail("labels[", i, "] = ", static_cast<unsigned long long>(y), " is out of range [0, ", classes, ")");
+  else
+    fail("labels[", i, "] = ", static_cast<long long>(y), " is out of range [0, ", classes, ")");
+}
+
 // Copies labels into `out` after checking each is in [0, classes).
 template <typename Derived>
 inline void copy_labels(const Eigen::MatrixBase<Derived>& labels, Index classes, Eigen::Matrix<Index, Eigen::Dynamic, 1>& out) {
   out.resize(labels.size());
   for (Index i = 0; i < labels.size(); ++i) {
     const auto y = labels.derived().coeff(i);
-    if (!(y >= 0 && static_cast<Index>(y) < classes))
-      fail("labels[", i, "] = ", static_cast<long long>(y), " is out of range [0, ", classes, ")");
+    if (!label_in_range(y, classes)) fail_label(i, y, classes);
     out(i) = static_cast<Index>(y);
   }
+}
+
+// For inputs inside every accepted range whose exact result still does not fit in T (a scale
+// or margin near the type's maximum, an extreme upstream gradient, a feature norm of 1e20 with
+// a class-weight norm of 1e-20, ...): an error, never a silent inf or NaN.
+[[noreturn]] inline void fail_not_representable(const char* what) {
+  fail(what, " is not representable in the scalar type for these inputs: the scale, margins, upstream "
+             "gradient or row norms are too extreme (use double, or normalise the inputs)");
 }
 
 inline void check_output(const char* name, Index rows, Index cols, Index want_rows, Index want_cols) {

@@ -60,6 +60,8 @@ struct AdaptiveMargin {
     detail::require_positive(name, "s", s);
     detail::require_non_negative(name, "lambda_m", lambda_m);
     detail::check_margins(name, margins);
+    if (scope != RegulariserScope::all_classes && scope != RegulariserScope::batch_classes)
+      detail::fail(name, ": scope = ", static_cast<int>(scope), " is not a RegulariserScope value");
   }
   Index class_count() const { return margins.size(); }
 

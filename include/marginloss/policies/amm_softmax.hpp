@@ -51,6 +51,7 @@ struct AMMSoftmax {
 
   void validate() const {
     detail::require_positive(name, "s", s);
+    detail::check_enums(name, fallback, gradient);
     detail::require_non_negative(name, "m", m);
     detail::require_non_negative(name, "m_h", m_h);
     if (!(m < T(detail::pi))) detail::fail(name, ": m = ", m, " must be < pi");

@@ -25,6 +25,7 @@ struct ArcFace {
 
   void validate() const {
     detail::require_positive(name, "s", s);
+    detail::check_enums(name, fallback, gradient);
     detail::require_non_negative(name, "m", m);
     if (!(m < T(detail::pi))) detail::fail(name, ": m = ", m, " must be < pi");
   }

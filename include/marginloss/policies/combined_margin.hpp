@@ -30,6 +30,7 @@ struct CombinedMargin {
 
   void validate() const {
     detail::require_positive(name, "s", s);
+    detail::check_enums(name, fallback, gradient);
     detail::require_positive(name, "m1", m1);
     detail::require_non_negative(name, "m2", m2);
     detail::require_non_negative(name, "m3", m3);

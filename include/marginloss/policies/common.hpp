@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "../config.hpp"
+#include "../errors.hpp"
 #include "../value_slope.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
@@ -54,6 +55,13 @@ inline const char* to_string(Fallback f) {
 }
 
 namespace detail {
+
+// Enumerations arrive from configuration files and bindings too: reject values outside them.
+inline void check_enums(const char* policy, Fallback f, Gradient g) {
+  const int fv = static_cast<int>(f), gv = static_cast<int>(g);
+  if (fv < 0 || fv > 2) fail(policy, ": fallback = ", fv, " is not a Fallback value");
+  if (gv < 0 || gv > 1) fail(policy, ": gradient = ", gv, " is not a Gradient value");
+}
 
 // Row terms of a policy whose non-target logits are the plain cosines.
 template <typename T>

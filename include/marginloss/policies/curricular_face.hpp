@@ -33,6 +33,7 @@ struct CurricularFace {
 
   void validate() const {
     detail::require_positive(name, "s", s);
+    detail::check_enums(name, fallback, gradient);
     detail::require_non_negative(name, "m", m);
     if (!(m < T(detail::pi))) detail::fail(name, ": m = ", m, " must be < pi");
     detail::require_finite(name, "tau", tau);

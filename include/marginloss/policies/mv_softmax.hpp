@@ -51,6 +51,10 @@ struct MVSoftmax {
 
   void validate() const {
     detail::check_mining_target(name, s, m, target, fallback, conditional_margin);
+    detail::check_enums(name, fallback, gradient);
+    if (static_cast<int>(target) < 0 || static_cast<int>(target) > 1 || static_cast<int>(variant) < 0 ||
+        static_cast<int>(variant) > 1)
+      detail::fail(name, ": target or variant is not a valid enumerator");
     detail::require_finite(name, "t", t);
     if (!(t >= T(1)))
       detail::fail(name, ": t = ", t, " must be >= 1 (t = 1 is the plain margin loss; the official code's t' = ", t,

@@ -62,6 +62,8 @@ struct SphereFace {
   void validate() const {
     if (m < 1 || m > 5) detail::fail(name, ": m = ", m, " must be an integer in 1..5");
     detail::require_non_negative(name, "lambda", lambda);
+    if (scale_mode != Scale::feature_norm && scale_mode != Scale::fixed)
+      detail::fail(name, ": scale_mode = ", static_cast<int>(scale_mode), " is not a Scale value");
     if (scale_mode == Scale::fixed) detail::require_positive(name, "s", s);
   }
 

@@ -1,0 +1,330 @@
+// marginloss: the loss over an active subset of the classes (docs/formulas.md §6-7).
+//
+//   ml::SubsetWorkspace<T> sws;                     // keep it across steps
+//   T loss = ml::subset_forward_backward(policy, X, W, active, local_labels, dX, dW, sws);
+//
+// Hard Prototype Mining (AdaptiveFace) and Partial FC train each step on a subset A of the
+// C classes: the softmax runs over the rows W[A] only, with labels re-indexed into A. This
+// computes exactly that loss -- the loss of forward_backward() on the |A| x D matrix whose
+// row a is W.row(active[a]), with local_labels in [0, |A|) -- without a user-visible copy
+// of W: the active rows are gathered into `sws`, the engine runs on them, and the gradient
+// rows are scattered back into the caller's C x D dW.
+//
+// * `active`: distinct class ids in [0, C), in any order (row a of the subset is class
+//   active[a]); `local_labels[i]` is the position of sample i's class in `active`.
+//   ActiveSet holds both, as HardPrototypeMiner and PartialFCSampler return them.
+// * dX (B x D) is overwritten. dW (C x D): rows of active classes are overwritten with their
+//   gradient; the other rows are left UNTOUCHED by default (nothing of O(C D) is done per
+//   step), or set to zero with SubsetOptions::zero_inactive_rows = true -- use that when the
+//   optimiser steps every row of a full-size dW (see partial_fc.hpp on optimiser state).
+// * Policies with fixed per-class margins (ClassMargins) use the active classes' margins.
+// * AdaptiveMargin (learnable margins): the active classes' margins are gathered into the
+//   subset's policy; dmargins (C entries) is ALWAYS written in full, because the regulariser
+//   can reach classes outside A. The loss is
+//       L_A = CE over the classes in A  +  R,
+//   and R is, with SubsetOptions::regulariser = as_policy (default), the policy's own
+//   regulariser on the FULL margin vector: scope all_classes gives R = -lambda_m mean over
+//   all C margins (so L_A is the full loss with only the softmax restricted, and every
+//   margin, active or not, gets dR/dm = -lambda_m / C); scope batch_classes gives R over the
+//   batch's classes, which are always active (inactive entries of dmargins are 0). With
+//   regulariser = active_classes, R = -lambda_m mean over the |A| active margins, and only
+//   active margins receive gradient (the reading "only the active prototypes and their
+//   margins take part" of HPM). With A = all classes, as_policy gives exactly
+//   forward_backward()'s loss and gradients.
+//
+// Memory: SubsetWorkspace keeps the gathered rows, their gradient and the engine's
+// Workspace, grown to the largest active set seen and reused; its own buffers never shrink,
+// so they are not reallocated per step. (The engine's Workspace resizes its B x |A| and |A|
+// buffers when |A| changes from one step to the next.)
+#pragma once
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "../errors.hpp"
+#include "../loss.hpp"
+#include "../policies/adaptive_margin.hpp"
+#include "../policies/common.hpp"
+#include "../types.hpp"
+#include "../workspace.hpp"
+
+MARGINLOSS_NAMESPACE_BEGIN
+
+using IndexVector = Eigen::Matrix<Index, Eigen::Dynamic, 1>;
+
+// The classes of one training step and the batch's labels re-indexed into them.
+struct ActiveSet {
+  IndexVector classes;       // distinct global class ids; row a of the subset is classes(a)
+  IndexVector local_labels;  // B entries: position of each sample's class in `classes`
+  Index size() const { return classes.size(); }
+};
+
+// What the margin regulariser of AdaptiveMargin covers on a subset (see above).
+enum class SubsetRegulariser {
+  as_policy,       // the policy's scope on the full margin vector (default: the defined loss)
+  active_classes,  // mean over the active classes only
+};
+
+struct SubsetOptions {
+  bool zero_inactive_rows = false;  // false: dW rows outside the active set are untouched
+  SubsetRegulariser regulariser = SubsetRegulariser::as_policy;
+  Options engine = {};  // class blocks / memory budget of the engine, on the subset
+};
+
+template <typename T>
+class SubsetWorkspace {
+ public:
+  // The engine's workspace of the last subset call (its shape is B x |A|).
+  const Workspace<T>& engine() const { return ws_; }
+  Workspace<T>& engine() { return ws_; }
+  // The gathered active rows of the last call (|A| x D).
+  Eigen::Map<const RowMatrix<T>> gathered() const { return {w_.data(), rows_, dim_}; }
+
+  // Internal storage (grows, never shrinks).
+  std::vector<T> w_, dw_, margins_, dmargins_;
+  std::vector<unsigned char> seen_;
+  Workspace<T> ws_;
+  Index rows_ = 0, dim_ = 0;
+};
+
+namespace detail {
+
+template <typename P>
+struct is_adaptive_margin : std::false_type {};
+template <typename T>
+struct is_adaptive_margin<AdaptiveMargin<T>> : std::true_type {};
+template <typename P>
+struct is_class_margins : std::false_type {};
+template <typename B>
+struct is_class_margins<ClassMargins<B>> : std::true_type {};
+
+// AdaptiveMargin on the gathered margins of the active classes.
+template <typename T>
+struct SubsetAdaptiveMargin {
+  using value_type = T;
+  struct row_type {
+    ValueSlope<T> target;
+    T dtarget_dmargin;
+  };
+  static constexpr bool plain_non_target = true;
+  static constexpr bool learnable_margins = true;
+  static constexpr const char* name = "AdaptiveMargin";
+
+  T s;
+  const T* margins;   // |A| gathered margins
+  Index count;        // |A|
+  T lambda_m;
+  bool batch_scope;   // R over the batch's classes (local ids), else a fixed value
+  T fixed_value;      // R when !batch_scope
+  T fixed_divisor;    // dR/dm_a = -lambda_m / fixed_divisor for every active a when !batch_scope
+
+  void validate() const {}  // the full policy is validated before gathering
+  Index class_count() const { return count; }
+  row_type row(T t, Index label) const { return {{t - margins[label], T(1)}, T(-1)}; }
+  ValueSlope<T> non_target(T c, const row_type&) const { return {c, T(1)}; }
+  T scale(T) const { return s; }
+  bool scale_is_feature_norm() const { return false; }
+  T regulariser(const Index* batch_classes, Index n) const {
+    if (!batch_scope) return fixed_value;
+    T sum = 0;
+    for (Index k = 0; k < n; ++k) sum += margins[batch_classes[k]];
+    return -lambda_m * sum / static_cast<T>(n);
+  }
+  void add_regulariser_gradient(T weight, const Index* batch_classes, Index n, T* dm) const {
+    if (!batch_scope) {
+      const T g = -weight * lambda_m / fixed_divisor;
+      for (Index k = 0; k < count; ++k) dm[k] += g;
+    } else {
+      const T g = -weight * lambda_m / static_cast<T>(n);
+      for (Index k = 0; k < n; ++k) dm[batch_classes[k]] += g;
+    }
+  }
+};
+
+// ClassMargins on the gathered margins of the active classes.
+template <typename Base>
+struct SubsetClassMargins {
+  using value_type = typename Base::value_type;
+  using row_type = typename Base::row_type;
+  static constexpr bool plain_non_target = Base::plain_non_target;
+  static constexpr const char* name = Base::name;
+
+  Base base;
+  const value_type* margins;
+  Index count;
+
+  void validate() const { base.validate(); }
+  Index class_count() const { return count; }
+  row_type row(value_type t, Index label) const {
+    Base b = base;
+    b.m = margins[label];
+    return b.row(t, label);
+  }
+  ValueSlope<value_type> non_target(value_type c, const row_type& r) const { return base.non_target(c, r); }
+  value_type scale(value_type x_norm) const { return base.scale(x_norm); }
+  bool scale_is_feature_norm() const { return base.scale_is_feature_norm(); }
+};
+
+template <typename T, typename DA>
+void gather_active(const Eigen::Ref<const RowMatrix<T>>& W, const Eigen::MatrixBase<DA>& active, Index num_classes,
+                   SubsetWorkspace<T>& sws) {
+  const Index A = active.size(), D = W.cols();
+  if (A == 0) fail("active has 0 entries: the subset needs at least one class");
+  if (A > num_classes) fail("active has ", A, " entries but there are only ", num_classes, " classes");
+  sws.seen_.resize(static_cast<std::size_t>(num_classes), 0);
+  Index bad = -1;
+  for (Index a = 0; a < A; ++a) {
+    const auto k = active.derived().coeff(a);
+    if (!(k >= 0 && static_cast<Index>(k) < num_classes)) {
+      for (Index b = 0; b < a; ++b) sws.seen_[static_cast<std::size_t>(active.derived().coeff(b))] = 0;
+      fail("active[", a, "] = ", static_cast<long long>(k), " is out of range [0, ", num_classes, ")");
+    }
+    auto& mark = sws.seen_[static_cast<std::size_t>(k)];
+    if (mark && bad < 0) bad = a;
+    mark = 1;
+  }
+  for (Index a = 0; a < A; ++a) sws.seen_[static_cast<std::size_t>(active.derived().coeff(a))] = 0;
+  if (bad >= 0) fail("active[", bad, "] = ", static_cast<long long>(active.derived().coeff(bad)), " appears twice");
+  const auto n = static_cast<std::size_t>(A * D);
+  if (sws.w_.size() < n) sws.w_.resize(n);
+  if (sws.dw_.size() < n) sws.dw_.resize(n);
+  sws.rows_ = A;
+  sws.dim_ = D;
+  for (Index a = 0; a < A; ++a) {
+    const T* src = W.row(static_cast<Index>(active.derived().coeff(a))).data();
+    std::copy(src, src + D, sws.w_.data() + a * D);
+  }
+}
+
+template <typename T, typename DA>
+void scatter_active(SubsetWorkspace<T>& sws, const Eigen::MatrixBase<DA>& active, bool zero_inactive,
+                    Eigen::Ref<RowMatrix<T>> dW) {
+  const Index A = active.size(), D = dW.cols();
+  if (zero_inactive) dW.setZero();
+  for (Index a = 0; a < A; ++a) {
+    const T* src = sws.dw_.data() + a * D;
+    std::copy(src, src + D, dW.row(static_cast<Index>(active.derived().coeff(a))).data());
+  }
+}
+
+template <typename P, typename DX, typename DW, typename DA, typename DL, typename T = typename P::value_type>
+T subset_run(const P& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
+             const Eigen::MatrixBase<DA>& active, const Eigen::MatrixBase<DL>& local_labels,
+             Eigen::Ref<RowMatrix<T>> dX, Eigen::Ref<RowMatrix<T>> dW, T* dmargins, Index dmargins_size,
+             SubsetWorkspace<T>& sws, const SubsetOptions& options) {
+  static_assert(is_margin_policy_v<P>, "marginloss: P does not satisfy the policy contract (policies/common.hpp)");
+  check_row_major_matrix<DX, T>();
+  check_row_major_matrix<DW, T>();
+  check_label_vector<DA>();
+  check_label_vector<DL>();
+  const Index C = W.rows(), D = W.cols();
+  if (C == 0) fail("W has 0 rows: there must be at least one class");
+  check_output("dW", dW.rows(), dW.cols(), C, D);
+  if constexpr (has_class_count<P>::value) {
+    policy.validate();
+    if (policy.class_count() != C)
+      fail(P::name, ": margins has ", policy.class_count(), " entries but there are ", C, " classes");
+  }
+  gather_active<T>(Eigen::Ref<const RowMatrix<T>>(W.derived()), active, C, sws);
+  const Index A = sws.rows_;
+  Eigen::Map<const RowMatrix<T>> Wa(sws.w_.data(), A, D);
+  Eigen::Map<RowMatrix<T>> dWa(sws.dw_.data(), A, D);
+  T loss;
+  if constexpr (is_adaptive_margin<P>::value) {
+    if (dmargins_size != C) fail("dmargins has ", dmargins_size, " entries but there are ", C, " classes");
+    if (sws.margins_.size() < static_cast<std::size_t>(A)) sws.margins_.resize(static_cast<std::size_t>(A));
+    if (sws.dmargins_.size() < static_cast<std::size_t>(A)) sws.dmargins_.resize(static_cast<std::size_t>(A));
+    for (Index a = 0; a < A; ++a) sws.margins_[static_cast<std::size_t>(a)] = policy.margins(static_cast<Index>(active.derived().coeff(a)));
+    SubsetAdaptiveMargin<T> sub{policy.s, sws.margins_.data(), A, policy.lambda_m, false, T(0), T(1)};
+    T inactive_gradient = T(0);
+    if (options.regulariser == SubsetRegulariser::active_classes) {
+      T sum = 0;
+      for (Index a = 0; a < A; ++a) sum += sws.margins_[static_cast<std::size_t>(a)];
+      sub.fixed_value = -policy.lambda_m * (sum / static_cast<T>(A));
+      sub.fixed_divisor = static_cast<T>(A);
+    } else if (policy.scope == RegulariserScope::all_classes) {
+      sub.fixed_value = -policy.lambda_m * policy.margins.mean();
+      sub.fixed_divisor = static_cast<T>(C);
+      inactive_gradient = -T(1) * policy.lambda_m / static_cast<T>(C);
+    } else {
+      sub.batch_scope = true;
+    }
+    Eigen::Map<Vector<T>> dma(sws.dmargins_.data(), A);
+    loss = forward_backward(sub, X.derived(), Wa, local_labels.derived(), dX, dWa, dma, sws.ws_, options.engine);
+    std::fill(dmargins, dmargins + C, inactive_gradient);
+    for (Index a = 0; a < A; ++a) dmargins[static_cast<Index>(active.derived().coeff(a))] = dma(a);
+  } else if constexpr (is_class_margins<P>::value) {
+    static_cast<void>(dmargins);
+    static_cast<void>(dmargins_size);
+    if (sws.margins_.size() < static_cast<std::size_t>(A)) sws.margins_.resize(static_cast<std::size_t>(A));
+    for (Index a = 0; a < A; ++a) sws.margins_[static_cast<std::size_t>(a)] = policy.margins(static_cast<Index>(active.derived().coeff(a)));
+    SubsetClassMargins<decltype(policy.base)> sub{policy.base, sws.margins_.data(), A};
+    loss = forward_backward(sub, X.derived(), Wa, local_labels.derived(), dX, dWa, sws.ws_, options.engine);
+  } else {
+    static_assert(!has_class_count<P>::value,
+                  "marginloss: subset_forward_backward knows how to gather the per-class data of AdaptiveMargin "
+                  "and ClassMargins only");
+    static_cast<void>(dmargins);
+    static_cast<void>(dmargins_size);
+    loss = forward_backward(policy, X.derived(), Wa, local_labels.derived(), dX, dWa, sws.ws_, options.engine);
+  }
+  scatter_active<T>(sws, active, options.zero_inactive_rows, dW);
+  return loss;
+}
+
+}  // namespace detail
+
+// The loss over the active classes; writes dX (B x D), the active rows of dW (C x D) and,
+// with zero_inactive_rows, zeros elsewhere. Returns the loss. Not for learnable margins.
+template <typename P, typename DX, typename DW, typename DA, typename DL>
+typename P::value_type subset_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
+                                               const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DA>& active,
+                                               const Eigen::MatrixBase<DL>& local_labels,
+                                               Eigen::Ref<RowMatrix<typename P::value_type>> dX,
+                                               Eigen::Ref<RowMatrix<typename P::value_type>> dW,
+                                               SubsetWorkspace<typename P::value_type>& sws,
+                                               const SubsetOptions& options = {}) {
+  static_assert(!detail::has_learnable_margins<P>::value,
+                "marginloss: learnable margins: pass dmargins (C entries) to subset_forward_backward");
+  return detail::subset_run(policy, X, W, active, local_labels, dX, dW,
+                            static_cast<typename P::value_type*>(nullptr), Index(0), sws, options);
+}
+
+// AdaptiveMargin: also writes dL/dmargins, all C entries (see the regulariser above).
+template <typename P, typename DX, typename DW, typename DA, typename DL>
+typename P::value_type subset_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
+                                               const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DA>& active,
+                                               const Eigen::MatrixBase<DL>& local_labels,
+                                               Eigen::Ref<RowMatrix<typename P::value_type>> dX,
+                                               Eigen::Ref<RowMatrix<typename P::value_type>> dW,
+                                               Eigen::Ref<Vector<typename P::value_type>> dmargins,
+                                               SubsetWorkspace<typename P::value_type>& sws,
+                                               const SubsetOptions& options = {}) {
+  static_assert(detail::is_adaptive_margin<P>::value, "marginloss: dmargins is for AdaptiveMargin");
+  return detail::subset_run(policy, X, W, active, local_labels, dX, dW, dmargins.data(), dmargins.size(), sws, options);
+}
+
+// The same with an ActiveSet (classes + local labels).
+template <typename P, typename DX, typename DW>
+typename P::value_type subset_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
+                                               const Eigen::MatrixBase<DW>& W, const ActiveSet& set,
+                                               Eigen::Ref<RowMatrix<typename P::value_type>> dX,
+                                               Eigen::Ref<RowMatrix<typename P::value_type>> dW,
+                                               SubsetWorkspace<typename P::value_type>& sws,
+                                               const SubsetOptions& options = {}) {
+  return subset_forward_backward(policy, X, W, set.classes, set.local_labels, dX, dW, sws, options);
+}
+
+template <typename P, typename DX, typename DW>
+typename P::value_type subset_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
+                                               const Eigen::MatrixBase<DW>& W, const ActiveSet& set,
+                                               Eigen::Ref<RowMatrix<typename P::value_type>> dX,
+                                               Eigen::Ref<RowMatrix<typename P::value_type>> dW,
+                                               Eigen::Ref<Vector<typename P::value_type>> dmargins,
+                                               SubsetWorkspace<typename P::value_type>& sws,
+                                               const SubsetOptions& options = {}) {
+  return subset_forward_backward(policy, X, W, set.classes, set.local_labels, dX, dW, dmargins, sws, options);
+}
+
+MARGINLOSS_NAMESPACE_END
