@@ -14,9 +14,9 @@ struct Engine;
 // Holds everything a forward pass leaves for its backward pass: the normalised features, the
 // cosine buffer (B x C on the dense path, the only B x C buffer, which the backward overwrites
 // with dL/dcos; B x block when classes are processed in blocks), the norms and the per-row
-// log-partition values. Buffers grow to the largest shape seen and are
-// reused, so a training loop that keeps one Workspace allocates nothing per step after the
-// first. A Workspace may be used by one call at a time; distinct workspaces are independent.
+// log-partition values. Buffers are reused: a training loop that keeps one Workspace and the
+// same shapes allocates nothing per step after the first (a change of shape reallocates).
+// A Workspace may be used by one call at a time; distinct workspaces are independent.
 template <typename T>
 class Workspace {
  public:

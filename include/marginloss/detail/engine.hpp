@@ -147,9 +147,13 @@ struct Engine {
   static void backward(const P& policy, const Eigen::Ref<const RowMatrix<T>>& W, Comm& comm, Workspace<T>& ws,
                        T grad_loss, Eigen::Ref<RowMatrix<T>> dX, Eigen::Ref<RowMatrix<T>> dW, T* dmargins = nullptr,
                        Index dmargins_size = 0) {
+    // A forward is consumed by one backward call, also by one that throws: its buffers are
+    // about to be overwritten.
+    const bool held = ws.holds_forward_;
+    ws.holds_forward_ = false;
     std::exception_ptr error;
     try {
-      if (!ws.holds_forward_) fail("backward() needs a forward() on the same workspace first (each forward is consumed once)");
+      if (!held) fail("backward() needs a forward() on the same workspace first (each forward is consumed once)");
       if (W.rows() != ws.local_classes_ || W.cols() != ws.dim())
         fail("W is ", W.rows(), "x", W.cols(), " in backward() but was ", ws.local_classes_, "x", ws.dim(), " in forward()");
       check_output("dX", dX.rows(), dX.cols(), ws.batch(), ws.dim());
@@ -161,7 +165,6 @@ struct Engine {
       error = std::current_exception();
     }
     agree_on_errors(comm, error);
-    ws.holds_forward_ = false;
 
     const Index B = ws.batch(), C = ws.local_classes_;
     const bool one_block = ws.block_ >= C;
