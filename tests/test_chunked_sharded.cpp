@@ -11,23 +11,6 @@ using namespace mltest;
 
 namespace {
 
-// Every policy, in double, with mining policies' hard non-targets present in random data.
-template <typename Fn>
-void for_each_policy(Fn&& fn) {
-  fn(ml::NormFace<double>{16});
-  fn(ml::CosFace<double>{30, 0.35});
-  fn(ml::ArcFace<double>{64, 0.5});
-  fn(ml::ArcFace<double>{64, 0.5, ml::Fallback::none, ml::Gradient::straight_through});
-  fn(ml::CombinedMargin<double>{64, 1, 0.3, 0.2});
-  fn(ml::SphereFace<double>{4, 5.0});
-  fn(ml::SphereFace<double>{3, 0.0, ml::Scale::fixed, 30});
-  fn(ml::SVSoftmax<double>{30, 0.35, 1.2});
-  fn(ml::MVSoftmax<double>{32, 0.35, 1.2});
-  fn(ml::MVSoftmax<double>{32, 0.5, 1.2, ml::MarginTarget::additive_angular, ml::MVVariant::fixed});
-  fn(ml::CurricularFace<double>{64, 0.5, 0.3});
-  fn(ml::AMMSoftmax<double>{64, 0.5, 0.1});
-}
-
 // A reusable barrier (std::barrier is C++20).
 class Barrier {
  public:

@@ -12,6 +12,8 @@
 #include <marginloss/distributed/sharded.hpp>
 #include <marginloss/marginloss.hpp>
 
+#include "../support.hpp"
+
 #include <mpi.h>
 
 #include <algorithm>
@@ -40,68 +42,18 @@ void check(bool ok, const std::string& what) {
   }
 }
 
-double rel_error(const Mat& a, const Mat& b) {
-  const double scale = std::max(b.cwiseAbs().maxCoeff(), 1e-300);
-  return (a - b).cwiseAbs().maxCoeff() / scale;
-}
-double rel_error(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-300); }
-
-// splitmix64, as in the other tests.
-struct SplitMix64 {
-  std::uint64_t state;
-  explicit SplitMix64(std::uint64_t seed) : state(seed) {}
-  std::uint64_t next() {
-    state += 0x9E3779B97F4A7C15ULL;
-    std::uint64_t z = state;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-  double normal() {
-    const double u1 = 1.0 - uniform(), u2 = uniform();
-    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-  }
-};
+using mltest::for_each_policy;
+using mltest::rel_error;
 
 struct Problem {
   Mat X, W;
   Eigen::VectorXi labels;
 };
 
+// The same deterministic problem on every rank.
 Problem make_problem(Index B, Index D, Index C, std::uint64_t seed) {
-  SplitMix64 rng(seed);
-  Problem p;
-  p.X.resize(B, D);
-  p.W.resize(C, D);
-  p.labels.resize(B);
-  for (Index i = 0; i < B; ++i) {
-    const double r = 0.5 + 2.0 * rng.uniform();
-    for (Index k = 0; k < D; ++k) p.X(i, k) = r * rng.normal();
-  }
-  for (Index j = 0; j < C; ++j) {
-    const double r = 0.5 + 1.5 * rng.uniform();
-    for (Index k = 0; k < D; ++k) p.W(j, k) = r * rng.normal();
-  }
-  for (Index i = 0; i < B; ++i) p.labels(i) = static_cast<int>(rng.next() % static_cast<std::uint64_t>(C));
-  return p;
-}
-
-// Every policy, with the mining policies' hard non-targets present in random data.
-template <typename Fn>
-void for_each_policy(Fn&& fn) {
-  fn(ml::NormFace<double>{16});
-  fn(ml::CosFace<double>{30, 0.35});
-  fn(ml::ArcFace<double>{64, 0.5});
-  fn(ml::ArcFace<double>{64, 0.5, ml::Fallback::none, ml::Gradient::straight_through});
-  fn(ml::CombinedMargin<double>{64, 1, 0.3, 0.2});
-  fn(ml::SphereFace<double>{4, 5.0});
-  fn(ml::SphereFace<double>{3, 0.0, ml::Scale::fixed, 30});
-  fn(ml::SVSoftmax<double>{30, 0.35, 1.2});
-  fn(ml::MVSoftmax<double>{32, 0.35, 1.2});
-  fn(ml::MVSoftmax<double>{32, 0.5, 1.2, ml::MarginTarget::additive_angular, ml::MVVariant::fixed});
-  fn(ml::CurricularFace<double>{64, 0.5, 0.3});
-  fn(ml::AMMSoftmax<double>{64, 0.5, 0.1});
+  mltest::Case c = mltest::random_case(B, D, C, seed);
+  return {c.X, c.W, c.labels};
 }
 
 // How the C classes are split over the ranks.
