@@ -14,8 +14,9 @@ struct Engine;
 // Holds everything a forward pass leaves for its backward pass: the normalised features, the
 // cosine buffer (B x C on the dense path, the only B x C buffer, which the backward overwrites
 // with dL/dcos; B x block when classes are processed in blocks), the norms and the per-row
-// log-partition values. Buffers are reused: a training loop that keeps one Workspace and the
-// same shapes allocates nothing per step after the first (a change of shape reallocates).
+// log-partition values. Buffers are reused: a training loop that keeps one Workspace allocates
+// nothing per step after the first while B and D stay the same; class-sized buffers only grow,
+// so a class count that changes every step (active-class subsets) reuses them.
 // A Workspace may be used by one call at a time; distinct workspaces are independent.
 template <typename T>
 class Workspace {
@@ -35,7 +36,7 @@ class Workspace {
   // Allocates for the given shape up front (optional: calls size the buffers themselves).
   void reserve(Index batch, Index dim, Index classes, Index block = 0) {
     xhat_.resize(batch, dim);
-    cosines_.resize(batch, (block <= 0 || block >= classes) ? classes : block);
+    grow(cosine_storage_, batch * ((block <= 0 || block >= classes) ? classes : block));
     row_max_.resize(batch);
     row_sum_.resize(batch);
     x_norm_.resize(batch);
@@ -44,7 +45,7 @@ class Workspace {
     lse_.resize(batch);
     row_loss_.resize(batch);
     dscale_.resize(batch);
-    w_inv_norm_.resize(classes);
+    grow(w_inv_norm_, classes);
     labels_.resize(batch);
   }
 
@@ -64,7 +65,10 @@ class Workspace {
   friend struct detail::Engine;
 
   RowMatrix<T> xhat_;        // B x D, x_i / |x_i|
-  RowMatrix<T> cosines_;     // B x block, clamped cosines; dL/dcos scaled by 1/|w_j| after backward
+  // Storage that only grows, so that a changing class count (e.g. a different active-class set
+  // each step) reuses it: the B x block cosines (clamped; dL/dcos / |w_j| after backward), viewed
+  // by cosines(), and 1/|w_j| for the C classes of this process.
+  Vector<T> cosine_storage_;
   RowMatrix<T> dx_partial_;  // B x D, this rank's share of dX before the all-reduce (sharded)
   Vector<T> x_norm_;         // B
   Vector<T> x_inv_norm_;     // B
@@ -74,7 +78,12 @@ class Workspace {
   Eigen::VectorXd row_sum_;  // B, running sum of exp(z - row_max)
   Vector<T> row_loss_;       // B
   Vector<T> dscale_;         // B, dL/dS_i (feature-norm scale)
-  Vector<T> w_inv_norm_;     // C
+  Vector<T> w_inv_norm_;     // >= C
+
+  static void grow(Vector<T>& v, Index n) {
+    if (v.size() < n) v.resize(n);
+  }
+  Eigen::Map<RowMatrix<T>> cosines() { return {cosine_storage_.data(), batch(), block_}; }
   Eigen::Matrix<Index, Eigen::Dynamic, 1> labels_;
   Eigen::Matrix<Index, Eigen::Dynamic, 1> batch_classes_;  // distinct labels (learnable margins)
   Index batch_class_count_ = 0;

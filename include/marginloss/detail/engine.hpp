@@ -65,7 +65,8 @@ struct Engine {
           fail(P::name, ": margins has ", policy.class_count(), " entries but there are ", num_classes, " classes");
       copy_labels(labels, num_classes, ws.labels_);
       compute_row_norms<T>("X", X, &ws.x_norm_, ws.x_inv_norm_);
-      compute_row_norms<T>("W", W, nullptr, ws.w_inv_norm_);
+      Workspace<T>::grow(ws.w_inv_norm_, C);
+      compute_row_norms<T>("W", W, static_cast<T*>(nullptr), ws.w_inv_norm_.data());
     } catch (const invalid_argument&) {
       error = std::current_exception();
     }
@@ -77,7 +78,8 @@ struct Engine {
     ws.class_offset_ = class_offset;
     ws.local_classes_ = C;
     ws.block_ = (block <= 0 || block >= C) ? C : block;
-    ws.cosines_.resize(B, ws.block_);
+    Workspace<T>::grow(ws.cosine_storage_, B * ws.block_);
+    auto cosines = ws.cosines();
 
     // t_i on the rank owning y_i, zero elsewhere, then summed: exact, one owner per row.
     ws.target_cos_.resize(B);
@@ -93,14 +95,14 @@ struct Engine {
     ws.row_sum_.setZero(B);
     for (Index j0 = 0; j0 < C; j0 += ws.block_) {
       const Index nb = std::min(ws.block_, C - j0);
-      auto K = ws.cosines_.leftCols(nb);
+      auto K = cosines.leftCols(nb);
       K.noalias() = ws.xhat_ * W.middleRows(j0, nb).transpose();
       const T* w_inv = ws.w_inv_norm_.data() + j0;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static)
 #endif
       for (Index i = 0; i < B; ++i) {
-        T* c = ws.cosines_.row(i).data();
+        T* c = cosines.row(i).data();
         for (Index j = 0; j < nb; ++j) c[j] = clamp_cosine(c[j] * w_inv[j]);
         const auto terms = policy.row(ws.target_cos_(i), ws.labels_(i));
         const T S = policy.scale(ws.x_norm_(i));
@@ -175,16 +177,17 @@ struct Engine {
     Eigen::Ref<RowMatrix<T>> acc = sharded ? Eigen::Ref<RowMatrix<T>>(ws.dx_partial_) : dX;
     ws.dscale_.setZero(B);
     bool overflow = false;
+    auto cosines = ws.cosines();
     for (Index j0 = 0; j0 < C; j0 += ws.block_) {
       const Index nb = std::min(ws.block_, C - j0);
-      auto K = ws.cosines_.leftCols(nb);
+      auto K = cosines.leftCols(nb);
       const T* w_inv = ws.w_inv_norm_.data() + j0;
       if (!one_block) K.noalias() = ws.xhat_ * W.middleRows(j0, nb).transpose();
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static)
 #endif
       for (Index i = 0; i < B; ++i) {
-        T* c = ws.cosines_.row(i).data();
+        T* c = cosines.row(i).data();
         if (!one_block)
           for (Index j = 0; j < nb; ++j) c[j] = clamp_cosine(c[j] * w_inv[j]);
         const auto terms = policy.row(ws.target_cos_(i), ws.labels_(i));

@@ -69,13 +69,11 @@ template <typename T, typename RowsRef>
 
 inline bool norm_in_range(double norm, double lo, double hi) { return norm >= lo && norm <= hi; }
 
-// Writes inv_norm(i) = 1/||m_i|| (and norm(i) when given) and throws on the first bad row.
+// Writes inv_norm[i] = 1/||m_i|| (and norm[i] when norm is not null; both sized by the caller)
+// and throws on the first bad row.
 template <typename T>
-inline void compute_row_norms(const char* name, const Eigen::Ref<const RowMatrix<T>>& m, Vector<T>* norm,
-                              Vector<T>& inv_norm) {
+inline void compute_row_norms(const char* name, const Eigen::Ref<const RowMatrix<T>>& m, T* norm, T* inv_norm) {
   const Index rows = m.rows();
-  inv_norm.resize(rows);
-  if (norm) norm->resize(rows);
   bool bad = false;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) reduction(|| : bad)
@@ -86,14 +84,23 @@ inline void compute_row_norms(const char* name, const Eigen::Ref<const RowMatrix
       bad = true;
       continue;
     }
-    inv_norm(i) = static_cast<T>(1.0 / n);
-    if (norm) (*norm)(i) = static_cast<T>(n);
+    inv_norm[i] = static_cast<T>(1.0 / n);
+    if (norm) norm[i] = static_cast<T>(n);
   }
   if (!bad) return;
   for (Index i = 0; i < rows; ++i) {
     const double n = stable_row_norm(m.row(i).data(), m.cols());
     if (!norm_in_range(n, NormRange<T>::lo, NormRange<T>::hi)) fail_bad_row<T>(name, m, i, n);
   }
+}
+
+// The same into vectors sized here.
+template <typename T>
+inline void compute_row_norms(const char* name, const Eigen::Ref<const RowMatrix<T>>& m, Vector<T>* norm,
+                              Vector<T>& inv_norm) {
+  inv_norm.resize(m.rows());
+  if (norm) norm->resize(m.rows());
+  compute_row_norms<T>(name, m, norm ? norm->data() : static_cast<T*>(nullptr), inv_norm.data());
 }
 
 }  // namespace detail
