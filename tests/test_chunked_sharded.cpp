@@ -113,13 +113,17 @@ TEST_CASE("Chunked split forward/backward and workspace sizing") {
   ml::forward(p, c.X, c.W, c.labels, ws, o);
   CHECK(ws.class_block() == 40);
   Case wide = random_case(2, 3, 600, 5);
-  o.memory_budget = 2 * 8 * 500;  // B x 500 doubles: the B x 600 buffer does not fit
+  o.memory_budget = 2 * 8 * 200;  // B x 200 doubles: the B x 600 buffer does not fit
   ml::forward(p, wide.X, wide.W, wide.labels, ws, o);
-  CHECK(ws.class_block() == 256);  // budget / 8 is below the 256-class minimum
+  CHECK(ws.class_block() == 256);  // the budget is below the 256-class minimum
   Case wider = random_case(2, 3, 5000, 6);
-  o.memory_budget = 2 * 8 * 5000 - 1;  // just below the dense buffer: blocks of budget / 8
+  o.memory_budget = 2 * 8 * 5000 - 1;  // just below the dense buffer: blocks within the budget
   ml::forward(p, wider.X, wider.W, wider.labels, ws, o);
-  CHECK(ws.class_block() == (2 * 8 * 5000 - 1) / 8 / 16);
+  CHECK(ws.class_block() == (2 * 8 * 5000 - 1) / 16);
+  Case tall = random_case(2048, 3, 5000, 7);  // B x C = 80 MB of doubles > 64 MiB budget
+  o.memory_budget = std::size_t(64) << 20;
+  ml::forward(p, tall.X, tall.W, tall.labels, ws, o);
+  CHECK(ws.class_block() == (std::size_t(8) << 20) / (2048 * 8));  // about 8 MiB per block
   o.class_block = -1;
   CHECK_THROWS_AS(ml::forward(p, c.X, c.W, c.labels, ws, o), ml::invalid_argument);
 }
