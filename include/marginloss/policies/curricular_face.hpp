@@ -55,8 +55,7 @@ struct CurricularFace {
   }
 
   MARGINLOSS_HD row_type row(T t, Index /*label*/) const {
-    const detail::AngularTarget<T> a = detail::angular_margin(t, T(1), m, T(0), fallback, gradient);
-    return {a.target, a.raw};
+    return detail::mining_target(t, m, MarginTarget::additive_angular, fallback, false, gradient);
   }
   MARGINLOSS_HD ValueSlope<T> non_target(T c, const row_type& r) const {
     if (!(c > r.threshold)) return {c, T(1)};
