@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <random>
@@ -729,6 +730,14 @@ bool have_gnuplot() { return std::system("gnuplot --version > /dev/null 2>&1") =
 int main(int argc, char** argv) {
   const Options opt = parse(argc, argv);
   const auto t_start = std::chrono::steady_clock::now();
+  {
+    std::error_code ec;
+    std::filesystem::create_directories(opt.out, ec);
+    if (ec) {
+      std::fprintf(stderr, "cannot create the output directory %s: %s\n", opt.out.c_str(), ec.message().c_str());
+      return 1;
+    }
+  }
 
   Split train_split, test_split;
   {
