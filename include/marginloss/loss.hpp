@@ -271,7 +271,7 @@ T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::
     total += static_cast<double>(lse - S * terms.target.value);
     const double sz = span_gradient(policy, terms, S, c, C, y, lse, coef, static_cast<const T*>(nullptr), c);
     if (dscales) dscales[i] = policy.scale_is_feature_norm() ? static_cast<T>(sz / static_cast<double>(S)) : T(0);
-    overflow = overflow || !dcos.row(i).allFinite() || (dscales && !std::isfinite(dscales[i]));
+    overflow = overflow || !all_finite(dcos.row(i)) || (dscales && !std::isfinite(dscales[i]));
   }
   const T loss = static_cast<T>(total / static_cast<double>(B));
   if (!std::isfinite(loss)) fail_not_representable("the loss");

@@ -21,7 +21,9 @@
 #include <cmath>
 #include <exception>
 #include <limits>
+#include <new>
 #include <string>
+#include <type_traits>
 
 #include "../errors.hpp"
 #include "../policies/common.hpp"
@@ -29,6 +31,7 @@
 #include "math.hpp"
 #include "row_norms.hpp"
 #include "row_pass.hpp"
+#include "threads.hpp"
 #include "validate.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
@@ -65,8 +68,6 @@ struct Engine {
           fail(P::name, ": margins has ", policy.class_count(), " entries but there are ", num_classes, " classes");
       copy_labels(labels, num_classes, ws.labels_);
       compute_row_norms<T>("X", X, &ws.x_norm_, ws.x_inv_norm_);
-      Workspace<T>::grow(ws.w_inv_norm_, C);
-      compute_row_norms<T>("W", W, static_cast<T*>(nullptr), ws.w_inv_norm_.data());
     } catch (const invalid_argument&) {
       error = std::current_exception();
     }
@@ -78,40 +79,82 @@ struct Engine {
     ws.class_offset_ = class_offset;
     ws.local_classes_ = C;
     ws.block_ = (block <= 0 || block >= C) ? C : block;
+    const int threads = max_threads();
+    ws.tile_ = tile_size(ws.block_, threads, ws);
+    const Index tiles_per_block = ws.block_ > 0 ? (ws.block_ + ws.tile_ - 1) / ws.tile_ : 0;
     Workspace<T>::grow(ws.cosine_storage_, B * ws.block_);
-    auto cosines = ws.cosines();
+    Workspace<T>::grow(ws.w_inv_norm_, C);
+    Workspace<T>::grow(ws.tile_max_, B * tiles_per_block);
+    if (ws.tile_sum_.size() < B * tiles_per_block) ws.tile_sum_.resize(B * tiles_per_block);
 
-    // t_i on the rank owning y_i, zero elsewhere, then summed: exact, one owner per row.
+    // t_i on the rank owning y_i, zero elsewhere, then summed: exact, one owner per row. |w_y|
+    // is computed here by the same function as in the sweep below, so the bits agree. A bad
+    // row of W is reported after the sweep, which visits every row.
     ws.target_cos_.resize(B);
     for (Index i = 0; i < B; ++i) {
       const Index local = ws.labels_(i) - class_offset;
-      ws.target_cos_(i) = (local >= 0 && local < C)
-                              ? clamp_cosine(ws.xhat_.row(i).dot(W.row(local)) * ws.w_inv_norm_(local))
-                              : T(0);
+      T t = T(0);
+      if (local >= 0 && local < C) {
+        const double n = stable_row_norm(W.row(local).data(), D);
+        if (norm_in_range(n, NormRange<T>::lo, NormRange<T>::hi))
+          t = clamp_cosine(ws.xhat_.row(i).dot(W.row(local)) * static_cast<T>(1.0 / n));
+      }
+      ws.target_cos_(i) = t;
     }
     comm.allreduce_sum(ws.target_cos_.data(), B);
+    const auto* terms = store_row_terms(policy, ws);
 
+    // The sweep: every tile of classes is one thread's, from |w_j| to the tile's (max, sum of
+    // exp) per row, while the tile's rows of W and its cosines are in that thread's cache.
     ws.row_max_.setConstant(B, -std::numeric_limits<T>::infinity());
     ws.row_sum_.setZero(B);
-    for (Index j0 = 0; j0 < C; j0 += ws.block_) {
-      const Index nb = std::min(ws.block_, C - j0);
-      auto K = cosines.leftCols(nb);
-      K.noalias() = ws.xhat_ * W.middleRows(j0, nb).transpose();
-      const T* w_inv = ws.w_inv_norm_.data() + j0;
+    bool bad_w = false;
+    for (Index b0 = 0; b0 < C && !bad_w; b0 += ws.block_) {
+      const Index nbk = std::min(ws.block_, C - b0);
+      const Index ntiles = (nbk + ws.tile_ - 1) / ws.tile_;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(|| : bad_w)
 #endif
-      for (Index i = 0; i < B; ++i) {
-        T* c = cosines.row(i).data();
-        for (Index j = 0; j < nb; ++j) c[j] = clamp_cosine(c[j] * w_inv[j]);
-        const auto terms = policy.row(ws.target_cos_(i), ws.labels_(i));
-        const T S = policy.scale(ws.x_norm_(i));
-        const Index target = ws.labels_(i) - class_offset - j0;
-        const T m = span_max_logit(policy, terms, S, c, nb, target);
-        const double s = span_sum_exp(policy, terms, S, c, nb, target, m);
-        merge_lse(ws.row_max_(i), ws.row_sum_(i), m, s);
+      for (Index tile = 0; tile < ntiles; ++tile) {
+        const Index j0 = tile * ws.tile_, n = std::min(ws.tile_, nbk - j0), g0 = b0 + j0;
+        T* w_inv = ws.w_inv_norm_.data() + g0;
+        for (Index j = 0; j < n; ++j) {
+          const double norm = stable_row_norm(W.row(g0 + j).data(), D);
+          const bool ok = norm_in_range(norm, NormRange<T>::lo, NormRange<T>::hi);
+          bad_w = bad_w || !ok;
+          w_inv[j] = ok ? static_cast<T>(1.0 / norm) : T(0);
+        }
+        auto K = tile_cosines(ws, j0, n);
+        K.noalias() = ws.xhat_ * W.middleRows(g0, n).transpose();
+        for (Index i = 0; i < B; ++i) {
+          T* c = K.row(i).data();
+          for (Index j = 0; j < n; ++j) c[j] = clamp_cosine(c[j] * w_inv[j]);
+          const T S = policy.scale(ws.x_norm_(i));
+          const Index target = ws.labels_(i) - class_offset - g0;
+          const T m = span_max_logit(policy, terms[i], S, c, n, target);
+          ws.tile_max_(tile * B + i) = m;
+          ws.tile_sum_(tile * B + i) = span_sum_exp(policy, terms[i], S, c, n, target, m);
+        }
       }
+      if (bad_w) break;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+      for (Index i = 0; i < B; ++i)
+        for (Index tile = 0; tile < ntiles; ++tile)
+          merge_lse(ws.row_max_(i), ws.row_sum_(i), ws.tile_max_(tile * B + i), ws.tile_sum_(tile * B + i));
     }
+    try {
+      if (bad_w)
+        for (Index j = 0; j < C; ++j) {
+          const double norm = stable_row_norm(W.row(j).data(), D);
+          if (!norm_in_range(norm, NormRange<T>::lo, NormRange<T>::hi)) fail_bad_row<T>("W", W, j, norm);
+        }
+    } catch (const invalid_argument&) {
+      error = std::current_exception();
+    }
+    agree_on_errors(comm, error);
+
     if (comm.size() > 1) {
       // Global max, then each rank rescales its sum to it before the sum is reduced.
       ws.lse_ = ws.row_max_;
@@ -126,8 +169,7 @@ struct Engine {
     ws.row_loss_.resize(B);
     for (Index i = 0; i < B; ++i) {
       ws.lse_(i) = ws.row_max_(i) + static_cast<T>(std::log(ws.row_sum_(i)));
-      const auto terms = policy.row(ws.target_cos_(i), ws.labels_(i));
-      ws.row_loss_(i) = ws.lse_(i) - policy.scale(ws.x_norm_(i)) * terms.target.value;
+      ws.row_loss_(i) = ws.lse_(i) - policy.scale(ws.x_norm_(i)) * terms[i].target.value;
     }
     // Sequential sum: the loss does not depend on the thread count.
     double total = 0;
@@ -168,55 +210,83 @@ struct Engine {
     }
     agree_on_errors(comm, error);
 
-    const Index B = ws.batch(), C = ws.local_classes_;
+    const Index B = ws.batch(), D = ws.dim(), C = ws.local_classes_;
     const bool one_block = ws.block_ >= C;
     const T coef = grad_loss / static_cast<T>(B);
+    const bool feature_norm = policy.scale_is_feature_norm();
     // Sharded: accumulate into the workspace (contiguous, for the all-reduce).
     const bool sharded = comm.size() > 1;
-    if (sharded) ws.dx_partial_.resize(B, ws.dim());
+    if (sharded) ws.dx_partial_.resize(B, D);
     Eigen::Ref<RowMatrix<T>> acc = sharded ? Eigen::Ref<RowMatrix<T>>(ws.dx_partial_) : dX;
-    ws.dscale_.setZero(B);
+    // Threads other than the first accumulate their tiles' G W into partial dX buffers, added
+    // in thread order at the end (a fixed order for a fixed thread count).
+    const int threads = max_threads();
+    if (threads > 1 && (ws.thread_dx_.rows() < (threads - 1) * B || ws.thread_dx_.cols() != D))
+      ws.thread_dx_.resize((threads - 1) * B, D);
+    Workspace<T>::grow(ws.thread_dscale_, threads * B);
+    ws.thread_dscale_.head(threads * B).setZero();
+    const auto* terms = store_row_terms(policy, ws);
+    acc.setZero();
+    if (threads > 1) ws.thread_dx_.topRows((threads - 1) * B).setZero();
     bool overflow = false;
-    auto cosines = ws.cosines();
-    for (Index j0 = 0; j0 < C; j0 += ws.block_) {
-      const Index nb = std::min(ws.block_, C - j0);
-      auto K = cosines.leftCols(nb);
-      const T* w_inv = ws.w_inv_norm_.data() + j0;
-      if (!one_block) K.noalias() = ws.xhat_ * W.middleRows(j0, nb).transpose();
+    for (Index b0 = 0; b0 < C; b0 += ws.block_) {
+      const Index nbk = std::min(ws.block_, C - b0);
+      const Index ntiles = (nbk + ws.tile_ - 1) / ws.tile_;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel num_threads(threads) reduction(|| : overflow)
 #endif
-      for (Index i = 0; i < B; ++i) {
-        T* c = cosines.row(i).data();
-        if (!one_block)
-          for (Index j = 0; j < nb; ++j) c[j] = clamp_cosine(c[j] * w_inv[j]);
-        const auto terms = policy.row(ws.target_cos_(i), ws.labels_(i));
-        const T S = policy.scale(ws.x_norm_(i));
-        const Index target = ws.labels_(i) - ws.class_offset_ - j0;
-        const double sz = span_gradient(policy, terms, S, c, nb, target, ws.lse_(i), coef, w_inv, c);
-        if (policy.scale_is_feature_norm()) ws.dscale_(i) += static_cast<T>(sz / static_cast<double>(S));
-      }
-      if (j0 == 0)
-        acc.noalias() = K * W.middleRows(j0, nb);
-      else
-        acc.noalias() += K * W.middleRows(j0, nb);
-      auto dWb = dW.middleRows(j0, nb);
-      dWb.noalias() = K.transpose() * ws.xhat_;
+      {
+        const int tid = thread_index();
+        Eigen::Ref<RowMatrix<T>> dx_part = tid == 0 ? acc : Eigen::Ref<RowMatrix<T>>(ws.thread_dx_.middleRows((tid - 1) * B, B));
+        T* dscale = ws.thread_dscale_.data() + tid * B;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) reduction(|| : overflow)
+#pragma omp for schedule(static)
 #endif
-      for (Index j = 0; j < nb; ++j) {
-        auto u = dWb.row(j);
-        const auto w_hat = W.row(j0 + j) * w_inv[j];  // formed element by element: no 1/|w|^2 overflow
-        const T radial = u.dot(w_hat);
-        u -= radial * w_hat;
-        overflow = overflow || !u.allFinite();
+        for (Index tile = 0; tile < ntiles; ++tile) {
+          const Index j0 = tile * ws.tile_, n = std::min(ws.tile_, nbk - j0), g0 = b0 + j0;
+          const T* w_inv = ws.w_inv_norm_.data() + g0;
+          const auto Wt = W.middleRows(g0, n);
+          auto K = tile_cosines(ws, j0, n);
+          if (!one_block) K.noalias() = ws.xhat_ * Wt.transpose();
+          // radial[j] = sum_i G'_ij c_ij = <(G'^T X^)_j, w^_j>: the part of dW_j along w_j.
+          alignas(64) T radial[Workspace<T>::class_tile];
+          std::fill(radial, radial + n, T(0));
+          double abs_sum = 0;
+          for (Index i = 0; i < B; ++i) {
+            T* c = K.row(i).data();
+            if (!one_block)
+              for (Index j = 0; j < n; ++j) c[j] = clamp_cosine(c[j] * w_inv[j]);
+            const T S = policy.scale(ws.x_norm_(i));
+            const Index target = ws.labels_(i) - ws.class_offset_ - g0;
+            const double sz = span_gradient(policy, terms[i], S, c, n, target, ws.lse_(i), coef, w_inv, c, radial, &abs_sum);
+            if (feature_norm) dscale[i] += static_cast<T>(sz / static_cast<double>(S));
+          }
+          // K now holds G' = dL/dc / |w_j|.
+          dx_part.noalias() += K * Wt;
+          auto dWt = dW.middleRows(g0, n);
+          dWt.noalias() = K.transpose() * ws.xhat_;
+          // dW_j = Q_j (G'^T X^)_j = (G'^T X^)_j - radial_j w^_j, w^_j formed element by
+          // element (no 1/|w|^2 overflow).
+          for (Index j = 0; j < n; ++j) dWt.row(j) -= radial[j] * (Wt.row(j) * w_inv[j]);
+          // |dW_jk| <= sum_i |G'_ij| (1 + |c_ij|) <= 2 abs_sum, so a finite abs_sum far from the
+          // overflow threshold proves the tile finite; only otherwise are its entries tested.
+          if (!(abs_sum < static_cast<double>(std::numeric_limits<T>::max()) / 16))
+            for (Index j = 0; j < n; ++j) overflow = overflow || !all_finite(dWt.row(j));
+        }
       }
     }
-    if (C == 0) acc.setZero();
+    if (threads > 1) {
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+      for (Index i = 0; i < B; ++i)
+        for (int t = 1; t < threads; ++t) acc.row(i) += ws.thread_dx_.row((t - 1) * B + i);
+    }
+    ws.dscale_.setZero(B);
+    for (int t = 0; t < threads; ++t) ws.dscale_ += ws.thread_dscale_.segment(t * B, B);
     if (sharded) {
       comm.allreduce_sum(ws.dx_partial_.data(), ws.dx_partial_.size());
-      if (policy.scale_is_feature_norm()) comm.allreduce_sum(ws.dscale_.data(), B);
+      if (feature_norm) comm.allreduce_sum(ws.dscale_.data(), B);
       dX = ws.dx_partial_;
     }
     if constexpr (has_learnable_margins<P>::value) {
@@ -225,17 +295,15 @@ struct Engine {
       if (dmargins) {
         std::fill(dmargins, dmargins + ws.num_classes_, T(0));
         for (Index i = 0; i < B; ++i) {
-          const auto terms = policy.row(ws.target_cos_(i), ws.labels_(i));
           const T S = policy.scale(ws.x_norm_(i));
-          const T p = std::exp(S * terms.target.value - ws.lse_(i));
-          dmargins[ws.labels_(i)] += coef * (p - T(1)) * S * terms.dtarget_dmargin;
+          const T p = std::exp(S * terms[i].target.value - ws.lse_(i));
+          dmargins[ws.labels_(i)] += coef * (p - T(1)) * S * terms[i].dtarget_dmargin;
         }
         policy.add_regulariser_gradient(grad_loss, ws.batch_classes_.data(), ws.batch_class_count_, dmargins);
       }
     }
-    const bool feature_norm = policy.scale_is_feature_norm();
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) reduction(|| : overflow)
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(|| : overflow)
 #endif
     for (Index i = 0; i < B; ++i) {
       auto v = dX.row(i);
@@ -243,7 +311,7 @@ struct Engine {
       v -= v.dot(xh) * xh;
       v *= ws.x_inv_norm_(i);
       if (feature_norm) v += ws.dscale_(i) * xh;
-      overflow = overflow || !v.allFinite();
+      overflow = overflow || !all_finite(v);
     }
     if constexpr (has_learnable_margins<P>::value)
       if (dmargins)
@@ -253,6 +321,38 @@ struct Engine {
   }
 
  private:
+  // Classes per tile: Workspace::class_tile, smaller when that would leave a thread without a
+  // tile (few classes).
+  template <typename T>
+  static Index tile_size(Index block, int threads, const Workspace<T>&) {
+    const Index per_thread = (block + threads - 1) / (threads > 0 ? threads : 1);
+    return std::max<Index>(1, std::min<Index>(Workspace<T>::class_tile, per_thread));
+  }
+
+  // The cosines of tile [j0, j0 + n) of the current block: tiles are stored one after the
+  // other, each a contiguous row-major B x n matrix, so a tile's product writes, and its row
+  // pass reads, one contiguous stretch of memory.
+  template <typename T>
+  static Eigen::Map<RowMatrix<T>> tile_cosines(Workspace<T>& ws, Index j0, Index n) {
+    return {ws.cosine_storage_.data() + ws.batch() * j0, ws.batch(), n};
+  }
+
+  // The policy's once-per-row terms (margined target, mining thresholds), computed once per
+  // call into the workspace rather than once per row and tile.
+  template <typename P, typename T = typename P::value_type>
+  static const row_terms_t<P>* store_row_terms(const P& policy, Workspace<T>& ws) {
+    using R = row_terms_t<P>;
+    static_assert(std::is_trivially_copyable_v<R> && std::is_trivially_destructible_v<R> &&
+                      alignof(R) <= alignof(std::max_align_t),
+                  "marginloss: a policy's row_type must be trivially copyable (policies/common.hpp)");
+    const Index B = ws.batch();
+    const std::size_t slots = (static_cast<std::size_t>(B) * sizeof(R) + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t);
+    if (ws.row_terms_.size() < slots) ws.row_terms_.resize(slots);
+    auto* out = reinterpret_cast<R*>(ws.row_terms_.data());
+    for (Index i = 0; i < B; ++i) new (out + i) R(policy.row(ws.target_cos_(i), ws.labels_(i)));
+    return out;
+  }
+
   // Online logsumexp: merges a block's (max m, sum of exp(z - m)) into the row's running pair.
   template <typename T>
   static void merge_lse(T& run_max, double& run_sum, T m, double s) {

@@ -64,12 +64,18 @@ inline double span_sum_exp(const P& policy, const row_terms_t<P>& terms, T S, co
   return sum;
 }
 
-// Writes out[j] = dL/dc_ij * col_scale[j] (col_scale may be null: 1) for the span, given the
-// row's log-partition `lse`. `out` may alias `c`. Returns sum_j (p_ij - delta) z_ij * coef,
+// Writes out[j] = g_j = dL/dc_ij * col_scale[j] (col_scale may be null: 1) for the span, given
+// the row's log-partition `lse`. `out` may alias `c`. Returns sum_j (p_ij - delta) z_ij * coef,
 // i.e. S_i dL/dS_i, from which the feature-norm engines take dL/dS_i.
+// Optional accumulators for the engine's W-side projection (null: not computed):
+//   col_radial[j] += g_j c_ij   (summed over rows: the radial part of column j's dW, since
+//                                <x^_i, w^_j> = c_ij)
+//   *abs_sum      += sum_j |g_j| (a bound on every entry of the span's dW, see engine.hpp)
 template <typename P, typename T = typename P::value_type>
 inline double span_gradient(const P& policy, const row_terms_t<P>& terms, T S, const T* c, Index n, Index target,
-                            T lse, T coef, const T* col_scale, T* out) {
+                            T lse, T coef, const T* col_scale, T* out, T* col_radial = nullptr,
+                            double* abs_sum = nullptr) {
+  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
   alignas(64) T z[kRowTile];
   alignas(64) T p[kRowTile];
   alignas(64) T slope[P::plain_non_target ? 1 : kRowTile];
@@ -89,26 +95,22 @@ inline double span_gradient(const P& policy, const row_terms_t<P>& terms, T S, c
       }
       if (has_target) z[tj] = S * terms.target.value;
     }
-    Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> zt(z, len);
-    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> pt(p, len);
-    pt = (zt - lse).exp();
+    Eigen::Map<const Arr> zt(z, len);
+    Eigen::Map<Arr> g(p, len);
+    g = (zt - lse).exp();
     if (has_target) p[tj] -= T(1);
-    z_weighted += static_cast<double>((pt * zt).sum());
-    // The target's slope is the policy's f'(t); it is written after the tile loop below.
-    T* o = out + j0;
-    const T* sc = col_scale ? col_scale + j0 : nullptr;
-    if constexpr (P::plain_non_target) {
-      if (sc)
-        for (Index j = 0; j < len; ++j) o[j] = cs * p[j] * sc[j];
-      else
-        for (Index j = 0; j < len; ++j) o[j] = cs * p[j];
-    } else {
-      if (sc)
-        for (Index j = 0; j < len; ++j) o[j] = cs * p[j] * slope[j] * sc[j];
-      else
-        for (Index j = 0; j < len; ++j) o[j] = cs * p[j] * slope[j];
-    }
-    if (has_target) o[tj] = cs * p[tj] * terms.target.slope * (sc ? sc[tj] : T(1));
+    z_weighted += static_cast<double>((g * zt).sum());
+    // g: p - delta -> dL/dc * col_scale. The target's slope is the policy's f'(t).
+    const T target_g = has_target ? cs * p[tj] * terms.target.slope * (col_scale ? col_scale[target] : T(1)) : T(0);
+    if constexpr (!P::plain_non_target) g *= Eigen::Map<const Arr>(slope, len);
+    if (col_scale)
+      g *= cs * Eigen::Map<const Arr>(col_scale + j0, len);
+    else
+      g *= cs;
+    if (has_target) p[tj] = target_g;
+    if (col_radial) Eigen::Map<Arr>(col_radial + j0, len) += g * Eigen::Map<const Arr>(c + j0, len);
+    if (abs_sum) *abs_sum += static_cast<double>(g.abs().sum());
+    Eigen::Map<Arr>(out + j0, len) = g;
   }
   return z_weighted * static_cast<double>(coef);
 }

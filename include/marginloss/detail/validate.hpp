@@ -81,5 +81,15 @@ inline void check_output(const char* name, Index rows, Index cols, Index want_ro
     fail(name, " is ", rows, "x", cols, " but must be ", want_rows, "x", want_cols);
 }
 
+// True when every coefficient of `v` is finite: x * 0 is 0 for finite x and NaN for an inf or
+// NaN, so the sum is 0 exactly when all are finite. One vectorised reduction, where Eigen's
+// allFinite() tests the coefficients one by one (measured: 3% of a forward + backward when it
+// checked every row of dW). Not valid under -ffast-math (nor is any finiteness test).
+template <typename Derived>
+inline bool all_finite(const Derived& v) {
+  using Scalar = typename Derived::Scalar;
+  return (v.array() * Scalar(0)).sum() == Scalar(0);
+}
+
 }  // namespace detail
 MARGINLOSS_NAMESPACE_END
