@@ -1,6 +1,7 @@
 // marginloss: caller-owned memory of the CPU engine, reused across training steps.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <vector>
 
@@ -36,7 +37,9 @@ class Workspace {
                c = static_cast<std::size_t>(classes);
     const auto k = (block <= 0 || block >= classes) ? c : static_cast<std::size_t>(block);
     const auto t = static_cast<std::size_t>(threads > 0 ? threads : detail::max_threads());
-    const auto tiles = (k + static_cast<std::size_t>(class_tile) - 1) / static_cast<std::size_t>(class_tile);
+    // The engine's tile: class_tile classes, or an eighth of the block (at least 32).
+    const auto tile = std::min<std::size_t>(static_cast<std::size_t>(class_tile), std::max<std::size_t>(32, (k + 7) / 8));
+    const auto tiles = (k + tile - 1) / tile;
     return sizeof(T) * (b * d + b * k + 7 * b + c) + sizeof(double) * b + sizeof(Index) * b +
            (t - 1) * b * d * sizeof(T) + t * b * sizeof(T) + tiles * b * (sizeof(T) + sizeof(double));
   }

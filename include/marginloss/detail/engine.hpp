@@ -50,6 +50,7 @@ inline void agree_on_errors(Comm& comm, const std::exception_ptr& error) {
 }
 
 struct Engine {
+  static_assert(Workspace<float>::class_tile <= kRowTile, "a class tile must fit the row pass's stack tile");
   template <typename P, typename Labels, typename Comm, typename T = typename P::value_type>
   static T forward(const P& policy, const Eigen::Ref<const RowMatrix<T>>& X, const Eigen::Ref<const RowMatrix<T>>& W,
                    Index class_offset, Index num_classes, const Eigen::MatrixBase<Labels>& labels, Comm& comm,
@@ -80,7 +81,7 @@ struct Engine {
     ws.local_classes_ = C;
     ws.block_ = (block <= 0 || block >= C) ? C : block;
     const int threads = max_threads();
-    ws.tile_ = tile_size(ws.block_, threads, ws);
+    ws.tile_ = tile_size<T>(ws.block_);
     const Index tiles_per_block = ws.block_ > 0 ? (ws.block_ + ws.tile_ - 1) / ws.tile_ : 0;
     Workspace<T>::grow(ws.cosine_storage_, B * ws.block_);
     Workspace<T>::grow(ws.w_inv_norm_, C);
@@ -131,9 +132,9 @@ struct Engine {
           for (Index j = 0; j < n; ++j) c[j] = clamp_cosine(c[j] * w_inv[j]);
           const T S = policy.scale(ws.x_norm_(i));
           const Index target = ws.labels_(i) - class_offset - g0;
-          const T m = span_max_logit(policy, terms[i], S, c, n, target);
+          const auto [m, sum] = span_max_sum_exp(policy, terms[i], S, c, n, target);
           ws.tile_max_(tile * B + i) = m;
-          ws.tile_sum_(tile * B + i) = span_sum_exp(policy, terms[i], S, c, n, target, m);
+          ws.tile_sum_(tile * B + i) = sum;
         }
       }
       if (bad_w) break;
@@ -321,12 +322,13 @@ struct Engine {
   }
 
  private:
-  // Classes per tile: Workspace::class_tile, smaller when that would leave a thread without a
-  // tile (few classes).
+  // Classes per tile: Workspace::class_tile, or an eighth of the block (at least 32) when the
+  // block is small, so that up to 8 threads find work. Independent of the thread count, and
+  // so are the tiles' products and (max, sum) pairs: the loss and dW do not change with it.
   template <typename T>
-  static Index tile_size(Index block, int threads, const Workspace<T>&) {
-    const Index per_thread = (block + threads - 1) / (threads > 0 ? threads : 1);
-    return std::max<Index>(1, std::min<Index>(Workspace<T>::class_tile, per_thread));
+  static Index tile_size(Index block) {
+    const Index eighth = (block + 7) / 8;
+    return std::min<Index>(Workspace<T>::class_tile, std::max<Index>(32, eighth));
   }
 
   // The cosines of tile [j0, j0 + n) of the current block: tiles are stored one after the

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "../types.hpp"
 
@@ -62,6 +63,23 @@ inline double span_sum_exp(const P& policy, const row_terms_t<P>& terms, T S, co
     sum += static_cast<double>((zt - shift).exp().sum());
   }
   return sum;
+}
+
+// (max_j z_ij, sum_j exp(z_ij - max)) over the span in one evaluation of the logits when the
+// span fits one tile (the engine's class tiles do), else from the two functions above.
+template <typename P, typename T = typename P::value_type>
+inline std::pair<T, double> span_max_sum_exp(const P& policy, const row_terms_t<P>& terms, T S, const T* c, Index n,
+                                             Index target) {
+  if (n <= 0) return {-std::numeric_limits<T>::infinity(), 0.0};
+  if (n > kRowTile) {
+    const T m = span_max_logit(policy, terms, S, c, n, target);
+    return {m, span_sum_exp(policy, terms, S, c, n, target, m)};
+  }
+  alignas(64) T z[kRowTile];
+  tile_logits(policy, terms, S, c, n, target, z);
+  Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> zt(z, n);
+  const T m = zt.maxCoeff();
+  return {m, static_cast<double>((zt - m).exp().sum())};
 }
 
 // Writes out[j] = g_j = dL/dc_ij * col_scale[j] (col_scale may be null: 1) for the span, given
