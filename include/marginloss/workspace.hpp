@@ -8,6 +8,11 @@
 #include "detail/threads.hpp"
 #include "types.hpp"
 
+#ifndef MARGINLOSS_CLASS_TILE
+#define MARGINLOSS_CLASS_TILE 256
+#endif
+static_assert(MARGINLOSS_CLASS_TILE >= 1 && MARGINLOSS_CLASS_TILE <= 256, "MARGINLOSS_CLASS_TILE must be in [1, 256]");
+
 MARGINLOSS_NAMESPACE_BEGIN
 
 namespace detail {
@@ -49,7 +54,8 @@ class Workspace {
   // of W and its B x tile cosines are in its cache. Measured at B = 256, D = 512 (fp32, Eigen):
   // 128-256 classes are fastest for the three products, which also run ~2x faster in tiles than
   // as one B x C product.
-  static constexpr Index class_tile = 256;
+  // Override with -DMARGINLOSS_CLASS_TILE=N (1 <= N <= 256) to tune for another cache size.
+  static constexpr Index class_tile = MARGINLOSS_CLASS_TILE;
 
   // Allocates for the given shape up front (optional: calls size the buffers themselves).
   void reserve(Index batch, Index dim, Index classes, Index block = 0) {

@@ -229,6 +229,10 @@ struct Engine {
     const auto* terms = store_row_terms(policy, ws);
     acc.setZero();
     if (threads > 1) ws.thread_dx_.topRows((threads - 1) * B).setZero();
+    double row_bound = 0;  // sum_i |coef S_i| (1 + |f'(t_i)|), with a factor 2 of slack
+    for (Index i = 0; i < B; ++i)
+      row_bound += 2.0 * std::fabs(static_cast<double>(coef) * static_cast<double>(policy.scale(ws.x_norm_(i)))) *
+                   (1.0 + std::fabs(static_cast<double>(terms[i].target.slope)));
     bool overflow = false;
     for (Index b0 = 0; b0 < C; b0 += ws.block_) {
       const Index nbk = std::min(ws.block_, C - b0);
@@ -252,14 +256,19 @@ struct Engine {
           // radial[j] = sum_i G'_ij c_ij = <(G'^T X^)_j, w^_j>: the part of dW_j along w_j.
           alignas(64) T radial[Workspace<T>::class_tile];
           std::fill(radial, radial + n, T(0));
+          // abs_sum bounds sum_ij |G'_ij|. Plain non-target logits: |G'_ij| <= |coef S_i|
+          // (p_ij + delta |f'(t_i)|) max_j 1/|w_j| and sum_j p_ij <= 1, so the bound follows from
+          // the rows' factors (row_bound) and the tile's largest 1/|w|; other policies sum |G'|.
           double abs_sum = 0;
+          if constexpr (P::plain_non_target) abs_sum = row_bound * static_cast<double>(*std::max_element(w_inv, w_inv + n));
+          double* abs_acc = P::plain_non_target ? nullptr : &abs_sum;
           for (Index i = 0; i < B; ++i) {
             T* c = K.row(i).data();
             if (!one_block)
               for (Index j = 0; j < n; ++j) c[j] = clamp_cosine(c[j] * w_inv[j]);
             const T S = policy.scale(ws.x_norm_(i));
             const Index target = ws.labels_(i) - ws.class_offset_ - g0;
-            const double sz = span_gradient(policy, terms[i], S, c, n, target, ws.lse_(i), coef, w_inv, c, radial, &abs_sum);
+            const double sz = span_gradient(policy, terms[i], S, c, n, target, ws.lse_(i), coef, w_inv, c, radial, abs_acc);
             if (feature_norm) dscale[i] += static_cast<T>(sz / static_cast<double>(S));
           }
           // K now holds G' = dL/dc / |w_j|.

@@ -84,7 +84,8 @@ inline std::pair<T, double> span_max_sum_exp(const P& policy, const row_terms_t<
 
 // Writes out[j] = g_j = dL/dc_ij * col_scale[j] (col_scale may be null: 1) for the span, given
 // the row's log-partition `lse`. `out` may alias `c`. Returns sum_j (p_ij - delta) z_ij * coef,
-// i.e. S_i dL/dS_i, from which the feature-norm engines take dL/dS_i.
+// i.e. S_i dL/dS_i, from which the feature-norm engines take dL/dS_i (0 when the policy's scale
+// is not the feature norm).
 // Optional accumulators for the engine's W-side projection (null: not computed):
 //   col_radial[j] += g_j c_ij   (summed over rows: the radial part of column j's dW, since
 //                                <x^_i, w^_j> = c_ij)
@@ -98,6 +99,8 @@ inline double span_gradient(const P& policy, const row_terms_t<P>& terms, T S, c
   alignas(64) T p[kRowTile];
   alignas(64) T slope[P::plain_non_target ? 1 : kRowTile];
   double z_weighted = 0;
+  // Only feature-norm scales need dL/dS_i (every caller ignores the value otherwise).
+  const bool want_z_weighted = policy.scale_is_feature_norm();
   const T cs = coef * S;
   for (Index j0 = 0; j0 < n; j0 += kRowTile) {
     const Index len = std::min(kRowTile, n - j0);
@@ -117,7 +120,7 @@ inline double span_gradient(const P& policy, const row_terms_t<P>& terms, T S, c
     Eigen::Map<Arr> g(p, len);
     g = (zt - lse).exp();
     if (has_target) p[tj] -= T(1);
-    z_weighted += static_cast<double>((g * zt).sum());
+    if (want_z_weighted) z_weighted += static_cast<double>((g * zt).sum());
     // g: p - delta -> dL/dc * col_scale. The target's slope is the policy's f'(t).
     const T target_g = has_target ? cs * p[tj] * terms.target.slope * (col_scale ? col_scale[target] : T(1)) : T(0);
     if constexpr (!P::plain_non_target) g *= Eigen::Map<const Arr>(slope, len);
