@@ -14,6 +14,7 @@
 #pragma once
 
 #include "../loss.hpp"
+#include "class_range.hpp"
 #include "communicator.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
@@ -53,19 +54,6 @@ typename P::value_type sharded_forward_backward(const P& policy, const Eigen::Ma
   const auto loss = sharded_forward(policy, X, W_shard, class_offset, num_classes, labels, comm, ws, options);
   sharded_backward(policy, W_shard, comm, ws, typename P::value_type(1), dX, dW_shard);
   return loss;
-}
-
-// The contiguous class range of `rank` when num_classes are split as evenly as possible over
-// `ranks` processes: {offset, count}.
-struct ClassRange {
-  Index offset;
-  Index count;
-};
-inline ClassRange even_class_range(Index num_classes, int ranks, int rank) {
-  if (ranks < 1 || rank < 0 || rank >= ranks) detail::fail("even_class_range: rank ", rank, " is not in [0, ", ranks, ")");
-  const Index base = num_classes / ranks, extra = num_classes % ranks;
-  const Index r = rank;
-  return {r * base + (r < extra ? r : extra), base + (r < extra ? 1 : 0)};
 }
 
 MARGINLOSS_NAMESPACE_END

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""marginloss's CUDA backend against PyTorch eager autograd on the GPU: fp32 forward + backward.
+
+    /usr/bin/python3 bench/cuda/compare_pytorch_cuda.py [cuda.json] \\
+        [--policies CosFace,ArcFace,SphereFace] [--shapes 256x512x100000,512x512x100000] \\
+        [--min-time 2] [--markdown]
+
+cuda.json is marginloss_bench_cuda's --benchmark_out (see bench_cuda.cu): with it, the table
+shows marginloss's median loss time beside PyTorch's and the speed-up; without it, PyTorch only.
+
+PyTorch side: each policy written the way its usual PyTorch ports write it, as one autograd
+graph on the GPU (normalise X and W inside the graph, cosines by F.linear, clamp, the margined
+target gathered and scattered back, scale, F.cross_entropy, .backward()). Two warm-up steps,
+then steps timed with CUDA events until --min-time seconds and at least 5 steps have run; the
+median is reported. Gradients are set to None before every step, so each step allocates its
+dX and dW. Peak memory: torch.cuda.max_memory_allocated() during one step, minus the memory
+allocated before it (inputs), i.e. everything the step allocates, gradients included.
+
+Exits with a message when torch is missing or torch.cuda.is_available() is false.
+"""
+
+import argparse
+import json
+import math
+import statistics
+import sys
+
+MiB = 1024.0 * 1024.0
+POLICIES = ("NormFace", "CosFace", "ArcFace", "CombinedMargin", "SphereFace")
+
+
+def make_loss(torch, F, policy):
+    def cosines(X, W):
+        return F.linear(F.normalize(X, dim=1), F.normalize(W, dim=1)).clamp(-1.0, 1.0)
+
+    def with_target(cos, y, f, scale):
+        idx = y.view(-1, 1)
+        t = cos.gather(1, idx)
+        logits = cos.scatter(1, idx, f(t))
+        return F.cross_entropy(logits * scale, y)
+
+    if policy == "NormFace":
+        s = 20.0
+        return lambda X, W, y: F.cross_entropy(cosines(X, W) * s, y)
+    if policy == "CosFace":
+        s, m = 64.0, 0.35
+        return lambda X, W, y: with_target(cosines(X, W), y, lambda t: t - m, s)
+    if policy == "ArcFace":
+        # ArcFace with the hard-threshold fallback (marginloss's default), exact gradient.
+        s, m = 64.0, 0.5
+        cm, sm, th, mm = math.cos(m), math.sin(m), math.cos(math.pi - m), math.sin(math.pi - m) * m
+
+        def target(t):
+            sine = (1.0 - t * t).clamp(min=0.0).sqrt()
+            phi = t * cm - sine * sm
+            return torch.where(t > th, phi, t - mm)
+
+        return lambda X, W, y: with_target(cosines(X, W), y, target, s)
+    if policy == "CombinedMargin":
+        s, m1, m2, m3 = 64.0, 1.0, 0.3, 0.2
+
+        def target(t):
+            return torch.cos(m1 * torch.acos(t.clamp(-1.0 + 1e-7, 1.0 - 1e-7)) + m2) - m3
+
+        return lambda X, W, y: with_target(cosines(X, W), y, target, s)
+    if policy == "SphereFace":
+        # m = 4, lambda = 5, scale = |x| (the original training), psi by Chebyshev with k from
+        # comparisons, as marginloss.
+        m, lam = 4, 5.0
+        thresholds = [math.cos(j * math.pi / m) for j in range(1, m)]
+
+        def loss(X, W, y):
+            xn = X.norm(dim=1, keepdim=True)
+            cos = F.linear(X / xn, F.normalize(W, dim=1)).clamp(-1.0, 1.0)
+            idx = y.view(-1, 1)
+            t = cos.gather(1, idx)
+            k = sum((t <= th).to(t.dtype) for th in thresholds)
+            t2 = t * t
+            cheb = (8.0 * t2 - 8.0) * t2 + 1.0
+            sign = 1.0 - 2.0 * torch.remainder(k, 2.0)
+            psi = sign * cheb - 2.0 * k
+            logits = cos.scatter(1, idx, (lam * t + psi) / (1.0 + lam))
+            return F.cross_entropy(logits * xn, y)
+
+        return loss
+    raise ValueError("unknown policy " + policy)
+
+
+def time_pytorch(torch, F, policy, B, D, C, min_time):
+    dev = torch.device("cuda")
+    gen = torch.Generator(device=dev).manual_seed(0x6D617267 + C)
+    X = torch.randn(B, D, device=dev, generator=gen).requires_grad_()
+    W = torch.randn(C, D, device=dev, generator=gen).requires_grad_()
+    y = torch.randint(0, C, (B,), device=dev, generator=gen)
+    loss_fn = make_loss(torch, F, policy)
+
+    def step():
+        X.grad = None
+        W.grad = None
+        loss = loss_fn(X, W, y)
+        loss.backward()
+        return loss
+
+    for _ in range(2):
+        step()
+    torch.cuda.synchronize()
+    X.grad = None
+    W.grad = None
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times, total = [], 0.0
+    while total < min_time or len(times) < 5:
+        start.record()
+        step()
+        stop.record()
+        stop.synchronize()
+        ms = start.elapsed_time(stop)
+        times.append(ms)
+        total += ms * 1e-3
+    return statistics.median(times), peak / MiB
+
+
+def marginloss_times(path):
+    """{(policy, shape): (loss_ms, ratio, ws_MiB)} from marginloss_bench_cuda's JSON."""
+    with open(path) as f:
+        data = json.load(f)
+    out = {}
+    for b in data.get("benchmarks", []):
+        if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+            continue
+        parts = b["name"].split("/")
+        if len(parts) < 3 or parts[0] != "loss":
+            continue
+        out[(parts[1], parts[2])] = (b.get("loss_ms"), b.get("ratio"), b.get("ws_MiB"))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("json", nargs="?", help="marginloss_bench_cuda --benchmark_out JSON")
+    ap.add_argument("--policies", default="CosFace,ArcFace,SphereFace")
+    ap.add_argument("--shapes", default="256x512x100000,512x512x100000")
+    ap.add_argument("--min-time", type=float, default=2.0)
+    ap.add_argument("--markdown", action="store_true", help="(the table is always Markdown; kept for symmetry)")
+    args = ap.parse_args()
+
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError as e:
+        sys.exit("compare_pytorch_cuda.py: PyTorch is not importable (%s); run it with /usr/bin/python3 "
+                 "and python3-torch, or a CUDA build of torch" % e)
+    if not torch.cuda.is_available():
+        sys.exit("compare_pytorch_cuda.py: torch.cuda.is_available() is False (torch %s, built with CUDA %s): "
+                 "no GPU or no CUDA build of PyTorch, nothing to compare" % (torch.__version__, torch.version.cuda))
+
+    ml = marginloss_times(args.json) if args.json else {}
+    policies = [p for p in args.policies.split(",") if p]
+    for p in policies:
+        if p not in POLICIES:
+            sys.exit("unknown policy %s (known: %s)" % (p, ", ".join(POLICIES)))
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",") if s]
+
+    print("Device: %s, torch %s (CUDA %s), fp32, forward + backward, median of CUDA-event timings\n"
+          % (torch.cuda.get_device_name(0), torch.__version__, torch.version.cuda))
+    if ml:
+        print("| policy | B x D x C | PyTorch ms | marginloss ms | speed-up | loss / products | PyTorch peak MiB | marginloss workspace MiB |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+    else:
+        print("| policy | B x D x C | PyTorch ms | PyTorch peak MiB |")
+        print("|---|---|---:|---:|")
+    for (B, D, C) in shapes:
+        for p in policies:
+            pt_ms, pt_peak = time_pytorch(torch, F, p, B, D, C, args.min_time)
+            key = (p, "%dx%dx%d" % (B, D, C))
+            if ml:
+                ml_ms, ratio, ws = ml.get(key, (None, None, None))
+                speed = "%.2fx" % (pt_ms / ml_ms) if ml_ms else "-"
+                print("| %s | %dx%dx%d | %.3f | %s | %s | %s | %.0f | %s |"
+                      % (p, B, D, C, pt_ms, "%.3f" % ml_ms if ml_ms else "-", speed,
+                         "%.3f" % ratio if ratio else "-", pt_peak, "%.0f" % ws if ws else "-"))
+            else:
+                print("| %s | %dx%dx%d | %.3f | %.0f |" % (p, B, D, C, pt_ms, pt_peak))
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+# marginloss::cuda: the CUDA backend (include/marginloss/cuda/*.cuh), and marginloss::nccl, the
+# NCCL communicator of its class-sharded loss (include/marginloss/cuda/nccl.cuh).
+#
+# Opt-in (MARGINLOSS_CUDA, default OFF). Programs that include the .cuh headers are compiled
+# by nvcc (CUDA language) and link
+#
+#   target_link_libraries(app PRIVATE marginloss::cuda)          # CUDA::cudart, CUDA::cublas
+#   target_link_libraries(app PRIVATE marginloss::nccl)          # + NCCL (links marginloss::cuda)
+#
+# marginloss::cuda links the shared CUDA runtime (CUDA::cudart): set the consuming target's
+# CUDA_RUNTIME_LIBRARY to Shared (or CMAKE_CUDA_RUNTIME_LIBRARY=Shared) so that the program
+# does not also get CMake's default static runtime.
+#
+# Options:
+#   MARGINLOSS_CUDA            ON: find nvcc (FATAL_ERROR with instructions when missing).
+#   CMAKE_CUDA_ARCHITECTURES   default "80;90" (A100, H100) when not given.
+#   MARGINLOSS_NCCL            AUTO (default with CUDA: provide marginloss::nccl when nccl.h and
+#                              libnccl are found), ON (required) or OFF.
+#   MARGINLOSS_BUILD_CUDA_BENCHMARKS  build bench/cuda (default: MARGINLOSS_BUILD_BENCHMARKS).
+#
+# Sets MARGINLOSS_USES_CUDA / MARGINLOSS_USES_NCCL (the package config then finds CUDAToolkit)
+# and provides marginloss_set_cuda_runtime(target) for this project's CUDA executables.
+#
+# Expects MARGINLOSS_INSTALL to be defined (install into the export set marginlossTargets).
+option(MARGINLOSS_CUDA "Provide marginloss::cuda, the CUDA backend (needs nvcc, cuBLAS), and build its tests" OFF)
+option(MARGINLOSS_BUILD_CUDA_BENCHMARKS "Build the CUDA benchmark (bench/cuda) when MARGINLOSS_CUDA is ON"
+       ${MARGINLOSS_BUILD_BENCHMARKS})
+
+set(MARGINLOSS_USES_CUDA OFF)
+set(MARGINLOSS_USES_NCCL OFF)
+
+function(marginloss_set_cuda_runtime target)
+  # marginloss::cuda links CUDA::cudart (shared); one runtime per program.
+  set_target_properties(${target} PROPERTIES CUDA_RUNTIME_LIBRARY Shared)
+endfunction()
+
+if(MARGINLOSS_CUDA)
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(NOT CMAKE_CUDA_COMPILER)
+    message(FATAL_ERROR
+      "marginloss: MARGINLOSS_CUDA=ON but CMake found no CUDA compiler (nvcc). Install the CUDA "
+      "toolkit (NVIDIA's cuda-toolkit packages, which install /usr/local/cuda/bin/nvcc, or your "
+      "distribution's nvidia-cuda-toolkit) and either put nvcc on PATH, or configure with "
+      "-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc (or set the CUDACXX environment variable). "
+      "Configure with -DMARGINLOSS_CUDA=OFF to build without the CUDA backend.")
+  endif()
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR "${CMAKE_CUDA_ARCHITECTURES}" STREQUAL "")
+    set(CMAKE_CUDA_ARCHITECTURES "80;90" CACHE STRING "CUDA architectures to compile for (default 80;90: A100, H100)")
+  endif()
+  enable_language(CUDA)
+  find_package(CUDAToolkit REQUIRED)
+  set(MARGINLOSS_USES_CUDA ON)
+
+  add_library(marginloss_cuda INTERFACE)
+  add_library(marginloss::cuda ALIAS marginloss_cuda)
+  set_target_properties(marginloss_cuda PROPERTIES EXPORT_NAME cuda)
+  target_link_libraries(marginloss_cuda INTERFACE marginloss::marginloss CUDA::cudart CUDA::cublas)
+  target_compile_features(marginloss_cuda INTERFACE cuda_std_17)
+  message(STATUS "marginloss: marginloss::cuda with CUDA ${CUDAToolkit_VERSION} (${CMAKE_CUDA_COMPILER}), "
+                 "architectures ${CMAKE_CUDA_ARCHITECTURES}")
+  if(MARGINLOSS_INSTALL)
+    install(TARGETS marginloss_cuda EXPORT marginlossTargets)
+  endif()
+
+  # NCCL: nccl.h and libnccl, from the CUDA toolkit's directories or the system's.
+  set(MARGINLOSS_NCCL AUTO CACHE STRING "Provide marginloss::nccl (ml::cuda::NcclCommunicator): AUTO, ON or OFF")
+  set_property(CACHE MARGINLOSS_NCCL PROPERTY STRINGS AUTO ON OFF)
+  string(TOUPPER "${MARGINLOSS_NCCL}" marginloss_nccl_mode)
+  if(marginloss_nccl_mode STREQUAL "AUTO" OR MARGINLOSS_NCCL)
+    find_path(MARGINLOSS_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/include)
+    find_library(MARGINLOSS_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64)
+    if(MARGINLOSS_NCCL_INCLUDE_DIR AND MARGINLOSS_NCCL_LIBRARY)
+      set(MARGINLOSS_USES_NCCL ON)
+      add_library(marginloss_nccl INTERFACE)
+      add_library(marginloss::nccl ALIAS marginloss_nccl)
+      set_target_properties(marginloss_nccl PROPERTIES EXPORT_NAME nccl)
+      target_include_directories(marginloss_nccl INTERFACE ${MARGINLOSS_NCCL_INCLUDE_DIR})
+      target_link_libraries(marginloss_nccl INTERFACE marginloss::cuda ${MARGINLOSS_NCCL_LIBRARY})
+      message(STATUS "marginloss: marginloss::nccl with ${MARGINLOSS_NCCL_LIBRARY}")
+      if(MARGINLOSS_INSTALL)
+        install(TARGETS marginloss_nccl EXPORT marginlossTargets)
+      endif()
+    elseif(marginloss_nccl_mode STREQUAL "AUTO")
+      message(STATUS "marginloss: NCCL not found (nccl.h, libnccl): no marginloss::nccl "
+                     "(install libnccl-dev, or set MARGINLOSS_NCCL_INCLUDE_DIR / MARGINLOSS_NCCL_LIBRARY)")
+    else()
+      message(FATAL_ERROR "marginloss: MARGINLOSS_NCCL=ON but nccl.h / libnccl were not found; set "
+                          "MARGINLOSS_NCCL_INCLUDE_DIR and MARGINLOSS_NCCL_LIBRARY, or MARGINLOSS_NCCL=OFF")
+    endif()
+  endif()
+  unset(marginloss_nccl_mode)
+endif()

@@ -1,0 +1,346 @@
+// marginloss::cuda: the host side of the CUDA backend -- checks, then the kernels and products
+// of one forward or backward enqueued on a stream, then (synchronous calls) one copy of the
+// status back to the host. The algorithm is the CPU engine's (detail/engine.hpp):
+//   forward : labels and row norms checked on the device, X^ = X / |x|, t_i, then per block of
+//             classes K = X^ W_b^T (cuBLAS), the row pass (row_pass.cuh) merged into a running
+//             (max, sum) per row; sharded: all-reduce(max), rescale, all-reduce(sum); the loss.
+//   backward: per block (recomputing K unless the classes are one block, kept in the
+//             workspace) G' in place of the cosines, acc += G' W_b, dW_b = G'^T X^ and the W
+//             projection; sharded: all-reduce(sum) of acc (and dL/dS); the X projection.
+// Errors found on the device (bad labels, rows, non-finite results) are flags in the
+// workspace's status, read back by the synchronous calls and by check_errors(), and turned
+// into the CPU's messages. Control flow on the host never depends on them, so the ranks of a
+// sharded call always issue the same collectives (no deadlock on a bad shard).
+#pragma once
+
+#include <climits>
+#include <cmath>
+#include <exception>
+#include <type_traits>
+
+#include "../../errors.hpp"
+#include "../../policies/common.hpp"
+#include "../check.cuh"
+#include "../types.cuh"
+#include "../workspace.cuh"
+#include "gemm.cuh"
+#include "labels.cuh"
+#include "norm_limits.cuh"
+#include "projections.cuh"
+#include "row_norms.cuh"
+#include "row_pass.cuh"
+#include "state.cuh"
+
+MARGINLOSS_NAMESPACE_BEGIN
+namespace cuda {
+namespace detail {
+
+using marginloss::detail::fail;
+
+// The communicator of a single-GPU call: one rank, no collectives.
+struct LocalComm {
+  cudaStream_t stream_handle = nullptr;
+  int rank() const { return 0; }
+  int size() const { return 1; }
+  cudaStream_t stream() const { return stream_handle; }
+  template <typename T>
+  void allreduce_sum(T*, Index) {}
+  template <typename T>
+  void allreduce_max(T*, Index) {}
+  double count_failures(bool failed) { return failed ? 1.0 : 0.0; }
+};
+
+template <typename Comm>
+inline constexpr bool is_local_v = std::is_same_v<Comm, LocalComm>;
+
+// What the device needs of a policy: the contract, plain data (it is a kernel argument), and
+// no per-class state in host memory.
+template <typename P>
+constexpr void check_device_policy() {
+  static_assert(is_margin_policy_v<P>, "marginloss: P does not satisfy the policy contract (policies/common.hpp)");
+  static_assert(!marginloss::detail::has_class_count<P>::value,
+                "marginloss::cuda: policies with per-class margins (AdaptiveMargin, ClassMargins) keep their margins in "
+                "host memory (Eigen vectors) and are not supported by the CUDA backend yet; use the CPU API for them");
+  static_assert(std::is_trivially_copyable_v<P>,
+                "marginloss::cuda: the policy is passed to the kernels by value and must be trivially copyable");
+  static_assert(std::is_trivially_copyable_v<typename P::row_type>,
+                "marginloss::cuda: the policy's row_type must be trivially copyable");
+}
+
+template <typename L>
+constexpr void check_label_type() {
+  static_assert(std::is_integral_v<L> && !std::is_same_v<L, bool>,
+                "marginloss::cuda: labels must be a device array of an integer type (int32_t or int64_t)");
+}
+
+inline void check_cublas_size(const char* what, Index v) {
+  if (v > static_cast<Index>(INT_MAX))
+    fail(what, " = ", v, " exceeds the 32-bit sizes of the cuBLAS API (at most ", INT_MAX, ")");
+}
+
+template <typename T>
+inline void check_input(const char* name, const DeviceMatrix<const T>& m) {
+  if (m.rows < 0 || m.cols < 0) fail(name, " is ", m.rows, "x", m.cols, ": sizes must be >= 0");
+  if (m.ld < m.cols) fail(name, " has leading dimension ", m.ld, " but ", m.cols, " columns: ld must be >= cols");
+  if (!m.data && m.rows > 0) fail(name, " is a null device pointer");
+}
+
+template <typename T>
+inline void check_output(const char* name, const DeviceMatrix<T>& m, Index rows, Index cols) {
+  if (m.rows != rows || m.cols != cols) fail(name, " is ", m.rows, "x", m.cols, " but must be ", rows, "x", cols);
+  if (m.ld < m.cols) fail(name, " has leading dimension ", m.ld, " but ", m.cols, " columns: ld must be >= cols");
+  if (!m.data && m.rows > 0) fail(name, " is a null device pointer");
+  check_cublas_size(name, m.ld);
+}
+
+// Every rank learns whether any rank rejected its arguments before the first collective, so a
+// bad shard throws everywhere instead of deadlocking the others (as the CPU engine).
+template <typename Comm>
+inline void agree_on_errors(Comm& comm, const std::exception_ptr& error) {
+  if constexpr (!is_local_v<Comm>) {
+    const double failed = comm.count_failures(static_cast<bool>(error));
+    if (failed > 0 && !error) fail("another rank rejected its input (", failed, " rank(s) failed); see its message");
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+[[noreturn]] inline void fail_not_representable(const char* what) {
+  fail(what, " is not representable in the scalar type for these inputs: the scale, margins, upstream "
+             "gradient or row norms are too extreme (use double, or normalise the inputs)");
+}
+
+template <typename T>
+[[noreturn]] inline void fail_bad_row(const char* name, const BadRow& bad) {
+  const auto i = bad.row;
+  if (bad.col >= 0)
+    fail(name, " row ", i, " contains a non-finite value: ", name, "(", i, ", ", bad.col, ") = ", static_cast<T>(bad.value));
+  if (bad.norm == 0) fail(name, " row ", i, " has zero norm: it cannot be normalised");
+  fail(name, " row ", i, " has norm ", bad.norm, ", outside the supported range [", NormLimits<T>::lo, ", ",
+       NormLimits<T>::hi, "]");
+}
+
+struct Engine {
+  // Enqueues a forward on comm.stream(). Host-side argument errors throw here; device-side
+  // ones are recorded in the workspace's status (read by check).
+  template <typename P, typename L, typename Comm, typename T = typename P::value_type>
+  static void forward(const P& policy, const DeviceMatrix<const T>& X, const DeviceMatrix<const T>& W,
+                      Index class_offset, Index num_classes, const L* labels, Comm& comm, cublasHandle_t cublas,
+                      const Options& options, Workspace<T>& ws, T* loss_out) {
+    check_device_policy<P>();
+    check_label_type<L>();
+    constexpr bool sharded = !is_local_v<Comm>;
+    ws.holds_forward_ = false;
+    const Index B = X.rows, D = X.cols, C = W.rows;
+    Layout layout;
+    std::exception_ptr error;
+    try {
+      policy.validate();
+      if (B == 0) fail("X has 0 rows: the batch is empty");
+      if (D == 0) fail("X has 0 columns: the feature dimension D must be >= 1");
+      if (num_classes <= 0) fail("W has 0 rows: there must be at least one class");
+      if (W.cols != D) fail("W has ", W.cols, " columns but X has ", D, ": both must have D columns");
+      if (class_offset < 0 || C < 0 || class_offset + C > num_classes)
+        fail("the shard's classes [", class_offset, ", ", class_offset + C, ") are not inside [0, ", num_classes, ")");
+      check_input("X", X);
+      check_input("W", W);
+      if (!labels) fail("labels is a null device pointer");
+      if (!cublas) fail("the cuBLAS handle is null");
+      check_cublas_size("B", B);
+      check_cublas_size("D", D);
+      check_cublas_size("W's leading dimension", W.ld);
+      const Index block = resolve_class_block<T>(options, B, C);
+      check_cublas_size("the class block", block);
+      layout = make_layout<T>(B, D, C, block, sharded);
+      if (!ws.memory_) fail("the workspace has no device memory (construct it from the memory and its size)");
+      const std::size_t needed = bytes_with_slack(layout);
+      const std::size_t usable_needed =
+          layout.total + static_cast<std::size_t>(static_cast<char*>(aligned_start(ws.memory_)) - static_cast<char*>(ws.memory_));
+      if (ws.bytes_ < usable_needed)
+        fail("the workspace has ", ws.bytes_, " bytes but this call needs ", needed, " (marginloss::cuda::",
+             sharded ? "sharded_" : "", "workspace_bytes<T>(B, D, C, options))");
+    } catch (const invalid_argument&) {
+      error = std::current_exception();
+    }
+    agree_on_errors(comm, error);
+
+    const cudaStream_t stream = comm.stream();
+    const Buffers<T> buf = carve<T>(ws.memory_, layout);
+    DeviceState<T>* st = buf.state;
+    if (!ws.state_ready_) {
+      reset_state_kernel<T><<<1, 1, 0, stream>>>(st);
+      MARGINLOSS_CUDA_CHECK_LAUNCH("reset_state_kernel");
+      ws.state_ready_ = true;
+    }
+    labels_kernel<L><<<blocks_for(B, kThreads), kThreads, 0, stream>>>(labels, B, num_classes, buf.labels,
+                                                                       &st->call_label_row);
+    MARGINLOSS_CUDA_CHECK_LAUNCH("labels_kernel");
+    row_norms_kernel<T><<<blocks_for(B, kWarpsPerBlock), kThreads, 0, stream>>>(X.data, B, D, X.ld, buf.x_norm, buf.x_inv,
+                                                                                buf.xhat, &st->call_x_row);
+    MARGINLOSS_CUDA_CHECK_LAUNCH("row_norms_kernel (X)");
+    if (C > 0) {
+      row_norms_kernel<T><<<blocks_for(C, kWarpsPerBlock), kThreads, 0, stream>>>(W.data, C, D, W.ld, nullptr, buf.w_inv,
+                                                                                  nullptr, &st->call_w_row);
+      MARGINLOSS_CUDA_CHECK_LAUNCH("row_norms_kernel (W)");
+    }
+    describe_errors_kernel<T, L><<<1, 1, 0, stream>>>(X.data, X.ld, W.data, W.ld, D, labels, num_classes, st);
+    MARGINLOSS_CUDA_CHECK_LAUNCH("describe_errors_kernel");
+    target_cosines_kernel<T><<<blocks_for(B, kWarpsPerBlock), kThreads, 0, stream>>>(
+        buf.xhat, B, D, W.data, W.ld, buf.w_inv, C, class_offset, buf.labels, buf.target, buf.row_max, buf.row_sum);
+    MARGINLOSS_CUDA_CHECK_LAUNCH("target_cosines_kernel");
+    comm.allreduce_sum(buf.target, B);
+
+    {
+      CublasScope scope(cublas, stream);
+      for (Index j0 = 0; j0 < C; j0 += layout.block) {
+        const Index nb = layout.block < C - j0 ? layout.block : C - j0;
+        const Index segments = segments_of(nb, layout.segment);
+        gemm_cosines(cublas, buf.xhat, B, D, W.data + j0 * W.ld, W.ld, nb, buf.cos);
+        forward_block_kernel<P><<<dim3(static_cast<unsigned>(B), static_cast<unsigned>(segments)), kThreads, 0, stream>>>(
+            policy, buf.cos, nb, layout.segment, segments, buf.w_inv + j0, buf.target, buf.x_norm, buf.labels,
+            class_offset + j0, buf.part_max, buf.part_sum, buf.row_max, buf.row_sum);
+        MARGINLOSS_CUDA_CHECK_LAUNCH("forward_block_kernel");
+        if (segments > 1) {
+          merge_segments_kernel<T><<<blocks_for(B, kThreads), kThreads, 0, stream>>>(B, segments, buf.part_max, buf.part_sum,
+                                                                                     buf.row_max, buf.row_sum);
+          MARGINLOSS_CUDA_CHECK_LAUNCH("merge_segments_kernel");
+        }
+      }
+    }
+    if constexpr (sharded) {
+      // Global max, then each rank rescales its sum to it before the sums are reduced.
+      MARGINLOSS_CUDA_CHECK(cudaMemcpyAsync(buf.lse, buf.row_max, sizeof(T) * static_cast<std::size_t>(B),
+                                            cudaMemcpyDeviceToDevice, stream));
+      comm.allreduce_max(buf.lse, B);
+      rescale_to_global_max_kernel<T><<<blocks_for(B, kThreads), kThreads, 0, stream>>>(B, buf.lse, buf.row_max, buf.row_sum);
+      MARGINLOSS_CUDA_CHECK_LAUNCH("rescale_to_global_max_kernel");
+      comm.allreduce_sum(buf.row_sum, B);
+    }
+    loss_kernel<P><<<1, kThreads, 0, stream>>>(policy, B, buf.target, buf.x_norm, buf.labels, buf.row_max, buf.row_sum,
+                                               buf.lse, st, loss_out);
+    MARGINLOSS_CUDA_CHECK_LAUNCH("loss_kernel");
+    if constexpr (sharded) comm.allreduce_sum(&st->failed, 1);
+
+    ws.layout_ = layout;
+    ws.batch_ = B;
+    ws.dim_ = D;
+    ws.num_classes_ = num_classes;
+    ws.class_offset_ = class_offset;
+    ws.local_classes_ = C;
+    ws.holds_forward_ = true;
+  }
+
+  // Enqueues a backward on comm.stream(). The upstream gradient is grad_loss_device[0] when
+  // that is not null (read on the device), else grad_loss.
+  template <typename P, typename Comm, typename T = typename P::value_type>
+  static void backward(const P& policy, const DeviceMatrix<const T>& W, Comm& comm, Workspace<T>& ws, T grad_loss,
+                       const T* grad_loss_device, const DeviceMatrix<T>& dX, const DeviceMatrix<T>& dW,
+                       cublasHandle_t cublas) {
+    check_device_policy<P>();
+    constexpr bool sharded = !is_local_v<Comm>;
+    // A forward is consumed by one backward call, also by one that throws.
+    const bool held = ws.holds_forward_;
+    ws.holds_forward_ = false;
+    std::exception_ptr error;
+    try {
+      if (!held) fail("backward() needs a forward() on the same workspace first (each forward is consumed once)");
+      if (W.rows != ws.local_classes_ || W.cols != ws.dim_)
+        fail("W is ", W.rows, "x", W.cols, " in backward() but was ", ws.local_classes_, "x", ws.dim_, " in forward()");
+      check_input("W", W);
+      check_output("dX", dX, ws.batch_, ws.dim_);
+      check_output("dW", dW, ws.local_classes_, ws.dim_);
+      if (!grad_loss_device && !std::isfinite(grad_loss)) fail("grad_loss = ", grad_loss, " must be finite");
+      if (!cublas) fail("the cuBLAS handle is null");
+    } catch (const invalid_argument&) {
+      error = std::current_exception();
+    }
+    agree_on_errors(comm, error);
+
+    const Index B = ws.batch_, D = ws.dim_, C = ws.local_classes_;
+    const Layout& layout = ws.layout_;
+    const Buffers<T> buf = carve<T>(ws.memory_, layout);
+    DeviceState<T>* st = buf.state;
+    const cudaStream_t stream = comm.stream();
+    const bool one_block = layout.block >= C;
+    const bool feature_norm = policy.scale_is_feature_norm();
+    // Sharded: accumulate into the workspace (contiguous, for the all-reduce).
+    T* acc = sharded ? buf.dx_partial : dX.data;
+    const Index ldacc = sharded ? D : dX.ld;
+
+    begin_backward_kernel<T><<<blocks_for(B, kThreads), kThreads, 0, stream>>>(B, buf.dscale, grad_loss_device, grad_loss, st);
+    MARGINLOSS_CUDA_CHECK_LAUNCH("begin_backward_kernel");
+    {
+      CublasScope scope(cublas, stream);
+      for (Index j0 = 0; j0 < C; j0 += layout.block) {
+        const Index nb = layout.block < C - j0 ? layout.block : C - j0;
+        const Index segments = segments_of(nb, layout.segment);
+        const T* Wb = W.data + j0 * W.ld;
+        T* dWb = dW.data + j0 * dW.ld;
+        if (!one_block) gemm_cosines(cublas, buf.xhat, B, D, Wb, W.ld, nb, buf.cos);
+        backward_block_kernel<P><<<dim3(static_cast<unsigned>(B), static_cast<unsigned>(segments)), kThreads, 0, stream>>>(
+            policy, buf.cos, nb, layout.segment, segments, !one_block, buf.w_inv + j0, buf.target, buf.x_norm, buf.labels,
+            ws.class_offset_ + j0, buf.lse, B, st, feature_norm, buf.part_sum, buf.dscale);
+        MARGINLOSS_CUDA_CHECK_LAUNCH("backward_block_kernel");
+        if (feature_norm && segments > 1) {
+          dscale_kernel<P><<<blocks_for(B, kThreads), kThreads, 0, stream>>>(policy, B, segments, buf.part_sum, buf.x_norm,
+                                                                             st, buf.dscale);
+          MARGINLOSS_CUDA_CHECK_LAUNCH("dscale_kernel");
+        }
+        // buf.cos now holds G' = dL/dc / |w_j|.
+        gemm_dx(cublas, buf.cos, B, nb, Wb, W.ld, D, j0 > 0, acc, ldacc);
+        gemm_dw(cublas, buf.cos, B, nb, buf.xhat, D, dWb, dW.ld);
+        project_w_kernel<T><<<blocks_for(nb, kWarpsPerBlock), kThreads, 0, stream>>>(dWb, dW.ld, Wb, W.ld, buf.w_inv + j0,
+                                                                                    nb, D, st);
+        MARGINLOSS_CUDA_CHECK_LAUNCH("project_w_kernel");
+      }
+    }
+    if constexpr (sharded) {
+      if (C == 0)
+        MARGINLOSS_CUDA_CHECK(cudaMemsetAsync(buf.dx_partial, 0, sizeof(T) * static_cast<std::size_t>(B * D), stream));
+      comm.allreduce_sum(buf.dx_partial, B * D);
+      if (feature_norm) comm.allreduce_sum(buf.dscale, B);
+    }
+    project_x_kernel<T><<<blocks_for(B, kWarpsPerBlock), kThreads, 0, stream>>>(acc, ldacc, dX.data, dX.ld, buf.xhat,
+                                                                                buf.x_inv, buf.dscale, feature_norm, B, D, st);
+    MARGINLOSS_CUDA_CHECK_LAUNCH("project_x_kernel");
+  }
+
+  // Waits for the stream and turns what the device recorded since the last check into an
+  // exception (the flags are then cleared): this rank's forward errors (labels, X, W, the loss),
+  // then another rank's (whose bad input may have made this rank's gradients non-finite through
+  // the all-reduced dX), then this rank's backward errors (upstream gradient, overflow).
+  // Returns the status (the loss of the last forward).
+  template <typename T>
+  static DeviceState<T> check(Workspace<T>& ws, cudaStream_t stream) {
+    DeviceState<T> s{};
+    if (!ws.state_ready_) {
+      MARGINLOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
+      return s;
+    }
+    DeviceState<T>* device_state = carve<T>(ws.memory_, ws.layout_).state;
+    MARGINLOSS_CUDA_CHECK(cudaMemcpyAsync(&s, device_state, sizeof(s), cudaMemcpyDeviceToHost, stream));
+    MARGINLOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
+    const bool input = s.bad_label_row != kNoRow || s.x.row != kNoRow || s.w.row != kNoRow;
+    const bool own = input || s.nonfinite_loss || s.bad_grad_loss || s.nonfinite_grad;
+    if (!own && !(s.failed > 0)) return s;
+    // Reported once: cleared before any later work on this workspace (stream order).
+    reset_state_kernel<T><<<1, 1, 0, stream>>>(device_state);
+    MARGINLOSS_CUDA_CHECK_LAUNCH("reset_state_kernel");
+    ws.holds_forward_ = false;
+    if (s.bad_label_row != kNoRow) {
+      if (s.bad_label_unsigned)
+        fail("labels[", s.bad_label_row, "] = ", s.bad_label_bits, " is out of range [0, ", s.bad_label_classes, ")");
+      fail("labels[", s.bad_label_row, "] = ", static_cast<long long>(s.bad_label_bits), " is out of range [0, ",
+           s.bad_label_classes, ")");
+    }
+    if (s.x.row != kNoRow) fail_bad_row<T>("X", s.x);
+    if (s.w.row != kNoRow) fail_bad_row<T>("W", s.w);
+    if (s.nonfinite_loss) fail_not_representable("the loss");
+    if (s.failed > 0) fail("another rank rejected its input (", s.failed, " rank(s) failed); see its message");
+    if (s.bad_grad_loss) fail("grad_loss = ", s.bad_grad_loss_value, " must be finite");
+    fail_not_representable("a gradient");
+  }
+};
+
+}  // namespace detail
+}  // namespace cuda
+MARGINLOSS_NAMESPACE_END

@@ -1,0 +1,64 @@
+// marginloss::cuda: the class-sharded loss on GPUs (model parallelism over classes;
+// docs/formulas.md §7), with the semantics of distributed/sharded.hpp: each rank holds the
+// rows W_shard of global classes [class_offset, class_offset + W_shard.rows) of num_classes
+// (e.g. ml::even_class_range(C, ranks, rank)) and the whole batch X with global labels. Per
+// call the ranks all-reduce 3 x B row statistics, B x D for dX (and B for a feature-norm
+// scale). Loss and dX are identical on every rank; dW_shard is the gradient of this rank's rows.
+//
+//   ml::cuda::NcclCommunicator comm(nccl_comm, stream);         // cuda/nccl.cuh (NCCL), or your own
+//   ml::cuda::Workspace<float> ws(mem, ml::cuda::sharded_workspace_bytes<float>(B, D, shard.count));
+//   float loss = ml::cuda::sharded_forward_backward(policy, X, W_shard, shard.offset, C, labels,
+//                                                  comm, dX, dW_shard, ws, cublas);
+//
+// Every rank must call with the same policy, X, labels and options, in the same order. All the
+// work runs on comm.stream(). A communicator is any type with
+//   int rank() const;  int size() const;  cudaStream_t stream() const;
+//   template <typename T> void allreduce_sum(T* device_data, Index n);  // in place, on stream(),
+//   template <typename T> void allreduce_max(T* device_data, Index n);  //   T = float and double
+//   double count_failures(bool this_rank_failed);  // host-synchronising: sum over the ranks
+// and every rank must obtain bit-identical results (NCCL does for a fixed communicator).
+// An argument rejected on the host by one rank makes every rank throw (count_failures, before
+// any collective); input rejected on the device (labels, rows) is all-reduced with the loss,
+// and every rank throws after the forward's collectives ("another rank rejected its input").
+#pragma once
+
+#include "../distributed/class_range.hpp"
+#include "detail/engine.cuh"
+#include "loss.cuh"
+
+MARGINLOSS_NAMESPACE_BEGIN
+namespace cuda {
+
+template <typename P, typename L, typename Comm>
+value_t<P> sharded_forward(const P& policy, DeviceMatrix<const value_t<P>> X, DeviceMatrix<const value_t<P>> W_shard,
+                           Index class_offset, Index num_classes, const L* labels, Comm& comm, Workspace<value_t<P>>& ws,
+                           cublasHandle_t cublas, const Options& options = {}) {
+  detail::Engine::forward(policy, X, W_shard, class_offset, num_classes, labels, comm, cublas, options, ws,
+                          static_cast<value_t<P>*>(nullptr));
+  return detail::Engine::check(ws, comm.stream()).loss;
+}
+
+template <typename P, typename Comm>
+void sharded_backward(const P& policy, DeviceMatrix<const value_t<P>> W_shard, Comm& comm, Workspace<value_t<P>>& ws,
+                      value_t<P> grad_loss, DeviceMatrix<value_t<P>> dX, DeviceMatrix<value_t<P>> dW_shard,
+                      cublasHandle_t cublas) {
+  detail::Engine::backward(policy, W_shard, comm, ws, grad_loss, static_cast<const value_t<P>*>(nullptr), dX, dW_shard,
+                           cublas);
+  detail::Engine::check(ws, comm.stream());
+}
+
+template <typename P, typename L, typename Comm>
+value_t<P> sharded_forward_backward(const P& policy, DeviceMatrix<const value_t<P>> X,
+                                    DeviceMatrix<const value_t<P>> W_shard, Index class_offset, Index num_classes,
+                                    const L* labels, Comm& comm, DeviceMatrix<value_t<P>> dX,
+                                    DeviceMatrix<value_t<P>> dW_shard, Workspace<value_t<P>>& ws, cublasHandle_t cublas,
+                                    const Options& options = {}) {
+  detail::Engine::forward(policy, X, W_shard, class_offset, num_classes, labels, comm, cublas, options, ws,
+                          static_cast<value_t<P>*>(nullptr));
+  detail::Engine::backward(policy, W_shard, comm, ws, value_t<P>(1), static_cast<const value_t<P>*>(nullptr), dX,
+                           dW_shard, cublas);
+  return detail::Engine::check(ws, comm.stream()).loss;
+}
+
+}  // namespace cuda
+MARGINLOSS_NAMESPACE_END

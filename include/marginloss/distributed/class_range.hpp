@@ -1,0 +1,24 @@
+// marginloss: how the classes are split over the ranks of the class-sharded loss. Free of
+// Eigen, so the CPU (distributed/sharded.hpp) and CUDA (cuda/sharded.cuh) paths share it.
+#pragma once
+
+#include "../config.hpp"
+#include "../errors.hpp"
+#include "../value_slope.hpp"
+
+MARGINLOSS_NAMESPACE_BEGIN
+
+// The contiguous class range of `rank` when num_classes are split as evenly as possible over
+// `ranks` processes: {offset, count}.
+struct ClassRange {
+  Index offset;
+  Index count;
+};
+inline ClassRange even_class_range(Index num_classes, int ranks, int rank) {
+  if (ranks < 1 || rank < 0 || rank >= ranks) detail::fail("even_class_range: rank ", rank, " is not in [0, ", ranks, ")");
+  const Index base = num_classes / ranks, extra = num_classes % ranks;
+  const Index r = rank;
+  return {r * base + (r < extra ? r : extra), base + (r < extra ? 1 : 0)};
+}
+
+MARGINLOSS_NAMESPACE_END
