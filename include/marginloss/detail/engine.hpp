@@ -129,10 +129,9 @@ struct Engine {
         K.noalias() = ws.xhat_ * W.middleRows(g0, n).transpose();
         for (Index i = 0; i < B; ++i) {
           T* c = K.row(i).data();
-          for (Index j = 0; j < n; ++j) c[j] = clamp_cosine(c[j] * w_inv[j]);
           const T S = policy.scale(ws.x_norm_(i));
           const Index target = ws.labels_(i) - class_offset - g0;
-          const auto [m, sum] = span_max_sum_exp(policy, terms[i], S, c, n, target);
+          const auto [m, sum] = span_max_sum_exp(policy, terms[i], S, c, n, target, w_inv);
           ws.tile_max_(tile * B + i) = m;
           ws.tile_sum_(tile * B + i) = sum;
         }

@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "../types.hpp"
+#include "math.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
 namespace detail {
@@ -66,17 +67,36 @@ inline double span_sum_exp(const P& policy, const row_terms_t<P>& terms, T S, co
 }
 
 // (max_j z_ij, sum_j exp(z_ij - max)) over the span in one evaluation of the logits when the
-// span fits one tile (the engine's class tiles do), else from the two functions above.
+// span fits one tile (the engine's class tiles do), else from the two functions above. With
+// `col_scale`, c holds raw dot products on entry and the clamped cosines c_j = K_j col_scale[j]
+// on return, formed in the same sweep as the logits.
 template <typename P, typename T = typename P::value_type>
-inline std::pair<T, double> span_max_sum_exp(const P& policy, const row_terms_t<P>& terms, T S, const T* c, Index n,
-                                             Index target) {
+inline std::pair<T, double> span_max_sum_exp(const P& policy, const row_terms_t<P>& terms, T S, T* c, Index n,
+                                             Index target, const T* col_scale = nullptr) {
   if (n <= 0) return {-std::numeric_limits<T>::infinity(), 0.0};
   if (n > kRowTile) {
+    if (col_scale)
+      for (Index j = 0; j < n; ++j) c[j] = clamp_cosine(c[j] * col_scale[j]);
     const T m = span_max_logit(policy, terms, S, c, n, target);
     return {m, span_sum_exp(policy, terms, S, c, n, target, m)};
   }
   alignas(64) T z[kRowTile];
-  tile_logits(policy, terms, S, c, n, target, z);
+  if constexpr (P::plain_non_target) {
+    if (col_scale) {
+      for (Index j = 0; j < n; ++j) {
+        const T v = clamp_cosine(c[j] * col_scale[j]);
+        c[j] = v;
+        z[j] = S * v;
+      }
+      if (target >= 0 && target < n) z[target] = S * terms.target.value;
+    } else {
+      tile_logits(policy, terms, S, c, n, target, z);
+    }
+  } else {
+    if (col_scale)
+      for (Index j = 0; j < n; ++j) c[j] = clamp_cosine(c[j] * col_scale[j]);
+    tile_logits(policy, terms, S, c, n, target, z);
+  }
   Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> zt(z, n);
   const T m = zt.maxCoeff();
   return {m, static_cast<double>((zt - m).exp().sum())};
