@@ -5,7 +5,8 @@
     python3 bench/to_markdown.py eigen.json [blas.json ...]
 
 One table of the loss benchmarks (policy, shape, ms, GFLOP/s, ratio = loss time / time of
-the three bare products measured in the same iterations) and one of the products alone, per
+the three bare products, the faster of their whole and tiled formulations, measured in the same
+iterations) and one of the products alone, per
 file. With --benchmark_repetitions the median aggregate is used (the run's own median of
 paired ratios, medianed again over repetitions); without, the single run.
 Plain python3, no dependencies.
@@ -37,7 +38,7 @@ def shape_of(b):
 
 
 def fmt(x, digits=1):
-    return ("%." + str(digits) + "f") % x
+    return "–" if x is None else ("%." + str(digits) + "f") % x
 
 
 def tables(path):
@@ -55,15 +56,15 @@ def tables(path):
         load = ", ".join("%.2f" % v for v in load) if isinstance(load, list) else str(load)
         out.append("(" + "; ".join(extra) + "; load average at start: %s)" % (load or "?"))
         out.append("")
-    out.append("| policy | B×D×C | ms | GFLOP/s | products ms | ratio loss/products | workspace MiB |")
-    out.append("|---|---|---:|---:|---:|---:|---:|")
+    out.append("| policy | B×D×C | ms | GFLOP/s | products ms (faster) | whole ms | tiled ms | ratio loss/products | workspace MiB |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, b in rows.items():
         parts = name.split("/")
         if parts[0] != "loss":
             continue
-        out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+        out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             parts[1], shape_of(b), fmt(b["loss_ms"]), fmt(b["GFLOPs"]), fmt(b["prod_ms"]),
-            fmt(b["ratio"], 2), fmt(b["ws_MiB"])))
+            fmt(b.get("whole_ms")), fmt(b.get("tiled_ms")), fmt(b["ratio"], 2), fmt(b["ws_MiB"])))
     out.append("")
     out.append("| products | B×D×C | ms | GFLOP/s |")
     out.append("|---|---|---:|---:|")
