@@ -80,7 +80,7 @@ struct Engine {
     ws.class_offset_ = class_offset;
     ws.local_classes_ = C;
     ws.block_ = (block <= 0 || block >= C) ? C : block;
-    const int threads = max_threads();
+    [[maybe_unused]] const int threads = max_threads();  // used by the OpenMP pragmas only
     ws.tile_ = tile_size<T>(ws.block_);
     const Index tiles_per_block = ws.block_ > 0 ? (ws.block_ + ws.tile_ - 1) / ws.tile_ : 0;
     Workspace<T>::grow(ws.cosine_storage_, B * ws.block_);
