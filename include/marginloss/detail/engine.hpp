@@ -28,6 +28,7 @@
 #include "../errors.hpp"
 #include "../policies/common.hpp"
 #include "../workspace.hpp"
+#include "logit.hpp"
 #include "math.hpp"
 #include "row_norms.hpp"
 #include "row_pass.hpp"
@@ -361,18 +362,6 @@ struct Engine {
     auto* out = reinterpret_cast<R*>(ws.row_terms_.data());
     for (Index i = 0; i < B; ++i) new (out + i) R(policy.row(ws.target_cos_(i), ws.labels_(i)));
     return out;
-  }
-
-  // Online logsumexp: merges a block's (max m, sum of exp(z - m)) into the row's running pair.
-  template <typename T>
-  static void merge_lse(T& run_max, double& run_sum, T m, double s) {
-    if (!(s > 0)) return;  // empty block
-    if (m > run_max) {
-      run_sum = (run_sum == 0 ? 0.0 : run_sum * std::exp(static_cast<double>(run_max - m))) + s;
-      run_max = m;
-    } else {
-      run_sum += s * std::exp(static_cast<double>(m - run_max));
-    }
   }
 };
 

@@ -1,26 +1,17 @@
 // marginloss::cuda: the accepted row norms, [2^-100, 2^100] in float and [2^-1000, 2^1000] in
-// double -- the values of detail::NormRange in detail/row_norms.hpp (which includes Eigen and so
-// stays out of device code); the CUDA tests check that the two agree.
+// double: detail::NormRange (detail/norm_range.hpp, Eigen-free), shared with the CPU engine.
 #pragma once
 
 #include "../../config.hpp"
+#include "../../detail/norm_range.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
 namespace cuda {
 namespace detail {
 
+// One definition for CPU and GPU: detail/norm_range.hpp.
 template <typename T>
-struct NormLimits;
-template <>
-struct NormLimits<float> {
-  static constexpr double lo = 7.888609052210118e-31;  // 2^-100
-  static constexpr double hi = 1.2676506002282294e30;  // 2^100
-};
-template <>
-struct NormLimits<double> {
-  static constexpr double lo = 9.332636185032189e-302;  // 2^-1000
-  static constexpr double hi = 1.0715086071862673e301;  // 2^1000
-};
+using NormLimits = marginloss::detail::NormRange<T>;
 
 template <typename T>
 __host__ __device__ inline bool norm_accepted(double norm) {
