@@ -6,33 +6,12 @@
 #include <thread>
 
 #include "support.hpp"
+#include "thread_barrier.hpp"
 
 using namespace mltest;
 
 namespace {
 
-// A reusable barrier (std::barrier is C++20).
-class Barrier {
- public:
-  explicit Barrier(int count) : count_(count) {}
-  void arrive_and_wait() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    const long generation = generation_;
-    if (++waiting_ == count_) {
-      waiting_ = 0;
-      ++generation_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return generation_ != generation; });
-    }
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  int count_, waiting_ = 0;
-  long generation_ = 0;
-};
 
 // In-process ranks on threads: all-reduce through a shared buffer and two barriers, summing
 // in rank order so every rank gets the same bits (as MPI does).

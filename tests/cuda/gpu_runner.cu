@@ -2,6 +2,7 @@
 // and returns plain host vectors. Every policy type used by test_cuda.cpp is instantiated at
 // the end of this file.
 #include "gpu_runner.hpp"
+#include "../thread_barrier.hpp"
 
 #include <marginloss/cuda/cuda.cuh>
 
@@ -171,29 +172,6 @@ T run_with_labels(const P& policy, const DeviceProblem<T>& dp, const L* labels, 
   return mc::forward_backward(policy, dp.x(), dp.w(), labels, dp.dx(), dp.dw(), ws, stream, cublas, opts);
 }
 
-// A reusable barrier (std::barrier is C++20).
-class Barrier {
- public:
-  explicit Barrier(int count) : count_(count) {}
-  void arrive_and_wait() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    const long generation = generation_;
-    if (++waiting_ == count_) {
-      waiting_ = 0;
-      ++generation_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return generation_ != generation; });
-    }
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  int count_, waiting_ = 0;
-  long generation_ = 0;
-};
-
 // In-process ranks on one GPU: each all-reduce copies the rank's device buffer to the host,
 // combines all ranks' values in rank order (in double) and copies the result back, so every
 // rank gets the same bits. A model of NCCL for the sharded engine's tests.
@@ -250,7 +228,7 @@ class HostGroup {
 
  private:
   int size_;
-  Barrier sync_;
+  mltest::Barrier sync_;
   std::vector<std::vector<double>> slots_;
 };
 
