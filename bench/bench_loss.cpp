@@ -33,6 +33,7 @@
 // see peak_memory.cpp) and by compare_pytorch.py.
 #include <benchmark/benchmark.h>
 
+#include <marginloss/detail/threads.hpp>
 #include <marginloss/marginloss.hpp>
 
 #include <algorithm>
@@ -112,15 +113,8 @@ struct Products {
     K.resize(s.B, s.C);
     dX.resize(s.B, s.D);
     dW.resize(s.C, s.D);
-    const int threads = threads_now();
+    const int threads = ml::detail::max_threads();
     for (int t = 1; t < threads; ++t) dx_part.emplace_back(s.B, s.D);
-  }
-  static int threads_now() {
-#if defined(_OPENMP)
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
   }
   void k(const Mat& W) { K.noalias() = xhat * W.transpose(); }
   void dx(const Mat& W) { dX.noalias() = G * W; }
@@ -133,7 +127,7 @@ struct Products {
   void all_tiled(const Mat& W) {
     const ml::Index C = W.rows(), B = xhat.rows(), tile = ml::Workspace<float>::class_tile;
     const ml::Index ntiles = (C + tile - 1) / tile;
-    const int threads = threads_now();
+    const int threads = ml::detail::max_threads();
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif

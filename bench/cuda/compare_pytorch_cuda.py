@@ -21,69 +21,13 @@ Exits with a message when torch is missing or torch.cuda.is_available() is false
 
 import argparse
 import json
-import math
+import os
 import statistics
 import sys
 
-MiB = 1024.0 * 1024.0
-POLICIES = ("NormFace", "CosFace", "ArcFace", "CombinedMargin", "SphereFace")
-
-
-def make_loss(torch, F, policy):
-    def cosines(X, W):
-        return F.linear(F.normalize(X, dim=1), F.normalize(W, dim=1)).clamp(-1.0, 1.0)
-
-    def with_target(cos, y, f, scale):
-        idx = y.view(-1, 1)
-        t = cos.gather(1, idx)
-        logits = cos.scatter(1, idx, f(t))
-        return F.cross_entropy(logits * scale, y)
-
-    if policy == "NormFace":
-        s = 20.0
-        return lambda X, W, y: F.cross_entropy(cosines(X, W) * s, y)
-    if policy == "CosFace":
-        s, m = 64.0, 0.35
-        return lambda X, W, y: with_target(cosines(X, W), y, lambda t: t - m, s)
-    if policy == "ArcFace":
-        # ArcFace with the hard-threshold fallback (marginloss's default), exact gradient.
-        s, m = 64.0, 0.5
-        cm, sm, th, mm = math.cos(m), math.sin(m), math.cos(math.pi - m), math.sin(math.pi - m) * m
-
-        def target(t):
-            sine = (1.0 - t * t).clamp(min=0.0).sqrt()
-            phi = t * cm - sine * sm
-            return torch.where(t > th, phi, t - mm)
-
-        return lambda X, W, y: with_target(cosines(X, W), y, target, s)
-    if policy == "CombinedMargin":
-        s, m1, m2, m3 = 64.0, 1.0, 0.3, 0.2
-
-        def target(t):
-            return torch.cos(m1 * torch.acos(t.clamp(-1.0 + 1e-7, 1.0 - 1e-7)) + m2) - m3
-
-        return lambda X, W, y: with_target(cosines(X, W), y, target, s)
-    if policy == "SphereFace":
-        # m = 4, lambda = 5, scale = |x| (the original training), psi by Chebyshev with k from
-        # comparisons, as marginloss.
-        m, lam = 4, 5.0
-        thresholds = [math.cos(j * math.pi / m) for j in range(1, m)]
-
-        def loss(X, W, y):
-            xn = X.norm(dim=1, keepdim=True)
-            cos = F.linear(X / xn, F.normalize(W, dim=1)).clamp(-1.0, 1.0)
-            idx = y.view(-1, 1)
-            t = cos.gather(1, idx)
-            k = sum((t <= th).to(t.dtype) for th in thresholds)
-            t2 = t * t
-            cheb = (8.0 * t2 - 8.0) * t2 + 1.0
-            sign = 1.0 - 2.0 * torch.remainder(k, 2.0)
-            psi = sign * cheb - 2.0 * k
-            logits = cos.scatter(1, idx, (lam * t + psi) / (1.0 + lam))
-            return F.cross_entropy(logits * xn, y)
-
-        return loss
-    raise ValueError("unknown policy " + policy)
+# The PyTorch losses are those of the CPU comparison (bench/compare_pytorch.py), one definition.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from compare_pytorch import MiB, POLICIES, make_loss  # noqa: E402
 
 
 def time_pytorch(torch, F, policy, B, D, C, min_time):
