@@ -11,6 +11,7 @@
 // OUT/fashion_mnist_roc.png and OUT/fashion_mnist_2d_<loss>.png. See README.md next to this
 // file for the protocol and the results.
 #include <marginloss/marginloss.hpp>
+#include <marginloss/sampling/adaptive_sampler.hpp>
 
 #include <zlib.h>
 
@@ -29,6 +30,7 @@
 #include <string>
 #include <type_traits>
 #include <memory>
+#include <optional>
 #include <vector>
 
 namespace ml = marginloss;
@@ -44,7 +46,7 @@ const char* const kClassNames[10] = {"T-shirt/top", "Trouser", "Pullover", "Dres
                                      "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
 // Held out of training, used only for open-set verification: one class from each group of
 // similar training classes (Pullover ~ Coat/Shirt/T-shirt, Sneaker ~ Sandal/Ankle boot) and Bag.
-const int kHeldOut[3] = {2, 7, 8};
+int kHeldOut[3] = {2, 7, 8};  // --held-out changes it (sensitivity study only)
 
 bool is_held_out(int label) { return label == kHeldOut[0] || label == kHeldOut[1] || label == kHeldOut[2]; }
 
@@ -139,6 +141,47 @@ struct Param {
   }
 };
 
+// Batch normalisation of the embedding without a learnable scale (--bn; ArcFace's "E" output
+// head, BN after the last FC with gamma fixed to 1): x <- (x - mean_B) / sqrt(var_B + eps) over
+// the batch in training, with running statistics (momentum 0.9) at evaluation.
+//   dL/dx = (B g - sum_B g - xh sum_B(g xh)) / (B sigma),  g = dL/dxh,  per column.
+class EmbeddingBatchNorm {
+ public:
+  void forward(Mat& X, bool training) {
+    if (running_mean_.size() != X.cols()) {
+      running_mean_ = Eigen::RowVectorXf::Zero(X.cols());
+      running_var_ = Eigen::RowVectorXf::Ones(X.cols());
+    }
+    if (training) {
+      const Eigen::RowVectorXf mean = X.colwise().mean();
+      X.rowwise() -= mean;
+      const Eigen::RowVectorXf var = X.array().square().colwise().mean();
+      sigma_ = (var.array() + kEps).sqrt();
+      X.array().rowwise() /= sigma_.array();
+      xh_ = X;
+      running_mean_ = 0.9f * running_mean_ + 0.1f * mean;
+      running_var_ = 0.9f * running_var_ + 0.1f * var;
+    } else {
+      X.rowwise() -= running_mean_;
+      X.array().rowwise() /= (running_var_.array() + kEps).sqrt();
+    }
+  }
+  const Mat& backward(const Mat& g) {
+    const float B = static_cast<float>(g.rows());
+    const Eigen::RowVectorXf sum = g.colwise().sum(), dot = (g.array() * xh_.array()).colwise().sum();
+    dx_ = B * g;
+    dx_.rowwise() -= sum;
+    dx_.array() -= xh_.array().rowwise() * dot.array();
+    dx_.array().rowwise() /= B * sigma_.array();
+    return dx_;
+  }
+
+ private:
+  static constexpr float kEps = 1e-5f;
+  Mat xh_, dx_;
+  Eigen::RowVectorXf sigma_, running_mean_, running_var_;
+};
+
 class Net {
  public:
   static constexpr int kIn = 784;
@@ -168,8 +211,9 @@ class Net {
 class MlpNet final : public Net {
  public:
   static constexpr int kHidden = 256;
-  MlpNet(int dim, float dropout, std::mt19937& rng)
-      : W1(kIn, kHidden, true), b1(1, kHidden, false), W2(kHidden, dim, true), b2(1, dim, false), dropout_(dropout) {
+  MlpNet(int dim, float dropout, bool bn, std::mt19937& rng)
+      : W1(kIn, kHidden, true), b1(1, kHidden, false), W2(kHidden, dim, true), b2(1, dim, false), dropout_(dropout),
+        bn_(bn) {
     W1.init(rng, std::sqrt(2.f / kIn));     // He
     W2.init(rng, std::sqrt(1.f / kHidden)); // LeCun
   }
@@ -188,8 +232,10 @@ class MlpNet final : public Net {
     }
     X.noalias() = R * W2.value;
     X.rowwise() += b2.value.row(0);
+    if (bn_) norm_.forward(X, rng != nullptr);
   }
-  void backward(const Mat& A, const Mat& dX) override {
+  void backward(const Mat& A, const Mat& dXn) override {
+    const Mat& dX = bn_ ? norm_.backward(dXn) : dXn;
     W2.grad.noalias() = R.transpose() * dX;
     b2.grad = dX.colwise().sum();
     dR.resize(dX.rows(), kHidden);
@@ -205,17 +251,18 @@ class MlpNet final : public Net {
  private:
   Param W1, b1, W2, b2;
   float dropout_;
-  bool mask_ = false;
+  bool bn_, mask_ = false;
+  EmbeddingBatchNorm norm_;
   Mat H, R, dR, M;  // per-batch activations, allocated once
 };
 
 class ConvNet final : public Net {
  public:
   static constexpr int kC1 = 8, kC2 = 16, kK = 5, kHidden = 256;
-  ConvNet(int dim, float dropout, std::mt19937& rng)
+  ConvNet(int dim, float dropout, bool bn, std::mt19937& rng)
       : K1(kK * kK, kC1, true), c1(1, kC1, false), K2(kK * kK * kC1, kC2, true), c2(1, kC2, false),
         W3(16 * kC2, kHidden, true), b3(1, kHidden, false), W4(kHidden, dim, true), b4(1, dim, false),
-        dropout_(dropout) {
+        dropout_(dropout), bn_(bn) {
     K1.init(rng, std::sqrt(2.f / (kK * kK)));
     K2.init(rng, std::sqrt(2.f / (kK * kK * kC1)));
     W3.init(rng, std::sqrt(2.f / (16 * kC2)));
@@ -267,8 +314,10 @@ class ConvNet final : public Net {
     }
     X.noalias() = R * W4.value;
     X.rowwise() += b4.value.row(0);
+    if (bn_) norm_.forward(X, rng != nullptr);
   }
-  void backward(const Mat& /*A*/, const Mat& dX) override {
+  void backward(const Mat& /*A*/, const Mat& dXn) override {
+    const Mat& dX = bn_ ? norm_.backward(dXn) : dXn;
     const Eigen::Index B = dX.rows();
     W4.grad.noalias() = R.transpose() * dX;
     b4.grad = dX.colwise().sum();
@@ -337,7 +386,8 @@ class ConvNet final : public Net {
 
   Param K1, c1, K2, c2, W3, b3, W4, b4;
   float dropout_;
-  bool mask_ = false;
+  bool bn_, mask_ = false;
+  EmbeddingBatchNorm norm_;
   Mat cols1, O1, P1, cols2, O2, P2, H, R, M, dR, dF, dO2, dcols2, dP1, dO1;
   std::vector<int> arg1, arg2;
 };
@@ -358,11 +408,22 @@ void augment(Eigen::Ref<RowVec> row, std::mt19937& rng) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Losses. Each head owns the class weights W (C x D) and turns a batch of embeddings into the
-// loss and dL/dX, dL/dW.
+// Losses. Each head turns a batch of embeddings and the class weights W (C x D) into the loss and
+// dL/dX, dL/dW. Hooks: before_step() runs before the forward pass, after_step(lr) after the
+// optimiser step (AdaptiveFace's margins); with `adaptive_sampling` true the batches are drawn by
+// Adaptive Data Sampling (as with --ads for every loss); summary() is printed after training.
+
+using BoolVector = Eigen::Matrix<bool, Eigen::Dynamic, 1>;
+
+struct HeadHooks {
+  static constexpr bool adaptive_sampling = false;
+  void before_step() {}
+  void after_step(float /*lr*/) {}
+  std::string summary() const { return {}; }
+};
 
 // Plain softmax cross-entropy of a bias-free linear classifier, logits = X W^T: the baseline.
-struct SoftmaxHead {
+struct SoftmaxHead : HeadHooks {
   Mat logits;  // B x C, overwritten with dL/dlogits
   float operator()(const Mat& X, const Mat& W, const Eigen::Ref<const Eigen::VectorXi>& y, Mat& dX, Mat& dW) {
     const Eigen::Index B = X.rows(), C = W.rows();
@@ -382,13 +443,12 @@ struct SoftmaxHead {
     dW.noalias() = logits.transpose() * X;
     return static_cast<float>(total / static_cast<double>(B));
   }
-  void before_step() {}
   static bool normalised() { return false; }
 };
 
 // Any marginloss policy; `on_step` runs before every step (SphereFace's lambda annealing).
 template <typename Policy>
-struct MarginHead {
+struct MarginHead : HeadHooks {
   Policy policy;
   std::function<void(Policy&)> on_step;
   ml::Workspace<float> ws;
@@ -399,6 +459,41 @@ struct MarginHead {
   }
   void before_step() {
     if (on_step) on_step(policy);
+  }
+  static bool normalised() { return true; }
+};
+
+// AdaptiveFace: AdaM-Softmax (ml::AdaptiveMargin, one learnable margin per class, dL/dm from the
+// library; SGD with momentum at the network's learning rate, projected to [0, 1] after each step)
+// with Adaptive Data Sampling (see train()). Hard Prototype Mining is not used: it restricts the loss to the
+// classes nearest to the batch's, and with 7 classes every class is among them.
+struct AdaptiveHead : HeadHooks {
+  static constexpr bool adaptive_sampling = true;
+  ml::AdaptiveMargin<float> policy;
+  ml::Vector<float> dm, velocity;
+  ml::Workspace<float> ws;
+  AdaptiveHead(float s, float m0, float lambda_m, int classes)
+      : dm(ml::Vector<float>::Zero(classes)), velocity(ml::Vector<float>::Zero(classes)) {
+    policy.s = s;
+    policy.margins = ml::Vector<float>::Constant(classes, m0);
+    policy.lambda_m = lambda_m;
+  }
+  float operator()(const Mat& X, const Mat& W, const Eigen::Ref<const Eigen::VectorXi>& y, Mat& dX, Mat& dW) {
+    return ml::forward_backward(policy, X, W, y, dX, dW, dm, ws);
+  }
+  void after_step(float lr) {
+    velocity = 0.9f * velocity + dm;
+    policy.margins -= lr * velocity;
+    ml::project_margins(policy.margins);
+  }
+  std::string summary() const {
+    std::string out = "learned margins:";
+    char buf[16];
+    for (Eigen::Index k = 0; k < policy.margins.size(); ++k) {
+      std::snprintf(buf, sizeof buf, " %.3f", static_cast<double>(policy.margins(k)));
+      out += buf;
+    }
+    return out;
   }
   static bool normalised() { return true; }
 };
@@ -416,6 +511,8 @@ struct TrainConfig {
   float dropout = 0.f;  // on the hidden layer
   bool aug = false;     // random shifts and flips
   bool conv = false;    // ConvNet instead of MlpNet
+  bool bn = false;      // batch normalisation of the embedding
+  bool ads = false;     // Adaptive Data Sampling for every loss
   unsigned seed = 1;
   bool verbose = true;
 };
@@ -430,9 +527,9 @@ Trained train(const std::string& name, Head head, const Subset& data, int classe
   std::mt19937 rng(cfg.seed);
   std::unique_ptr<Net> net;
   if (cfg.conv)
-    net = std::make_unique<ConvNet>(cfg.dim, cfg.dropout, rng);
+    net = std::make_unique<ConvNet>(cfg.dim, cfg.dropout, cfg.bn, rng);
   else
-    net = std::make_unique<MlpNet>(cfg.dim, cfg.dropout, rng);
+    net = std::make_unique<MlpNet>(cfg.dim, cfg.dropout, cfg.bn, rng);
   Param W(classes, cfg.dim, true);
   {
     std::normal_distribution<float> normal(0.f, 1.f);
@@ -448,17 +545,27 @@ Trained train(const std::string& name, Head head, const Subset& data, int classe
   Mat A(B, Net::kIn), X(B, cfg.dim), dX(B, cfg.dim);
   Eigen::VectorXi y(B);
   Mat logits(B, classes);
+  ml::IndexVector batch(B);
+  BoolVector correct(B);
+  // Adaptive Data Sampling (AdaptiveFace): batches drawn by per-sample weights, raised for the
+  // samples the classifier got wrong in their last batch and lowered for the right ones.
+  std::optional<ml::AdaptiveSampler> ads;
+  if (cfg.ads || Head::adaptive_sampling) ads.emplace(n, cfg.seed);
   long step = 0;
   for (int epoch = 0; epoch < cfg.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = n - 1; i > 0; --i) std::swap(order[i], order[std::uniform_int_distribution<int>(0, i)(rng)]);
     double loss_sum = 0;
-    long correct = 0;
+    long hits = 0;
     float lr = 0;
     for (int b = 0; b < steps_per_epoch; ++b, ++step) {
+      if (ads)
+        ads->draw(B, batch);
+      else
+        for (int k = 0; k < B; ++k) batch(k) = order[b * B + k];
       for (int k = 0; k < B; ++k) {
-        A.row(k) = data.images.row(order[b * B + k]);
-        y(k) = data.label(order[b * B + k]);
+        A.row(k) = data.images.row(batch(k));
+        y(k) = data.label(batch(k));
         if (cfg.aug) augment(A.row(k), rng);
       }
       const double warm = static_cast<double>(steps_per_epoch);
@@ -468,25 +575,30 @@ Trained train(const std::string& name, Head head, const Subset& data, int classe
       net->forward(A, X, &rng);
       loss_sum += head(X, W.value, y, dX, W.grad);
       net->backward(A, dX);
-      // Training accuracy on the batch (argmax of X W^T; the same class as the cosine's
-      // argmax up to the class-weight norms).
+      // Training accuracy on the batch: argmax of the logits X W^T for softmax, of the cosines
+      // (X W^T divided by the class-weight norms) for the normalised losses.
       logits.noalias() = X * W.value.transpose();
+      if (Head::normalised()) logits.array().rowwise() /= W.value.rowwise().norm().transpose().array();
       for (int k = 0; k < B; ++k) {
         Eigen::Index arg;
         logits.row(k).maxCoeff(&arg);
-        correct += (arg == y(k));
+        correct(k) = arg == y(k);
       }
+      hits += correct.count();
       net->step(lr, cfg.momentum, cfg.wd);
       W.step(lr, cfg.momentum, cfg.wd);
+      head.after_step(lr);
+      if (ads) ads->update(batch, correct);
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (cfg.verbose)
       std::printf("  %-10s epoch %2d/%d  loss %7.4f  train acc %.4f  lr %.4f  |x| %.2f  %.1fs\n", name.c_str(),
                   epoch + 1, cfg.epochs, loss_sum / steps_per_epoch,
-                  static_cast<double>(correct) / (static_cast<double>(steps_per_epoch) * B), lr,
+                  static_cast<double>(hits) / (static_cast<double>(steps_per_epoch) * B), lr,
                   X.rowwise().norm().mean(), secs);
     std::fflush(stdout);
   }
+  if (cfg.verbose && !head.summary().empty()) std::printf("  %-10s %s\n", name.c_str(), head.summary().c_str());
   return Trained{W.value, std::move(net)};
 }
 
@@ -594,9 +706,12 @@ struct Options {
   // Chosen with --validate (README.md): a small scale and small margins, a 128-d embedding,
   // dropout 0.3 and augmentation, the setting in which the margin losses came closest to softmax.
   float s = 8.f, cos_m = 0.1f, arc_m = 0.2f, lr = 0.05f, wd = 5e-4f, dropout = 0.3f, mv_t = 1.2f, m_h = 0.1f;
+  float lambda_m = 1.f;
   int sphere_m = 4;
-  bool conv = false, aug = true;
-  int mining = -1;  // -1: only with --full
+  bool conv = false, aug = true, bn = false, ads = false;
+  int mining = -1;  // -1: default (on, off with --quick)
+  unsigned seed = 1;
+  int held_out[3] = {2, 7, 8};
 };
 
 [[noreturn]] void usage(int code) {
@@ -610,17 +725,27 @@ struct Options {
                "  --epochs N   epochs of the main runs\n"
                "  --dim D      embedding dimension of the main runs (default 128)\n"
                "  --only LIST  comma-separated losses: softmax, normface, cosface, arcface, sphereface,\n"
-               "               mvsoftmax, curricularface, svsoftmax, ammsoftmax\n"
-               "  --mining / --no-mining  include the mining losses (mvsoftmax, curricularface,\n"
-               "               svsoftmax, ammsoftmax); default: only with --full\n"
+               "               mvsoftmax, curricularface, svsoftmax, ammsoftmax, adaptiveface\n"
+               "  --mining / --no-mining  include the mining and adaptive losses (mvsoftmax,\n"
+               "               curricularface, svsoftmax, ammsoftmax, adaptiveface); default on (off with --quick)\n"
                "  --net mlp|conv  embedding network (default mlp; conv is about 10x slower)\n"
                "  --aug / --no-aug  random +-2-pixel shifts and horizontal flips (default on)\n"
                "  --dropout P  on the hidden layer (default 0.3)\n"
-               "  --s S  --cos-m M  --arc-m M  --sphere-m M  --mv-t T  --m-h M  --lr LR  --wd WD\n"
+               "  --bn         batch normalisation of the embedding (ArcFace's output head; default off)\n"
+               "  --ads        Adaptive Data Sampling for every loss (adaptiveface always uses it)\n"
+               "  --s S  --cos-m M  --arc-m M  --sphere-m M  --mv-t T  --m-h M  --lambda-m L  --lr LR  --wd WD\n"
+               "  --seed N     seed of initialisation, shuffling, dropout and augmentation (default 1)\n"
+               "  --held-out A,B,C  the three held-out classes (default 2,7,8: Pullover, Sneaker, Bag);\n"
+               "               for the split-sensitivity study, not for choosing hyper-parameters\n"
                "  --validate   report on the held-out classes' *training* split (never trained on)\n"
                "               instead of the test split: the split used to choose hyper-parameters\n"
                "  --no-2d      skip the 2-D runs;  --no-plots  skip gnuplot\n");
   std::exit(code);
+}
+
+[[noreturn]] void usage_error(const std::string& what) {
+  std::fprintf(stderr, "fashion_mnist: %s (--help for the options)\n", what.c_str());
+  std::exit(2);
 }
 
 Options parse(int argc, char** argv) {
@@ -628,7 +753,7 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage(2);
+      if (i + 1 >= argc) usage_error(a + " needs a value");
       return argv[++i];
     };
     if (a == "--data") o.data = value();
@@ -650,9 +775,21 @@ Options parse(int argc, char** argv) {
     else if (a == "--dropout") o.dropout = std::strtof(value().c_str(), nullptr);
     else if (a == "--mv-t") o.mv_t = std::strtof(value().c_str(), nullptr);
     else if (a == "--m-h") o.m_h = std::strtof(value().c_str(), nullptr);
+    else if (a == "--lambda-m") o.lambda_m = std::strtof(value().c_str(), nullptr);
+    else if (a == "--seed") o.seed = static_cast<unsigned>(std::strtoul(value().c_str(), nullptr, 10));
+    else if (a == "--bn") o.bn = true;
+    else if (a == "--ads") o.ads = true;
+    else if (a == "--held-out") {
+      const std::string v = value();
+      char tail = 0;
+      int* h = o.held_out;
+      bool ok = std::sscanf(v.c_str(), "%d,%d,%d%c", &h[0], &h[1], &h[2], &tail) == 3;
+      for (int k = 0; k < 3; ++k) ok = ok && h[k] >= 0 && h[k] <= 9 && h[k] != h[(k + 1) % 3];
+      if (!ok) usage_error("--held-out wants three different classes in 0..9 as A,B,C, not '" + v + "'");
+    }
     else if (a == "--net") {
       const std::string v = value();
-      if (v != "mlp" && v != "conv") usage(2);
+      if (v != "mlp" && v != "conv") usage_error("--net is mlp or conv, not '" + v + "'");
       o.conv = v == "conv";
     }
     else if (a == "--aug") o.aug = true;
@@ -660,32 +797,36 @@ Options parse(int argc, char** argv) {
     else if (a == "--mining") o.mining = 1;
     else if (a == "--no-mining") o.mining = 0;
     else if (a == "--help" || a == "-h") usage(0);
-    else usage(2);
+    else usage_error("unknown option '" + a + "'");
   }
-  if (o.epochs < 0 || o.dim < 1 || !(o.dropout >= 0.f && o.dropout < 1.f)) usage(2);
+  if (o.epochs < 0) usage_error("--epochs must be >= 0");
+  if (o.dim < 1) usage_error("--dim must be >= 1");
+  if (!(o.dropout >= 0.f && o.dropout < 1.f)) usage_error("--dropout must be in [0, 1)");
   return o;
 }
 
-const char* const kLosses[9] = {"softmax",   "normface",       "cosface",   "arcface",   "sphereface",
-                                "mvsoftmax", "curricularface", "svsoftmax", "ammsoftmax"};
+const char* const kLosses[10] = {"softmax",   "normface",       "cosface",   "arcface",    "sphereface",
+                                 "mvsoftmax", "curricularface", "svsoftmax", "ammsoftmax", "adaptiveface"};
 bool is_mining(const std::string& loss) {
-  return loss == "mvsoftmax" || loss == "curricularface" || loss == "svsoftmax" || loss == "ammsoftmax";
+  return loss == "mvsoftmax" || loss == "curricularface" || loss == "svsoftmax" || loss == "ammsoftmax" ||
+         loss == "adaptiveface";
 }
 
 // Hyper-parameters (the same network, optimiser and schedule for every loss):
 //   defaults s = 8 for every fixed-scale policy; CosFace m = 0.1; ArcFace m = 0.2;
 //   SphereFace m = 4, scale = feature norm, lambda annealed 1000 -> 5 (official schedule);
-//   MV-AM m = 0.1, t = 1.2; SV-Softmax m = 0, t = 1.2; CurricularFace m = 0.2; AMM m = 0.2, m_h = 0.1.
+//   MV-AM m = 0.1, t = 1.2; SV-Softmax m = 0, t = 1.2; CurricularFace m = 0.2; AMM m = 0.2, m_h = 0.1;
+//   AdaptiveFace margins start at the CosFace margin, lambda_m = 1.
 Trained train_loss(const std::string& loss, const Subset& data, int classes, const TrainConfig& cfg,
                    const Options& o, ml::LambdaSchedule& schedule) {
   if (loss == "softmax") return train(loss, SoftmaxHead{}, data, classes, cfg);
-  if (loss == "normface") return train(loss, MarginHead<ml::NormFace<float>>{{o.s}, {}, {}}, data, classes, cfg);
+  if (loss == "normface") return train(loss, MarginHead<ml::NormFace<float>>{{}, {o.s}, {}, {}}, data, classes, cfg);
   if (loss == "cosface")
-    return train(loss, MarginHead<ml::CosFace<float>>{{o.s, o.cos_m}, {}, {}}, data, classes, cfg);
-  if (loss == "arcface") return train(loss, MarginHead<ml::ArcFace<float>>{{o.s, o.arc_m}, {}, {}}, data, classes, cfg);
+    return train(loss, MarginHead<ml::CosFace<float>>{{}, {o.s, o.cos_m}, {}, {}}, data, classes, cfg);
+  if (loss == "arcface") return train(loss, MarginHead<ml::ArcFace<float>>{{}, {o.s, o.arc_m}, {}, {}}, data, classes, cfg);
   if (loss == "sphereface") {
     schedule = ml::LambdaSchedule{};
-    MarginHead<ml::SphereFace<float>> head{{o.sphere_m, 1000.f}, {}, {}};
+    MarginHead<ml::SphereFace<float>> head{{}, {o.sphere_m, 1000.f}, {}, {}};
     head.on_step = [&schedule](ml::SphereFace<float>& p) { p.lambda = static_cast<float>(schedule.step()); };
     return train(loss, std::move(head), data, classes, cfg);
   }
@@ -694,27 +835,29 @@ Trained train_loss(const std::string& loss, const Subset& data, int classes, con
     p.s = o.s;
     p.m = o.cos_m;
     p.t = o.mv_t;
-    return train(loss, MarginHead<ml::MVSoftmax<float>>{p, {}, {}}, data, classes, cfg);
+    return train(loss, MarginHead<ml::MVSoftmax<float>>{{}, p, {}, {}}, data, classes, cfg);
   }
   if (loss == "curricularface") {
     ml::CurricularFace<float> p;
     p.s = o.s;
     p.m = o.arc_m;
-    return train(loss, MarginHead<ml::CurricularFace<float>>{p, {}, {}}, data, classes, cfg);
+    return train(loss, MarginHead<ml::CurricularFace<float>>{{}, p, {}, {}}, data, classes, cfg);
   }
   if (loss == "svsoftmax") {  // SV-Softmax proper, m = 0 (with m > 0 it is MV-AM adaptive)
     ml::SVSoftmax<float> p;
     p.s = o.s;
     p.t = o.mv_t;
-    return train(loss, MarginHead<ml::SVSoftmax<float>>{p, {}, {}}, data, classes, cfg);
+    return train(loss, MarginHead<ml::SVSoftmax<float>>{{}, p, {}, {}}, data, classes, cfg);
   }
   if (loss == "ammsoftmax") {
     ml::AMMSoftmax<float> p;
     p.s = o.s;
     p.m = o.arc_m;
     p.m_h = o.m_h;
-    return train(loss, MarginHead<ml::AMMSoftmax<float>>{p, {}, {}}, data, classes, cfg);
+    return train(loss, MarginHead<ml::AMMSoftmax<float>>{{}, p, {}, {}}, data, classes, cfg);
   }
+  if (loss == "adaptiveface")
+    return train(loss, AdaptiveHead(o.s, o.cos_m, o.lambda_m, classes), data, classes, cfg);
   throw std::runtime_error("unknown loss " + loss);
 }
 
@@ -729,6 +872,13 @@ bool have_gnuplot() { return std::system("gnuplot --version > /dev/null 2>&1") =
 
 int main(int argc, char** argv) {
   const Options opt = parse(argc, argv);
+  std::copy_n(opt.held_out, 3, kHeldOut);
+  for (std::stringstream list(opt.only); list.good();) {
+    std::string name;
+    std::getline(list, name, ',');
+    if (!opt.only.empty() && std::find(std::begin(kLosses), std::end(kLosses), name) == std::end(kLosses))
+      usage_error("--only: unknown loss '" + name + "'");
+  }
   const auto t_start = std::chrono::steady_clock::now();
   {
     std::error_code ec;
@@ -780,6 +930,9 @@ int main(int argc, char** argv) {
   cfg.dropout = opt.dropout;
   cfg.aug = opt.aug;
   cfg.conv = opt.conv;
+  cfg.bn = opt.bn;
+  cfg.ads = opt.ads;
+  cfg.seed = opt.seed;
   cfg.epochs = opt.epochs > 0 ? opt.epochs : opt.quick ? 1 : opt.full ? 30 : 8;
 
   std::printf("Fashion-MNIST open set: train on %d classes (%ld images), hold out %s, %s, %s\n", n_train_classes,
@@ -789,23 +942,26 @@ int main(int argc, char** argv) {
               static_cast<long>(open_set.images.rows()), opt.validate ? "training-split" : "test-split",
               static_cast<long>(open_set.images.rows() * (open_set.images.rows() - 1) / 2),
               static_cast<long>(closed_test.images.rows()));
-  std::printf("%s-%d, dropout %g, %s, SGD momentum %.1f, batch %d, lr %.3f (warm-up + cosine), wd %g, %d epochs\n",
-              cfg.conv ? "conv 5x5x8-pool-5x5x16-pool-256" : "MLP 784-256-ReLU", cfg.dim,
+  std::printf("%s-%d%s, dropout %g, %s, SGD momentum %.1f, batch %d, lr %.3f (warm-up + cosine), wd %g, %d epochs, "
+              "seed %u\n",
+              cfg.conv ? "conv 5x5x8-pool-5x5x16-pool-256" : "MLP 784-256-ReLU", cfg.dim, cfg.bn ? "-BN" : "",
               static_cast<double>(cfg.dropout), cfg.aug ? "shift+flip augmentation" : "no augmentation",
               static_cast<double>(cfg.momentum), cfg.batch, static_cast<double>(cfg.lr), static_cast<double>(cfg.wd),
-              cfg.epochs);
+              cfg.epochs, cfg.seed);
   std::printf("NormFace s=%g | CosFace s=%g m=%g | ArcFace s=%g m=%g | SphereFace m=%d, feature-norm scale, "
               "lambda 1000->5\n",
               double(opt.s), double(opt.s), double(opt.cos_m), double(opt.s), double(opt.arc_m), opt.sphere_m);
-  std::printf("MV-AM s=%g m=%g t=%g | CurricularFace s=%g m=%g | SV-Softmax s=%g m=0 t=%g | AMM s=%g m=%g m_h=%g\n\n",
+  std::printf("MV-AM s=%g m=%g t=%g | CurricularFace s=%g m=%g | SV-Softmax s=%g m=0 t=%g | AMM s=%g m=%g m_h=%g\n"
+              "AdaptiveFace s=%g margins from %g, lambda_m=%g, adaptive data sampling\n\n",
               double(opt.s), double(opt.cos_m), double(opt.mv_t), double(opt.s), double(opt.arc_m), double(opt.s),
-              double(opt.mv_t), double(opt.s), double(opt.arc_m), double(opt.m_h));
+              double(opt.mv_t), double(opt.s), double(opt.arc_m), double(opt.m_h), double(opt.s), double(opt.cos_m),
+              double(opt.lambda_m));
 
   std::vector<Row> rows;
   ml::LambdaSchedule schedule;
   for (const char* loss : kLosses) {
     if (!selected(opt.only, loss)) continue;
-    if (opt.only.empty() && is_mining(loss) && !(opt.mining == 1 || (opt.mining == -1 && opt.full))) continue;
+    if (opt.only.empty() && is_mining(loss) && !(opt.mining == 1 || (opt.mining == -1 && !opt.quick))) continue;
     const auto t0 = std::chrono::steady_clock::now();
     Trained t = train_loss(loss, train_set, n_train_classes, cfg, opt, schedule);
     Row r;
@@ -818,7 +974,7 @@ int main(int argc, char** argv) {
                 r.v.tar_1e2, r.v.tar_1e3, r.closed_acc, r.seconds);
     rows.push_back(std::move(r));
   }
-  if (rows.empty()) usage(2);
+  if (rows.empty()) usage_error("no loss selected");
 
   // The table.
   std::printf("%-11s %8s %10s %10s %10s %10s %11s\n", "loss", "ROC AUC", "TAR@1e-2", "TAR@1e-3", "intra deg",
@@ -903,23 +1059,33 @@ int main(int argc, char** argv) {
       std::ofstream g(script);
       g << "set terminal pngcairo size 900,650 font 'sans,11'\n"
         << "set output '" << opt.out << "/fashion_mnist_roc.png'\n"
-        << "set title 'Fashion-MNIST, held-out classes (Pullover, Sneaker, Bag): verification ROC'\n"
+        << "set title 'Fashion-MNIST, held-out classes (" << kClassNames[kHeldOut[0]] << ", " << kClassNames[kHeldOut[1]]
+        << ", " << kClassNames[kHeldOut[2]] << "): verification ROC'\n"
         << "set logscale x\nset format x '10^{%L}'\nset xrange [1e-6:1]\nset yrange [0:1]\n"
-        << "set xlabel 'false accept rate'\nset ylabel 'true accept rate'\nset key bottom right\nset grid\n"
+        << "set xlabel 'false accept rate'\nset ylabel 'true accept rate'\nset key top left\nset grid\n"
         << "plot ";
       for (std::size_t k = 0; k < rows.size(); ++k) {
         char auc[64];
         std::snprintf(auc, sizeof auc, " (AUC %.4f)", rows[k].v.auc);
-        g << (k ? ", " : "") << "'" << roc_dat << "' using 1:" << k + 2 << " with lines lw 2 title '" << rows[k].loss
-          << auc << "'";
+        // Ten distinct colours; the mining and adaptive losses dashed.
+        static const char* const palette[10] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+        g << (k ? ", " : "") << "'" << roc_dat << "' using 1:" << k + 2 << " with lines lw 2 lc rgb '"
+          << palette[k % 10] << "' dt " << (is_mining(rows[k].loss) ? 2 : 1) << " title '" << rows[k].loss << auc
+          << "'";
       }
       g << "\n";
       for (const TwoD& t : two_d) {
         // Normalised 2-D features on the unit circle, one ring per class (radius 1 + 0.07 k,
         // held-out classes outside), and the class-weight directions.
         const std::string colours = "word('#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #7f7f7f #bcbd22 #17becf', c+1)";
-        const std::string names = "word('T-shirt Trouser Pullover(held-out) Dress Coat Sandal Shirt Sneaker(held-out) "
-                                  "Bag(held-out) Ankle-boot', c+1)";
+        std::string names = "word('";
+        for (int c = 0; c < 10; ++c) {
+          std::string name = kClassNames[c];
+          std::replace(name.begin(), name.end(), ' ', '-');
+          names += (c ? " " : "") + name + (is_held_out(c) ? "(held-out)" : "");
+        }
+        names += "', c+1)";
         g << "reset\nset terminal pngcairo size 1400,640 font 'sans,10'\n"
           << "set output '" << opt.out << "/fashion_mnist_2d_" << t.loss << ".png'\n"
           << "set multiplot layout 1,2 title '" << t.loss
