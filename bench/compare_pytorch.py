@@ -122,6 +122,19 @@ def make_loss(torch, F, policy):
     raise ValueError("unknown policy " + policy)
 
 
+def make_step(loss_fn, X, W, y):
+    """One forward + backward; the gradients are set to None first, so each step allocates its dX
+    and dW as a training step would. Returns the loss tensor."""
+    def step():
+        X.grad = None
+        W.grad = None
+        loss = loss_fn(X, W, y)
+        loss.backward()
+        return loss
+
+    return step
+
+
 def child(policy, B, D, C, min_time, threads):
     import torch
     import torch.nn.functional as F
@@ -131,16 +144,8 @@ def child(policy, B, D, C, min_time, threads):
     X = torch.randn(B, D, generator=g, dtype=torch.float32).requires_grad_()
     W = torch.randn(C, D, generator=g, dtype=torch.float32).requires_grad_()
     y = torch.randint(0, C, (B,), generator=g)
-    loss_fn = make_loss(torch, F, policy)
-
-    def step():
-        X.grad = None
-        W.grad = None
-        loss = loss_fn(X, W, y)
-        loss.backward()
-        return float(loss)
-
-    value = step()
+    step = make_step(make_loss(torch, F, policy), X, W, y)
+    value = float(step())
     step()
     reset = reset_peak()
     base = status_bytes("VmRSS") if reset else status_bytes("VmHWM")

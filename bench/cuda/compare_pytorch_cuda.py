@@ -27,7 +27,7 @@ import sys
 
 # The PyTorch losses are those of the CPU comparison (bench/compare_pytorch.py), one definition.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from compare_pytorch import MiB, POLICIES, make_loss  # noqa: E402
+from compare_pytorch import MiB, POLICIES, make_loss, make_step  # noqa: E402
 
 
 def time_pytorch(torch, F, policy, B, D, C, min_time):
@@ -36,14 +36,7 @@ def time_pytorch(torch, F, policy, B, D, C, min_time):
     X = torch.randn(B, D, device=dev, generator=gen).requires_grad_()
     W = torch.randn(C, D, device=dev, generator=gen).requires_grad_()
     y = torch.randint(0, C, (B,), device=dev, generator=gen)
-    loss_fn = make_loss(torch, F, policy)
-
-    def step():
-        X.grad = None
-        W.grad = None
-        loss = loss_fn(X, W, y)
-        loss.backward()
-        return loss
+    step = make_step(make_loss(torch, F, policy), X, W, y)
 
     for _ in range(2):
         step()

@@ -351,6 +351,23 @@ std::vector<std::string> run_gpu_sharded_bad_shard() {
   return messages;
 }
 
+// What `call` threw, if anything: the outcome the error tests compare against the CPU's.
+template <typename F>
+Error capture_error(F&& call) {
+  Error e;
+  try {
+    call();
+  } catch (const ml::invalid_argument& ex) {
+    e.thrown = true;
+    e.invalid_argument = true;
+    e.message = ex.what();
+  } catch (const std::exception& ex) {
+    e.thrown = true;
+    e.message = ex.what();
+  }
+  return e;
+}
+
 template <typename P>
 Error run_gpu_error(const P& policy, const Problem<typename P::value_type>& problem_in, DeviceFault fault) {
   using T = typename P::value_type;
@@ -381,8 +398,7 @@ Error run_gpu_error(const P& policy, const Problem<typename P::value_type>& prob
   mc::Workspace<T> ws(memory.get(), bytes);
   const auto* labels32 = dp.labels32.template get<std::int32_t>();
   const auto* labels64 = dp.labels64.template get<std::int64_t>();
-  Error e;
-  try {
+  return capture_error([&] {
     switch (fault) {
       case DeviceFault::label_negative:
         mc::forward_backward(policy, dp.x(), dp.w(), labels64, dp.dx(), dp.dw(), ws, stream.get(), cublas.get());
@@ -394,9 +410,7 @@ Error run_gpu_error(const P& policy, const Problem<typename P::value_type>& prob
         try {
           mc::backward_async(policy, dp.w(), ws, static_cast<const T*>(nullptr), dp.dx(), dp.dw(), stream.get(), cublas.get());
         } catch (const std::exception& early) {
-          e.thrown = true;
-          e.message = std::string("thrown before check_errors(): ") + early.what();
-          return e;
+          throw std::runtime_error(std::string("thrown before check_errors(): ") + early.what());
         }
         mc::check_errors(ws, stream.get());
         break;
@@ -451,15 +465,7 @@ Error run_gpu_error(const P& policy, const Problem<typename P::value_type>& prob
         mc::forward_backward(policy, dp.x(), dp.w(), labels32, dp.dx(), dp.dw(), ws, stream.get(), cublas.get());
         break;
     }
-  } catch (const ml::invalid_argument& ex) {
-    e.thrown = true;
-    e.invalid_argument = true;
-    e.message = ex.what();
-  } catch (const std::exception& ex) {
-    e.thrown = true;
-    e.message = ex.what();
-  }
-  return e;
+  });
 }
 
 Error host_error(HostFault fault) {
@@ -476,8 +482,7 @@ Error host_error(HostFault fault) {
   mc::Workspace<float> ws(memory, bytes);
   const ml::CosFace<float> policy{};
   mc::Options options;
-  Error e;
-  try {
+  return capture_error([&] {
     switch (fault) {
       case HostFault::small_workspace: {
         mc::Workspace<float> small(memory, bytes - 256);  // less than the layout once aligned
@@ -523,15 +528,7 @@ Error host_error(HostFault fault) {
         break;
       }
     }
-  } catch (const ml::invalid_argument& ex) {
-    e.thrown = true;
-    e.invalid_argument = true;
-    e.message = ex.what();
-  } catch (const std::exception& ex) {
-    e.thrown = true;
-    e.message = ex.what();
-  }
-  return e;
+  });
 }
 
 template <typename T>

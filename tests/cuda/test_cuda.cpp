@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <vector>
@@ -160,6 +161,16 @@ void check_against_cpu(const P& policy, const Case& c, const gt::RunOptions& o, 
   CHECK(gpu.guards_intact);
 }
 
+// The same comparison for each class block size (0: dense), default run options otherwise.
+template <typename P>
+void check_blocks_against_cpu(const P& policy, const Case& c, std::initializer_list<Index> blocks, double tol) {
+  for (Index block : blocks) {
+    gt::RunOptions o;
+    o.class_block = block;
+    check_against_cpu(policy, c, o, tol);
+  }
+}
+
 template <typename Fn>
 std::string cpu_message(Fn&& fn) {
   try {
@@ -257,13 +268,7 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("double: rows wider than one segment of the row pass (C = 5000), dense and in blocks") {
     const Case wide = random_case(3, 8, 5000, 13);
-    for_each_gpu_policy<double>([&](const auto& policy) {
-      for (Index block : {0, 2100}) {
-        gt::RunOptions o;
-        o.class_block = block;
-        check_against_cpu(policy, wide, o, 1e-12);
-      }
-    });
+    for_each_gpu_policy<double>([&](const auto& policy) { check_blocks_against_cpu(policy, wide, {0, 2100}, 1e-12); });
   }
 
   TEST_CASE("float: GPU equals CPU to 1e-5 on inputs exact in float, every policy, dense and chunked") {
@@ -277,22 +282,13 @@ TEST_SUITE("gpu") {
         o.int64_labels = (run++ % 2) == 1;
         check_against_cpu(policy, exact, o, 1e-5);
       }
-      gt::RunOptions o;
-      check_against_cpu(policy, wide, o, 1e-5);
-      o.class_block = 2049;
-      check_against_cpu(policy, wide, o, 1e-5);
+      check_blocks_against_cpu(policy, wide, {0, 2049}, 1e-5);
     });
   }
 
   TEST_CASE("float: GPU equals CPU to 1e-4 on random Gaussian inputs (different summation orders in the products)") {
     const Case random = random_case(32, 64, 500, 31);
-    for_each_gpu_policy<float>([&](const auto& policy) {
-      for (Index block : {0, 128}) {
-        gt::RunOptions o;
-        o.class_block = block;
-        check_against_cpu(policy, random, o, 1e-4);
-      }
-    });
+    for_each_gpu_policy<float>([&](const auto& policy) { check_blocks_against_cpu(policy, random, {0, 128}, 1e-4); });
   }
 
   TEST_CASE("Split forward/backward and asynchronous calls with an upstream gradient != 1") {

@@ -145,28 +145,31 @@ inline Buffers<T> carve(void* memory, const Layout& l) {
 // Bytes for a layout, including the slack that aligns an arbitrary start to 256 bytes.
 inline std::size_t bytes_with_slack(const Layout& l) { return l.total + kAlign - 1; }
 
+// workspace_bytes / sharded_workspace_bytes: `who` names the caller in the error.
+template <typename T>
+std::size_t checked_workspace_bytes(const char* who, Index batch, Index dim, Index classes, const Options& options,
+                                    bool sharded) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "marginloss::cuda: T is float or double");
+  if (batch < 0 || dim < 0 || classes < 0)
+    marginloss::detail::fail(who, ": B = ", batch, ", D = ", dim, ", C = ", classes, " must be >= 0");
+  const Index block = resolve_class_block<T>(options, batch, classes);
+  return bytes_with_slack(make_layout<T>(batch, dim, classes, block, sharded));
+}
+
 }  // namespace detail
 
 // Device bytes the calls need for a batch of B samples of dimension D over C classes, with the
 // classes processed as `options` says. Pass at least this many bytes to Workspace.
 template <typename T>
 std::size_t workspace_bytes(Index batch, Index dim, Index classes, const Options& options = {}) {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "marginloss::cuda: T is float or double");
-  if (batch < 0 || dim < 0 || classes < 0)
-    marginloss::detail::fail("workspace_bytes: B = ", batch, ", D = ", dim, ", C = ", classes, " must be >= 0");
-  const Index block = detail::resolve_class_block<T>(options, batch, classes);
-  return detail::bytes_with_slack(detail::make_layout<T>(batch, dim, classes, block, false));
+  return detail::checked_workspace_bytes<T>("workspace_bytes", batch, dim, classes, options, false);
 }
 
 // The same for one rank of the class-sharded loss (cuda/sharded.cuh) owning `shard_classes`
 // classes: adds the B x D partial dX that is all-reduced across ranks.
 template <typename T>
 std::size_t sharded_workspace_bytes(Index batch, Index dim, Index shard_classes, const Options& options = {}) {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "marginloss::cuda: T is float or double");
-  if (batch < 0 || dim < 0 || shard_classes < 0)
-    marginloss::detail::fail("sharded_workspace_bytes: B = ", batch, ", D = ", dim, ", C = ", shard_classes, " must be >= 0");
-  const Index block = detail::resolve_class_block<T>(options, batch, shard_classes);
-  return detail::bytes_with_slack(detail::make_layout<T>(batch, dim, shard_classes, block, true));
+  return detail::checked_workspace_bytes<T>("sharded_workspace_bytes", batch, dim, shard_classes, options, true);
 }
 
 // A host-side view of caller-owned device memory, plus what a forward leaves for its backward

@@ -33,6 +33,32 @@ __device__ inline T negative_infinity() {
   return static_cast<T>(-INFINITY);
 }
 
+// What a thread block of the forward and backward block kernels needs of its (row i =
+// blockIdx.x, segment seg = blockIdx.y) of a block of nb classes: the row's cosines c (ld nb),
+// the columns [begin, end) it sweeps, the row's policy terms and scale, and the target's column in
+// the block (a bad label, -1, is never in [0, nb)).
+template <typename P, typename T = typename P::value_type>
+struct RowSegment {
+  Index i, seg, begin, end, target_col;
+  T* c;
+  typename P::row_type terms;
+  T S;
+};
+
+template <typename P, typename T = typename P::value_type>
+__device__ inline RowSegment<P> row_segment(const P& policy, T* cos, Index nb, Index segment, const T* target,
+                                            const T* x_norm, const long long* labels, Index class_base) {
+  const Index i = blockIdx.x, seg = blockIdx.y, begin = seg * segment;
+  return {i,
+          seg,
+          begin,
+          nb < begin + segment ? nb : begin + segment,
+          static_cast<Index>(labels[i]) - class_base,
+          cos + i * nb,
+          policy.row(target[i], static_cast<Index>(labels[i])),
+          policy.scale(x_norm[i])};
+}
+
 // One warp per row i: t_i = clamp(<x^_i, w_local> / |w_local|) where this rank owns y_i, else
 // 0 (a sharded call sums t over the ranks: one owner per row). Also starts the row's online
 // logsumexp (max = -inf, sum = 0).
@@ -73,34 +99,28 @@ __global__ void __launch_bounds__(kThreads)
                          T* row_max, double* row_sum) {
   __shared__ T max_scratch[kWarpsPerBlock];
   __shared__ double sum_scratch[kWarpsPerBlock];
-  const Index i = blockIdx.x, seg = blockIdx.y;
-  const Index j_begin = seg * segment;
-  const Index j_end = nb < j_begin + segment ? nb : j_begin + segment;
-  T* c = cos + i * nb;
-  const auto terms = policy.row(target[i], static_cast<Index>(labels[i]));
-  const T S = policy.scale(x_norm[i]);
-  const Index target_col = static_cast<Index>(labels[i]) - class_base;  // a bad label (-1) is never in [0, nb)
+  const RowSegment<P> r = row_segment(policy, cos, nb, segment, target, x_norm, labels, class_base);
 
   T m = negative_infinity<T>();
-  for (Index j = j_begin + threadIdx.x; j < j_end; j += kThreads) {
-    const T cj = marginloss::detail::clamp_cosine(c[j] * w_inv[j]);
-    c[j] = cj;
-    const T z = marginloss::detail::logit(policy, terms, S, cj, j == target_col);
+  for (Index j = r.begin + threadIdx.x; j < r.end; j += kThreads) {
+    const T cj = marginloss::detail::clamp_cosine(r.c[j] * w_inv[j]);
+    r.c[j] = cj;
+    const T z = marginloss::detail::logit(policy, r.terms, r.S, cj, j == r.target_col);
     m = z > m ? z : m;
   }
   m = block_max(m, max_scratch);
   double s = 0;
-  for (Index j = j_begin + threadIdx.x; j < j_end; j += kThreads) {
-    const T z = marginloss::detail::logit(policy, terms, S, c[j], j == target_col);
+  for (Index j = r.begin + threadIdx.x; j < r.end; j += kThreads) {
+    const T z = marginloss::detail::logit(policy, r.terms, r.S, r.c[j], j == r.target_col);
     s += static_cast<double>(std::exp(z - m));
   }
   s = block_sum(s, sum_scratch);
   if (threadIdx.x == 0) {
     if (segments == 1) {
-      marginloss::detail::merge_lse(row_max[i], row_sum[i], m, s);
+      marginloss::detail::merge_lse(row_max[r.i], row_sum[r.i], m, s);
     } else {
-      part_max[i * segments + seg] = m;
-      part_sum[i * segments + seg] = s;
+      part_max[r.i * segments + r.seg] = m;
+      part_sum[r.i * segments + r.seg] = s;
     }
   }
 }
@@ -188,34 +208,28 @@ __global__ void __launch_bounds__(kThreads)
                           Index batch, const DeviceState<T>* state, bool feature_norm, double* part_sum,
                           T* dscale) {
   __shared__ double scratch[kWarpsPerBlock];
-  const Index i = blockIdx.x, seg = blockIdx.y;
-  const Index j_begin = seg * segment;
-  const Index j_end = nb < j_begin + segment ? nb : j_begin + segment;
-  T* c = cos + i * nb;
-  const auto terms = policy.row(target[i], static_cast<Index>(labels[i]));
-  const T S = policy.scale(x_norm[i]);
-  const Index target_col = static_cast<Index>(labels[i]) - class_base;
+  const RowSegment<P> r = row_segment(policy, cos, nb, segment, target, x_norm, labels, class_base);
   const T coef = state->grad_loss / static_cast<T>(batch);
-  const T cs = coef * S;
-  const T row_lse = lse[i];
+  const T cs = coef * r.S;
+  const T row_lse = lse[r.i];
 
   double z_weighted = 0;
-  for (Index j = j_begin + threadIdx.x; j < j_end; j += kThreads) {
-    const T cj = recompute ? marginloss::detail::clamp_cosine(c[j] * w_inv[j]) : c[j];
-    const bool is_target = j == target_col;
-    const ValueSlope<T> zs = marginloss::detail::logit_and_slope(policy, terms, S, cj, is_target);
+  for (Index j = r.begin + threadIdx.x; j < r.end; j += kThreads) {
+    const T cj = recompute ? marginloss::detail::clamp_cosine(r.c[j] * w_inv[j]) : r.c[j];
+    const bool is_target = j == r.target_col;
+    const ValueSlope<T> zs = marginloss::detail::logit_and_slope(policy, r.terms, r.S, cj, is_target);
     T p = std::exp(zs.value - row_lse);
     if (is_target) p -= T(1);
     z_weighted += static_cast<double>(p * zs.value);
-    c[j] = cs * p * zs.slope * w_inv[j];
+    r.c[j] = cs * p * zs.slope * w_inv[j];
   }
   if (feature_norm) {  // uniform over the block
     z_weighted = block_sum(z_weighted, scratch);
     if (threadIdx.x == 0) {
       if (segments == 1)
-        dscale[i] += static_cast<T>(z_weighted * static_cast<double>(coef) / static_cast<double>(S));
+        dscale[r.i] += static_cast<T>(z_weighted * static_cast<double>(coef) / static_cast<double>(r.S));
       else
-        part_sum[i * segments + seg] = z_weighted;
+        part_sum[r.i * segments + r.seg] = z_weighted;
     }
   }
 }
