@@ -100,7 +100,7 @@ const Inputs& inputs_for(const Shape& s) {
 //   whole  one Eigen product per matrix (K = X^ W^T over all C classes, ...), each
 //          parallelised by Eigen over its output;
 //   tiled  the engine's formulation (detail/engine.hpp): the classes split into tiles of
-//          Workspace::class_tile, each tile's three products done by one thread (dX as
+//          Workspace::tile_for_block(C), each tile's three products done by one thread (dX as
 //          per-thread partial sums added at the end). On this machine (Eigen 3.4, 2 threads)
 //          the tiled K product is ~2x faster than the whole one.
 struct Products {
@@ -125,7 +125,7 @@ struct Products {
     dw();
   }
   void all_tiled(const Mat& W) {
-    const ml::Index C = W.rows(), B = xhat.rows(), tile = ml::Workspace<float>::class_tile;
+    const ml::Index C = W.rows(), B = xhat.rows(), tile = ml::Workspace<float>::tile_for_block(C);
     const ml::Index ntiles = (C + tile - 1) / tile;
     const int threads = ml::detail::max_threads();
 #if defined(_OPENMP)

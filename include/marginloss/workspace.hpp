@@ -42,8 +42,7 @@ class Workspace {
                c = static_cast<std::size_t>(classes);
     const auto k = (block <= 0 || block >= classes) ? c : static_cast<std::size_t>(block);
     const auto t = static_cast<std::size_t>(threads > 0 ? threads : detail::max_threads());
-    // The engine's tile: class_tile classes, or an eighth of the block (at least 32).
-    const auto tile = std::min<std::size_t>(static_cast<std::size_t>(class_tile), std::max<std::size_t>(32, (k + 7) / 8));
+    const auto tile = static_cast<std::size_t>(tile_for_block(static_cast<Index>(k)));
     const auto tiles = (k + tile - 1) / tile;
     return sizeof(T) * (b * d + b * k + 7 * b + c) + sizeof(double) * b + sizeof(Index) * b +
            (t - 1) * b * d * sizeof(T) + t * b * sizeof(T) + tiles * b * (sizeof(T) + sizeof(double));
@@ -56,6 +55,14 @@ class Workspace {
   // as one B x C product.
   // Override with -DMARGINLOSS_CLASS_TILE=N (1 <= N <= 256) to tune for another cache size.
   static constexpr Index class_tile = MARGINLOSS_CLASS_TILE;
+
+  // Classes per tile for blocks of `block` classes: class_tile, or an eighth of the block (at
+  // least 32) when the block is small, so that up to 8 threads find work. Independent of the
+  // thread count, and so are the tiles' products and (max, sum) pairs: the loss and dW do not
+  // change with it.
+  static Index tile_for_block(Index block) {
+    return std::min<Index>(class_tile, std::max<Index>(32, (block + 7) / 8));
+  }
 
   // Allocates for the given shape up front (optional: calls size the buffers themselves).
   void reserve(Index batch, Index dim, Index classes, Index block = 0) {
@@ -113,6 +120,7 @@ class Workspace {
   // The policy's once-per-row terms (P::row_type, trivially copyable), B of them.
   std::vector<std::max_align_t> row_terms_;
 
+  Index tile() const { return tile_for_block(block_); }  // classes per tile of the current block
   static void grow(Vector<T>& v, Index n) {
     if (v.size() < n) v.resize(n);
   }
@@ -123,7 +131,6 @@ class Workspace {
   Index class_offset_ = 0;   // global index of this process's first class
   Index local_classes_ = 0;
   Index block_ = 0;
-  Index tile_ = 1;           // classes per tile of the last forward
   T loss_ = T(0);
   bool holds_forward_ = false;
 };

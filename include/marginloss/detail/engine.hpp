@@ -82,8 +82,8 @@ struct Engine {
     ws.local_classes_ = C;
     ws.block_ = (block <= 0 || block >= C) ? C : block;
     [[maybe_unused]] const int threads = max_threads();  // used by the OpenMP pragmas only
-    ws.tile_ = tile_size<T>(ws.block_);
-    const Index tiles_per_block = ws.block_ > 0 ? (ws.block_ + ws.tile_ - 1) / ws.tile_ : 0;
+    const Index tile_classes = ws.tile();
+    const Index tiles_per_block = ws.block_ > 0 ? (ws.block_ + tile_classes - 1) / tile_classes : 0;
     Workspace<T>::grow(ws.cosine_storage_, B * ws.block_);
     Workspace<T>::grow(ws.w_inv_norm_, C);
     Workspace<T>::grow(ws.tile_max_, B * tiles_per_block);
@@ -113,12 +113,12 @@ struct Engine {
     bool bad_w = false;
     for (Index b0 = 0; b0 < C && !bad_w; b0 += ws.block_) {
       const Index nbk = std::min(ws.block_, C - b0);
-      const Index ntiles = (nbk + ws.tile_ - 1) / ws.tile_;
+      const Index ntiles = (nbk + tile_classes - 1) / tile_classes;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(|| : bad_w)
 #endif
       for (Index tile = 0; tile < ntiles; ++tile) {
-        const Index j0 = tile * ws.tile_, n = std::min(ws.tile_, nbk - j0), g0 = b0 + j0;
+        const Index j0 = tile * tile_classes, n = std::min(tile_classes, nbk - j0), g0 = b0 + j0;
         T* w_inv = ws.w_inv_norm_.data() + g0;
         for (Index j = 0; j < n; ++j) {
           const double norm = stable_row_norm(W.row(g0 + j).data(), D);
@@ -234,9 +234,10 @@ struct Engine {
       row_bound += 2.0 * std::fabs(static_cast<double>(coef) * static_cast<double>(policy.scale(ws.x_norm_(i)))) *
                    (1.0 + std::fabs(static_cast<double>(terms[i].target.slope)));
     bool overflow = false;
+    const Index tile_classes = ws.tile();
     for (Index b0 = 0; b0 < C; b0 += ws.block_) {
       const Index nbk = std::min(ws.block_, C - b0);
-      const Index ntiles = (nbk + ws.tile_ - 1) / ws.tile_;
+      const Index ntiles = (nbk + tile_classes - 1) / tile_classes;
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(threads) reduction(|| : overflow)
 #endif
@@ -248,7 +249,7 @@ struct Engine {
 #pragma omp for schedule(static)
 #endif
         for (Index tile = 0; tile < ntiles; ++tile) {
-          const Index j0 = tile * ws.tile_, n = std::min(ws.tile_, nbk - j0), g0 = b0 + j0;
+          const Index j0 = tile * tile_classes, n = std::min(tile_classes, nbk - j0), g0 = b0 + j0;
           const T* w_inv = ws.w_inv_norm_.data() + g0;
           const auto Wt = W.middleRows(g0, n);
           auto K = tile_cosines(ws, j0, n);
@@ -331,15 +332,6 @@ struct Engine {
   }
 
  private:
-  // Classes per tile: Workspace::class_tile, or an eighth of the block (at least 32) when the
-  // block is small, so that up to 8 threads find work. Independent of the thread count, and
-  // so are the tiles' products and (max, sum) pairs: the loss and dW do not change with it.
-  template <typename T>
-  static Index tile_size(Index block) {
-    const Index eighth = (block + 7) / 8;
-    return std::min<Index>(Workspace<T>::class_tile, std::max<Index>(32, eighth));
-  }
-
   // The cosines of tile [j0, j0 + n) of the current block: tiles are stored one after the
   // other, each a contiguous row-major B x n matrix, so a tile's product writes, and its row
   // pass reads, one contiguous stretch of memory.
