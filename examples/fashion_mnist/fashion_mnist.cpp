@@ -8,11 +8,13 @@
 //                   [--only LIST] [--validate] [--no-2d] [--no-plots] [--help for more]
 //
 // Writes OUT/fashion_mnist_results.json and, when gnuplot is installed, the figures
-// OUT/fashion_mnist_roc.png and OUT/fashion_mnist_2d_<loss>.png. See README.md next to this
+// OUT/fashion_mnist_roc.png, OUT/fashion_mnist_2d_<loss>.png (and with --margin-sweep
+// OUT/fashion_mnist_margin_sweep.png). See README.md next to this
 // file for the protocol and the results.
 #include <marginloss/marginloss.hpp>
 #include <marginloss/sampling/adaptive_sampler.hpp>
 
+#include <Eigen/QR>
 #include <zlib.h>
 
 #include <algorithm>
@@ -446,6 +448,29 @@ struct SoftmaxHead : HeadHooks {
   static bool normalised() { return false; }
 };
 
+// A policy written in user code through the public contract (policies/common.hpp): CosFace's
+// additive cosine margin with either sign, z_iy = s (t - m), z_ij = s c_ij, for the margin sweep
+// (--margin-sweep). m = 0 is NormFace and m > 0 is CosFace, the same functions as the library's
+// policies; marginloss's CosFace rejects m < 0, the margin Liu et al. ("Negative Margin Matters",
+// ECCV 2020) found to transfer better to novel classes.
+struct SignedCosineMargin {
+  using value_type = float;
+  struct row_type {
+    ml::ValueSlope<float> target;
+  };
+  static constexpr bool plain_non_target = true;
+  static constexpr const char* name = "SignedCosineMargin";
+  float s = 8.f, m = -0.1f;
+  void validate() const {
+    if (!(s > 0.f) || !std::isfinite(m)) throw ml::invalid_argument("SignedCosineMargin: s must be > 0, m finite");
+  }
+  row_type row(float t, ml::Index) const { return {{t - m, 1.f}}; }
+  ml::ValueSlope<float> non_target(float c, const row_type&) const { return {c, 1.f}; }
+  float scale(float) const { return s; }
+  bool scale_is_feature_norm() const { return false; }
+};
+static_assert(ml::is_margin_policy_v<SignedCosineMargin>);
+
 // Any marginloss policy; `on_step` runs before every step (SphereFace's lambda annealing).
 template <typename Policy>
 struct MarginHead : HeadHooks {
@@ -686,6 +711,29 @@ double closed_set_accuracy(const Mat& emb, const Mat& W, const Eigen::VectorXi& 
   return static_cast<double>(correct) / static_cast<double>(scores.rows());
 }
 
+// --span: where the held-out embeddings' verification power lives. The embedding space splits
+// into span(W) (the C class-weight directions, all the loss sees) and its orthogonal
+// complement; each part is verified on its own, and the complement's share of the energy is
+// printed.
+void print_span_diagnostic(const char* loss, const Mat& emb, const Mat& W, const Eigen::VectorXi& label) {
+  const Eigen::MatrixXf Wt = W.transpose();
+  Eigen::HouseholderQR<Eigen::MatrixXf> qr(Wt);
+  const Eigen::Index r = std::min(W.rows(), W.cols());
+  const Eigen::MatrixXf Q = qr.householderQ() * Eigen::MatrixXf::Identity(W.cols(), r);  // D x r, orthonormal
+  const Mat in_span = emb * Q * Q.transpose();
+  const Mat complement = emb - in_span;
+  const double share = complement.squaredNorm() / std::max(1e-30, static_cast<double>(emb.squaredNorm()));
+  const Verification a = verify(in_span, label);
+  std::printf("  %-10s span(W): AUC %.4f TAR@1e-3 %.4f | complement (%.1f%% of the energy): ", loss, a.auc,
+              a.tar_1e3, 100 * share);
+  if (share > 1e-12) {  // D <= C: span(W) is usually the whole space
+    const Verification b = verify(complement, label);
+    std::printf("AUC %.4f TAR@1e-3 %.4f\n", b.auc, b.tar_1e3);
+  } else {
+    std::printf("empty\n");
+  }
+}
+
 struct Row {
   std::string loss;
   Verification v;
@@ -707,7 +755,12 @@ struct Options {
   // dropout 0.3 and augmentation, the setting in which the margin losses came closest to softmax.
   float s = 8.f, cos_m = 0.1f, arc_m = 0.2f, lr = 0.05f, wd = 5e-4f, dropout = 0.3f, mv_t = 1.2f, m_h = 0.1f;
   float lambda_m = 1.f;
+  std::vector<float> margin_sweep;  // --margin-sweep: additive cosine margins, either sign
   int sphere_m = 4;
+  // ArcFace's gradient: straight-through (the margin's derivative taken as 1, as insightface's
+  // arcface_torch computes it) by default; --arc-grad exact for the true derivative, which
+  // keeps pulling every sample towards its class direction (README.md).
+  bool arc_straight = true, sphere_fixed = false, span = false;
   bool conv = false, aug = true, bn = false, ads = false;
   int mining = -1;  // -1: default (on, off with --quick)
   unsigned seed = 1;
@@ -734,6 +787,11 @@ struct Options {
                "  --bn         batch normalisation of the embedding (ArcFace's output head; default off)\n"
                "  --ads        Adaptive Data Sampling for every loss (adaptiveface always uses it)\n"
                "  --s S  --cos-m M  --arc-m M  --sphere-m M  --mv-t T  --m-h M  --lambda-m L  --lr LR  --wd WD\n"
+               "  --arc-grad straight|exact  ArcFace's margin derivative: 1 (arcface_torch; default) or the true one\n"
+               "  --sphere-scale norm|fixed  SphereFace's scale: the feature norm (official; default) or s\n"
+               "  --margin-sweep M1,M2,...  after the losses, the additive cosine margin s(cos - m) at each m,\n"
+               "               either sign (m = 0: NormFace, m > 0: CosFace); table, .dat and a figure\n"
+               "  --span       also verify each embedding's part in span(W) and its orthogonal complement\n"
                "  --seed N     seed of initialisation, shuffling, dropout and augmentation (default 1)\n"
                "  --held-out A,B,C  the three held-out classes (default 2,7,8: Pullover, Sneaker, Bag);\n"
                "               for the split-sensitivity study, not for choosing hyper-parameters\n"
@@ -775,9 +833,32 @@ Options parse(int argc, char** argv) {
     else if (a == "--dropout") o.dropout = std::strtof(value().c_str(), nullptr);
     else if (a == "--mv-t") o.mv_t = std::strtof(value().c_str(), nullptr);
     else if (a == "--m-h") o.m_h = std::strtof(value().c_str(), nullptr);
+    else if (a == "--margin-sweep") {
+      const std::string v = value();
+      std::stringstream list(v);
+      for (std::string item; std::getline(list, item, ',');) {
+        char* end = nullptr;
+        const float m = std::strtof(item.c_str(), &end);
+        if (item.empty() || *end != '\0' || !std::isfinite(m) || !(std::fabs(m) < 1.f))
+          usage_error("--margin-sweep wants margins in (-1, 1) as M1,M2,..., not '" + v + "'");
+        o.margin_sweep.push_back(m);
+      }
+      if (o.margin_sweep.empty()) usage_error("--margin-sweep wants at least one margin");
+    }
     else if (a == "--lambda-m") o.lambda_m = std::strtof(value().c_str(), nullptr);
     else if (a == "--seed") o.seed = static_cast<unsigned>(std::strtoul(value().c_str(), nullptr, 10));
     else if (a == "--bn") o.bn = true;
+    else if (a == "--span") o.span = true;
+    else if (a == "--arc-grad") {
+      const std::string v = value();
+      if (v != "exact" && v != "straight") usage_error("--arc-grad is exact or straight, not '" + v + "'");
+      o.arc_straight = v == "straight";
+    }
+    else if (a == "--sphere-scale") {
+      const std::string v = value();
+      if (v != "norm" && v != "fixed") usage_error("--sphere-scale is norm or fixed, not '" + v + "'");
+      o.sphere_fixed = v == "fixed";
+    }
     else if (a == "--ads") o.ads = true;
     else if (a == "--held-out") {
       const std::string v = value();
@@ -813,7 +894,7 @@ bool is_mining(const std::string& loss) {
 }
 
 // Hyper-parameters (the same network, optimiser and schedule for every loss):
-//   defaults s = 8 for every fixed-scale policy; CosFace m = 0.1; ArcFace m = 0.2;
+//   defaults s = 8 for every fixed-scale policy; CosFace m = 0.1; ArcFace m = 0.2 with the straight-through gradient;
 //   SphereFace m = 4, scale = feature norm, lambda annealed 1000 -> 5 (official schedule);
 //   MV-AM m = 0.1, t = 1.2; SV-Softmax m = 0, t = 1.2; CurricularFace m = 0.2; AMM m = 0.2, m_h = 0.1;
 //   AdaptiveFace margins start at the CosFace margin, lambda_m = 1.
@@ -823,10 +904,19 @@ Trained train_loss(const std::string& loss, const Subset& data, int classes, con
   if (loss == "normface") return train(loss, MarginHead<ml::NormFace<float>>{{}, {o.s}, {}, {}}, data, classes, cfg);
   if (loss == "cosface")
     return train(loss, MarginHead<ml::CosFace<float>>{{}, {o.s, o.cos_m}, {}, {}}, data, classes, cfg);
-  if (loss == "arcface") return train(loss, MarginHead<ml::ArcFace<float>>{{}, {o.s, o.arc_m}, {}, {}}, data, classes, cfg);
+  if (loss == "arcface") {
+    ml::ArcFace<float> policy{o.s, o.arc_m};
+    if (o.arc_straight) policy.gradient = ml::Gradient::straight_through;
+    return train(loss, MarginHead<ml::ArcFace<float>>{{}, policy, {}, {}}, data, classes, cfg);
+  }
   if (loss == "sphereface") {
     schedule = ml::LambdaSchedule{};
-    MarginHead<ml::SphereFace<float>> head{{}, {o.sphere_m, 1000.f}, {}, {}};
+    ml::SphereFace<float> policy{o.sphere_m, 1000.f};
+    if (o.sphere_fixed) {
+      policy.scale_mode = ml::Scale::fixed;
+      policy.s = o.s;
+    }
+    MarginHead<ml::SphereFace<float>> head{{}, policy, {}, {}};
     head.on_step = [&schedule](ml::SphereFace<float>& p) { p.lambda = static_cast<float>(schedule.step()); };
     return train(loss, std::move(head), data, classes, cfg);
   }
@@ -948,14 +1038,30 @@ int main(int argc, char** argv) {
               static_cast<double>(cfg.dropout), cfg.aug ? "shift+flip augmentation" : "no augmentation",
               static_cast<double>(cfg.momentum), cfg.batch, static_cast<double>(cfg.lr), static_cast<double>(cfg.wd),
               cfg.epochs, cfg.seed);
-  std::printf("NormFace s=%g | CosFace s=%g m=%g | ArcFace s=%g m=%g | SphereFace m=%d, feature-norm scale, "
+  std::printf("NormFace s=%g | CosFace s=%g m=%g | ArcFace s=%g m=%g, %s gradient | SphereFace m=%d, %s, "
               "lambda 1000->5\n",
-              double(opt.s), double(opt.s), double(opt.cos_m), double(opt.s), double(opt.arc_m), opt.sphere_m);
+              double(opt.s), double(opt.s), double(opt.cos_m), double(opt.s), double(opt.arc_m),
+              opt.arc_straight ? "straight-through" : "exact", opt.sphere_m,
+              opt.sphere_fixed ? "fixed scale s" : "feature-norm scale");
   std::printf("MV-AM s=%g m=%g t=%g | CurricularFace s=%g m=%g | SV-Softmax s=%g m=0 t=%g | AMM s=%g m=%g m_h=%g\n"
               "AdaptiveFace s=%g margins from %g, lambda_m=%g, adaptive data sampling\n\n",
               double(opt.s), double(opt.cos_m), double(opt.mv_t), double(opt.s), double(opt.arc_m), double(opt.s),
               double(opt.mv_t), double(opt.s), double(opt.arc_m), double(opt.m_h), double(opt.s), double(opt.cos_m),
               double(opt.lambda_m));
+
+  // Verification on the held-out classes and closed-set accuracy of one trained model.
+  const auto evaluate = [&](const std::string& loss, Trained& t, std::chrono::steady_clock::time_point t0) {
+    Row r;
+    r.loss = loss;
+    const Mat open_emb = t.net->embed(open_set.images);
+    r.v = verify(open_emb, open_set.label);
+    if (opt.span) print_span_diagnostic(loss.c_str(), open_emb, t.W, open_set.label);
+    r.closed_acc = closed_set_accuracy(t.net->embed(closed_test.images), t.W, closed_test.label, loss != "softmax");
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("  %-10s AUC %.4f  TAR@1e-2 %.4f  TAR@1e-3 %.4f  closed acc %.4f  (%.1fs)\n\n", loss.c_str(),
+                r.v.auc, r.v.tar_1e2, r.v.tar_1e3, r.closed_acc, r.seconds);
+    return r;
+  };
 
   std::vector<Row> rows;
   ml::LambdaSchedule schedule;
@@ -964,23 +1070,26 @@ int main(int argc, char** argv) {
     if (opt.only.empty() && is_mining(loss) && !(opt.mining == 1 || (opt.mining == -1 && !opt.quick))) continue;
     const auto t0 = std::chrono::steady_clock::now();
     Trained t = train_loss(loss, train_set, n_train_classes, cfg, opt, schedule);
-    Row r;
-    r.loss = loss;
-    r.v = verify(t.net->embed(open_set.images), open_set.label);
-    r.closed_acc = closed_set_accuracy(t.net->embed(closed_test.images), t.W, closed_test.label,
-                                       std::string(loss) != "softmax");
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("  %-10s AUC %.4f  TAR@1e-2 %.4f  TAR@1e-3 %.4f  closed acc %.4f  (%.1fs)\n\n", loss, r.v.auc,
-                r.v.tar_1e2, r.v.tar_1e3, r.closed_acc, r.seconds);
-    rows.push_back(std::move(r));
+    rows.push_back(evaluate(loss, t, t0));
   }
   if (rows.empty()) usage_error("no loss selected");
 
+  // --margin-sweep: the additive cosine margin s (t - m) at each m, either sign, same network
+  // and schedule.
+  std::vector<Row> sweep;
+  for (const float m : opt.margin_sweep) {
+    char name[32];
+    std::snprintf(name, sizeof name, "m=%+.3g", static_cast<double>(m));
+    const auto t0 = std::chrono::steady_clock::now();
+    Trained t = train(name, MarginHead<SignedCosineMargin>{{}, {opt.s, m}, {}, {}}, train_set, n_train_classes, cfg);
+    sweep.push_back(evaluate(name, t, t0));
+  }
+
   // The table.
-  std::printf("%-11s %8s %10s %10s %10s %10s %11s\n", "loss", "ROC AUC", "TAR@1e-2", "TAR@1e-3", "intra deg",
+  std::printf("%-14s %8s %10s %10s %10s %10s %11s\n", "loss", "ROC AUC", "TAR@1e-2", "TAR@1e-3", "intra deg",
               "inter deg", "closed acc");
   for (const Row& r : rows)
-    std::printf("%-11s %8.4f %10.4f %10.4f %10.2f %10.2f %11.4f\n", r.loss.c_str(), r.v.auc, r.v.tar_1e2,
+    std::printf("%-14s %8.4f %10.4f %10.4f %10.2f %10.2f %11.4f\n", r.loss.c_str(), r.v.auc, r.v.tar_1e2,
                 r.v.tar_1e3, r.v.intra_deg, r.v.inter_deg, r.closed_acc);
 
   // JSON.
@@ -1005,6 +1114,28 @@ int main(int argc, char** argv) {
     js << "]\n";
   }
   std::printf("\nwrote %s\n", json_path.c_str());
+
+  const std::string sweep_dat = opt.out + "/fashion_mnist_margin_sweep.dat";
+  const Row* softmax_row = nullptr;
+  for (const Row& r : rows)
+    if (r.loss == "softmax") softmax_row = &r;
+  if (!sweep.empty()) {
+    std::printf("\nadditive cosine margin sweep, s = %g (m = 0: NormFace, m > 0: CosFace):\n", double(opt.s));
+    std::printf("%8s %8s %10s %10s %10s\n", "m", "ROC AUC", "TAR@1e-2", "TAR@1e-3", "closed acc");
+    std::ofstream f(sweep_dat);
+    f << "# m roc_auc tar_far_1e-2 tar_far_1e-3 closed_set_acc (softmax, same run: "
+      << (softmax_row ? std::to_string(softmax_row->v.auc) + " " + std::to_string(softmax_row->v.tar_1e3)
+                      : std::string("not run"))
+      << ")\n";
+    for (std::size_t k = 0; k < sweep.size(); ++k) {
+      const Row& r = sweep[k];
+      std::printf("%+8.3f %8.4f %10.4f %10.4f %10.4f\n", double(opt.margin_sweep[k]), r.v.auc, r.v.tar_1e2,
+                  r.v.tar_1e3, r.closed_acc);
+      f << opt.margin_sweep[k] << ' ' << r.v.auc << ' ' << r.v.tar_1e2 << ' ' << r.v.tar_1e3 << ' ' << r.closed_acc
+        << '\n';
+    }
+    std::printf("wrote %s\n", sweep_dat.c_str());
+  }
 
   // 2-D runs for the embedding figures: softmax and ArcFace (every loss with --full).
   struct TwoD {
@@ -1103,6 +1234,24 @@ int main(int argc, char** argv) {
           << "_w.dat' using 1:2:3:4 with vectors lc 'black' lw 1.5\n"
           << "unset multiplot\n";
       }
+      if (!sweep.empty()) {
+        // Held-out AUC and TAR@FAR=1e-3 against the margin, softmax of the same run as a line.
+        g << "reset\nset terminal pngcairo size 1200,480 font 'sans,11'\n"
+          << "set output '" << opt.out << "/fashion_mnist_margin_sweep.png'\n"
+          << "set multiplot layout 1,2 title 'held-out classes: additive cosine margin s(cos {/Symbol q} - m), s = "
+          << opt.s << " (m = 0: NormFace, m > 0: CosFace)'\n"
+          << "set xlabel 'margin m'\nset grid\nset key bottom left\n";
+        const char* const metric[2][2] = {{"2", "ROC AUC"}, {"4", "TAR at FAR = 1e-3"}};
+        for (int k = 0; k < 2; ++k) {
+          g << "set title '" << metric[k][1] << "'\nset ylabel '" << metric[k][1] << "'\nplot '" << sweep_dat
+            << "' using 1:" << metric[k][0] << " with linespoints lw 2 pt 7 lc rgb '#2ca02c' title 'cosine margin'";
+          if (softmax_row)
+            g << ", " << (k == 0 ? softmax_row->v.auc : softmax_row->v.tar_1e3)
+              << " with lines lw 2 dt 2 lc rgb '#1f77b4' title 'softmax'";
+          g << "\n";
+        }
+        g << "unset multiplot\n";
+      }
     }
     if (!have_gnuplot()) {
       std::printf("gnuplot not found (Debian: apt-get install gnuplot-nox): figures skipped; data in %s\n",
@@ -1112,6 +1261,7 @@ int main(int argc, char** argv) {
     } else {
       std::printf("figures: %s/fashion_mnist_roc.png", opt.out.c_str());
       for (const TwoD& t : two_d) std::printf(", %s/fashion_mnist_2d_%s.png", opt.out.c_str(), t.loss.c_str());
+      if (!sweep.empty()) std::printf(", %s/fashion_mnist_margin_sweep.png", opt.out.c_str());
       std::printf("\n");
     }
   }
