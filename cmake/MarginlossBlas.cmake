@@ -13,9 +13,12 @@
 # Debian libopenblas-dev, whose libopenblas.so is the pthreads or the OpenMP build depending
 # on the installed variant, see bench/README.md). Empty: whatever BLAS CMake finds.
 #
-# Expects MARGINLOSS_INSTALL to be defined (install into the export set marginlossTargets).
-option(MARGINLOSS_BLAS "Provide marginloss::blas: Eigen's products through BLAS (EIGEN_USE_BLAS), linked in addition to marginloss::marginloss" OFF)
-set(MARGINLOSS_BLAS_VENDOR "OpenBLAS" CACHE STRING "BLA_VENDOR for find_package(BLAS) when MARGINLOSS_BLAS is ON (empty: any BLAS)")
+# MARGINLOSS_BLAS and MARGINLOSS_BLAS_VENDOR are declared in the top-level CMakeLists.txt.
+# Consumers of an installed package ask for the target with
+# find_package(marginloss CONFIG REQUIRED COMPONENTS blas), which finds the same BLAS vendor.
+#
+# Expects MARGINLOSS_INSTALL to be defined (install into the export set marginloss_blas_targets
+# and append `blas` to MARGINLOSS_COMPONENTS).
 
 if(MARGINLOSS_BLAS)
   if(MARGINLOSS_BLAS_VENDOR)
@@ -32,6 +35,7 @@ if(MARGINLOSS_BLAS)
   message(STATUS "marginloss: marginloss::blas uses ${BLAS_LIBRARIES}")
 
   if(MARGINLOSS_INSTALL)
-    install(TARGETS marginloss_blas EXPORT marginlossTargets)
+    install(TARGETS marginloss_blas EXPORT marginloss_blas_targets)
+    list(APPEND MARGINLOSS_COMPONENTS blas)
   endif()
 endif()

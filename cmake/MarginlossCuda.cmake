@@ -5,27 +5,28 @@
 # by nvcc (CUDA language) and link
 #
 #   target_link_libraries(app PRIVATE marginloss::cuda)          # CUDA::cudart, CUDA::cublas
-#   target_link_libraries(app PRIVATE marginloss::nccl)          # + NCCL (links marginloss::cuda)
+#   target_link_libraries(app PRIVATE marginloss::nccl)          # + NCCL::NCCL (links marginloss::cuda)
 #
-# marginloss::cuda links the shared CUDA runtime (CUDA::cudart): set the consuming target's
-# CUDA_RUNTIME_LIBRARY to Shared (or CMAKE_CUDA_RUNTIME_LIBRARY=Shared) so that the program
-# does not also get CMake's default static runtime.
+# (from an installed package: find_package(marginloss CONFIG REQUIRED COMPONENTS cuda) or
+# COMPONENTS nccl). marginloss::cuda links the shared CUDA runtime (CUDA::cudart): set the
+# consuming target's CUDA_RUNTIME_LIBRARY to Shared (or CMAKE_CUDA_RUNTIME_LIBRARY=Shared) so
+# that the program does not also get CMake's default static runtime.
 #
-# Options:
+# Options (declared in the top-level CMakeLists.txt):
 #   MARGINLOSS_CUDA            ON: find nvcc (FATAL_ERROR with instructions when missing).
-#   CMAKE_CUDA_ARCHITECTURES   default "80;90" (A100, H100) when not given.
-#   MARGINLOSS_NCCL            AUTO (default with CUDA: provide marginloss::nccl when nccl.h and
-#                              libnccl are found), ON (required) or OFF.
+#   CMAKE_CUDA_ARCHITECTURES   when marginloss is the top-level project and none is given:
+#                              "80;90" (A100, H100). Under add_subdirectory() the parent
+#                              project's setting (or CMake's default) is left alone.
+#   MARGINLOSS_NCCL            AUTO (default: provide marginloss::nccl when nccl.h and libnccl
+#                              are found, cmake/MarginlossFindNCCL.cmake), ON (required) or OFF.
 #   MARGINLOSS_BUILD_CUDA_BENCHMARKS  build bench/cuda (default: MARGINLOSS_BUILD_BENCHMARKS).
 #
-# Sets MARGINLOSS_USES_CUDA / MARGINLOSS_USES_NCCL (the package config then finds CUDAToolkit)
-# and provides marginloss_set_cuda_runtime(target) for this project's CUDA executables.
+# Sets MARGINLOSS_USES_CUDA / MARGINLOSS_USES_NCCL and provides marginloss_set_cuda_runtime(target)
+# for this project's CUDA executables.
 #
-# Expects MARGINLOSS_INSTALL to be defined (install into the export set marginlossTargets).
-option(MARGINLOSS_CUDA "Provide marginloss::cuda, the CUDA backend (needs nvcc, cuBLAS), and build its tests" OFF)
-option(MARGINLOSS_BUILD_CUDA_BENCHMARKS "Build the CUDA benchmark (bench/cuda) when MARGINLOSS_CUDA is ON"
-       ${MARGINLOSS_BUILD_BENCHMARKS})
-
+# Expects MARGINLOSS_TOP_LEVEL and MARGINLOSS_INSTALL to be defined (install into the export
+# sets marginloss_cuda_targets / marginloss_nccl_targets and append `cuda` / `nccl` to
+# MARGINLOSS_COMPONENTS).
 set(MARGINLOSS_USES_CUDA OFF)
 set(MARGINLOSS_USES_NCCL OFF)
 
@@ -45,7 +46,7 @@ if(MARGINLOSS_CUDA)
       "-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc (or set the CUDACXX environment variable). "
       "Configure with -DMARGINLOSS_CUDA=OFF to build without the CUDA backend.")
   endif()
-  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR "${CMAKE_CUDA_ARCHITECTURES}" STREQUAL "")
+  if(MARGINLOSS_TOP_LEVEL AND (NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR "${CMAKE_CUDA_ARCHITECTURES}" STREQUAL ""))
     set(CMAKE_CUDA_ARCHITECTURES "80;90" CACHE STRING "CUDA architectures to compile for (default 80;90: A100, H100)")
   endif()
   enable_language(CUDA)
@@ -60,26 +61,27 @@ if(MARGINLOSS_CUDA)
   message(STATUS "marginloss: marginloss::cuda with CUDA ${CUDAToolkit_VERSION} (${CMAKE_CUDA_COMPILER}), "
                  "architectures ${CMAKE_CUDA_ARCHITECTURES}")
   if(MARGINLOSS_INSTALL)
-    install(TARGETS marginloss_cuda EXPORT marginlossTargets)
+    install(TARGETS marginloss_cuda EXPORT marginloss_cuda_targets)
+    list(APPEND MARGINLOSS_COMPONENTS cuda)
   endif()
 
-  # NCCL: nccl.h and libnccl, from the CUDA toolkit's directories or the system's.
-  set(MARGINLOSS_NCCL AUTO CACHE STRING "Provide marginloss::nccl (ml::cuda::NcclCommunicator): AUTO, ON or OFF")
-  set_property(CACHE MARGINLOSS_NCCL PROPERTY STRINGS AUTO ON OFF)
+  # NCCL: nccl.h and libnccl as the imported target NCCL::NCCL (global, so that a parent
+  # project linking marginloss::nccl sees it too).
   string(TOUPPER "${MARGINLOSS_NCCL}" marginloss_nccl_mode)
   if(marginloss_nccl_mode STREQUAL "AUTO" OR MARGINLOSS_NCCL)
-    find_path(MARGINLOSS_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/include)
-    find_library(MARGINLOSS_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64)
-    if(MARGINLOSS_NCCL_INCLUDE_DIR AND MARGINLOSS_NCCL_LIBRARY)
+    set(MARGINLOSS_NCCL_IMPORTED_GLOBAL TRUE)
+    include(MarginlossFindNCCL)
+    unset(MARGINLOSS_NCCL_IMPORTED_GLOBAL)
+    if(MARGINLOSS_NCCL_FOUND)
       set(MARGINLOSS_USES_NCCL ON)
       add_library(marginloss_nccl INTERFACE)
       add_library(marginloss::nccl ALIAS marginloss_nccl)
       set_target_properties(marginloss_nccl PROPERTIES EXPORT_NAME nccl)
-      target_include_directories(marginloss_nccl INTERFACE ${MARGINLOSS_NCCL_INCLUDE_DIR})
-      target_link_libraries(marginloss_nccl INTERFACE marginloss::cuda ${MARGINLOSS_NCCL_LIBRARY})
+      target_link_libraries(marginloss_nccl INTERFACE marginloss::cuda NCCL::NCCL)
       message(STATUS "marginloss: marginloss::nccl with ${MARGINLOSS_NCCL_LIBRARY}")
       if(MARGINLOSS_INSTALL)
-        install(TARGETS marginloss_nccl EXPORT marginlossTargets)
+        install(TARGETS marginloss_nccl EXPORT marginloss_nccl_targets)
+        list(APPEND MARGINLOSS_COMPONENTS nccl)
       endif()
     elseif(marginloss_nccl_mode STREQUAL "AUTO")
       message(STATUS "marginloss: NCCL not found (nccl.h, libnccl): no marginloss::nccl "

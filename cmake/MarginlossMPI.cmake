@@ -5,29 +5,20 @@
 #
 #   target_link_libraries(app PRIVATE marginloss::mpi)
 #
-# MARGINLOSS_MPI:
+# MARGINLOSS_MPI (declared in the top-level CMakeLists.txt):
 #   AUTO (default for the top-level project): provide the target when find_package(MPI) finds
 #        a C++ MPI, otherwise say so and go on (the MPI tests then report "skipped").
 #   ON   : MPI is required.
 #   OFF  (default when marginloss is added with add_subdirectory()): no MPI target.
 #
-# Sets MARGINLOSS_USES_MPI (ON when the target exists; the package config then finds MPI) and,
-# for tests and examples run under mpiexec, MARGINLOSS_MPIEXEC_FLAGS: the flags placed after
-# the process count (MPIEXEC_PREFLAGS, plus --oversubscribe for Open MPI so that 4 ranks run
-# on a 2-core machine).
+# Sets MARGINLOSS_USES_MPI (ON when the target exists; it is then installed as the package
+# component `mpi`, whose find_package(marginloss COMPONENTS mpi) finds MPI) and, for tests
+# and examples run under mpiexec, MARGINLOSS_MPIEXEC_FLAGS: the flags placed after the process
+# count (MPIEXEC_PREFLAGS, plus --oversubscribe for Open MPI so that 4 ranks run on a 2-core
+# machine).
 #
-# Expects MARGINLOSS_TOP_LEVEL and MARGINLOSS_INSTALL to be defined (install into the export
-# set marginlossTargets).
-if(MARGINLOSS_TOP_LEVEL)
-  set(marginloss_mpi_default AUTO)
-else()
-  set(marginloss_mpi_default OFF)
-endif()
-set(MARGINLOSS_MPI ${marginloss_mpi_default} CACHE STRING
-  "Provide marginloss::mpi (ml::MPICommunicator): AUTO (when MPI is found), ON (MPI required) or OFF")
-set_property(CACHE MARGINLOSS_MPI PROPERTY STRINGS AUTO ON OFF)
-unset(marginloss_mpi_default)
-
+# Expects MARGINLOSS_INSTALL to be defined (install into the export set marginloss_mpi_targets
+# and append `mpi` to MARGINLOSS_COMPONENTS).
 set(MARGINLOSS_USES_MPI OFF)
 set(MARGINLOSS_MPIEXEC_FLAGS "")
 string(TOUPPER "${MARGINLOSS_MPI}" marginloss_mpi_mode)
@@ -63,7 +54,8 @@ if(marginloss_mpi_mode STREQUAL "AUTO" OR MARGINLOSS_MPI)
     message(STATUS "marginloss: marginloss::mpi with MPI ${MPI_CXX_VERSION} (${MPIEXEC_EXECUTABLE})")
 
     if(MARGINLOSS_INSTALL)
-      install(TARGETS marginloss_mpi EXPORT marginlossTargets)
+      install(TARGETS marginloss_mpi EXPORT marginloss_mpi_targets)
+      list(APPEND MARGINLOSS_COMPONENTS mpi)
     endif()
   else()
     message(STATUS "marginloss: MPI (C++) not found: no marginloss::mpi, the MPI tests will be skipped "
