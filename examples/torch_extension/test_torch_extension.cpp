@@ -132,11 +132,19 @@ int main() {
   expect_throw("float tensor with a double policy", [&] {
     marginloss_torch::margin_loss(x.to(torch::kFloat32), w.to(torch::kFloat32), labels, arc);
   });
-  expect_throw("non-contiguous x", [&] { marginloss_torch::margin_loss(x.t().contiguous().t(), w, labels, arc); });
-  expect_throw("int32 labels", [&] { marginloss_torch::margin_loss(x, w, labels.to(torch::kInt32), arc); });
+  expect_throw("x on the meta device", [&] { marginloss_torch::margin_loss(x.to(torch::kMeta), w, labels, arc); });
+  expect_throw("2-D labels", [&] { marginloss_torch::margin_loss(x, w, labels.view({2, 2}), arc); });
   expect_throw("zero row in x", [&] {
     marginloss_torch::margin_loss(torch::cat({x.slice(0, 0, 3), torch::zeros({1, 3}, d)}), w, labels, arc);
   });
+
+  std::printf("accepted as they are, or copied once\n");
+  const double base = marginloss_torch::margin_loss(x, w, labels, arc).item<double>();
+  expect(marginloss_torch::margin_loss(x, w, labels.to(torch::kInt32), arc).item<double>() == base,
+         "int32 labels: the same loss as int64");
+  expect(marginloss_torch::margin_loss(x.t().contiguous().t(), w.t().contiguous().t(), labels, arc).item<double>() ==
+             base,
+         "non-contiguous x and w (copied): the same loss");
 
   std::printf("%s\n", failures ? "FAILED" : "all checks passed");
   return failures ? 1 : 0;

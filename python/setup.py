@@ -1,0 +1,83 @@
+"""Build of the marginloss PyTorch package with torch's own extension tooling.
+
+    /usr/bin/python3 -m pip install --no-build-isolation ./python      (from the repository root)
+
+The extension marginloss._C compiles the header-only C++ library (../include, so build from a
+checkout of the repository) against the torch of the interpreter running pip. It needs Eigen 3.4
+headers: $EIGEN3_INCLUDE_DIR, else pkg-config eigen3, else /usr/include/eigen3 or
+/usr/local/include/eigen3 (Debian: libeigen3-dev).
+
+Vector extensions: the extension is compiled with -march=native by default, for the CPU of the
+machine that builds it (AVX2/AVX-512 and FMA where present: Eigen's products use them). Set
+MARGINLOSS_MARCH to build for another target, e.g. MARGINLOSS_MARCH=x86-64-v3 for any AVX2
+machine, or MARGINLOSS_MARCH=none for the compiler's default (SSE2 on x86-64), which is what a
+wheel for other machines needs. MARGINLOSS_OPENMP=0 builds without OpenMP.
+"""
+import os
+import shlex
+import subprocess
+import sys
+
+from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+LIB_INCLUDE = os.path.join(ROOT, "include")
+CSRC = os.path.join("csrc")
+
+
+def eigen_include():
+    env = os.environ.get("EIGEN3_INCLUDE_DIR")
+    candidates = [env] if env else []
+    try:
+        out = subprocess.run(["pkg-config", "--cflags-only-I", "eigen3"], capture_output=True, text=True, check=True)
+        candidates += [a[2:] for a in shlex.split(out.stdout) if a.startswith("-I")]
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    prefix = os.environ.get("CONDA_PREFIX") or sys.prefix
+    candidates += [os.path.join(prefix, "include", "eigen3"), "/usr/include/eigen3", "/usr/local/include/eigen3"]
+    for c in candidates:
+        if c and os.path.isfile(os.path.join(c, "Eigen", "Core")):
+            return c
+    sys.exit("marginloss: Eigen 3.4 headers not found (Debian: apt-get install libeigen3-dev; "
+             "or set EIGEN3_INCLUDE_DIR to the directory holding Eigen/Core)")
+
+
+if not os.path.isfile(os.path.join(LIB_INCLUDE, "marginloss", "marginloss.hpp")):
+    sys.exit("marginloss: %s/marginloss/marginloss.hpp not found: build the package from a checkout of the "
+             "repository (pip install --no-build-isolation ./python)" % LIB_INCLUDE)
+
+# torch is imported only now: `setup.py --version` and the like work without it.
+from torch.utils.cpp_extension import BuildExtension, CppExtension  # noqa: E402
+
+march = os.environ.get("MARGINLOSS_MARCH", "native").strip()
+openmp = os.environ.get("MARGINLOSS_OPENMP", "1") != "0"
+# -Wno-(maybe-)uninitialized: GCC < 13 warns inside its own avx512fintrin.h wherever Eigen's
+# AVX-512 packets are inlined (GCC bug 105593), a false positive.
+cxx_flags = ["-std=c++17", "-O3", "-g0", "-DNDEBUG", "-Wall", "-Wextra", "-Wno-maybe-uninitialized",
+             "-Wno-uninitialized"]
+if march and march != "none":
+    cxx_flags.append("-march=" + march)
+if openmp:
+    cxx_flags.append("-fopenmp")
+
+setup(
+    name="marginloss",
+    version="0.1.0",
+    description="Margin-based normalised-softmax losses (ArcFace, CosFace, ...) for PyTorch, "
+                "with analytic gradients from the marginloss C++ library",
+    packages=["marginloss"],
+    python_requires=">=3.8",
+    ext_modules=[
+        CppExtension(
+            "marginloss._C",
+            sources=[os.path.join(CSRC, f) for f in ("module.cpp", "bind_basic.cpp", "bind_mining.cpp",
+                                                     "bind_margins.cpp")],
+            include_dirs=[os.path.join(HERE, CSRC), LIB_INCLUDE, eigen_include()],
+            extra_compile_args=cxx_flags,
+            extra_link_args=["-fopenmp"] if openmp else [],
+        )
+    ],
+    cmdclass={"build_ext": BuildExtension},
+    zip_safe=False,
+)
