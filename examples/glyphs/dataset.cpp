@@ -53,16 +53,18 @@ std::uint64_t fnv1a(const std::string& s, std::uint64_t h = 1469598103934665603u
   return h;
 }
 
-std::string cache_key(const BuildOptions& o, const std::vector<FaceInfo>& faces) {
+// Every option and every font file (path, size, modification time): a font installed,
+// removed or upgraded changes the key.
+std::string cache_key(const BuildOptions& o, const std::vector<std::string>& files) {
   std::ostringstream k;
-  k << "glyphs-v1 size " << o.render.size << " margin " << o.render.margin << " px " << o.render.pixel_size
+  k << "glyphs-v2 size " << o.render.size << " margin " << o.render.margin << " px " << o.render.pixel_size
     << " cov " << o.min_coverage << " blank " << o.max_blank << " chars " << o.max_chars << " faces " << o.max_faces << " merge "
     << o.style_merge << ' ' << o.family_merge << " sample " << o.sample_chars << " ft " << freetype_version() << '\n';
-  for (const FaceInfo& f : faces) {
+  for (const std::string& f : files) {
     std::error_code ec;
-    const auto size = std::filesystem::file_size(f.path, ec);
-    const auto time = std::filesystem::last_write_time(f.path, ec).time_since_epoch().count();
-    k << f.path << ':' << f.index << ' ' << size << ' ' << time << '\n';
+    const auto size = std::filesystem::file_size(f, ec);
+    const auto time = std::filesystem::last_write_time(f, ec).time_since_epoch().count();
+    k << f << ' ' << size << ' ' << time << '\n';
   }
   return k.str();
 }
@@ -93,7 +95,8 @@ T read_pod(std::istream& in) {
 }
 
 void save(const std::string& path, const std::string& key, const GlyphSet& g) {
-  const std::string tmp = path + ".tmp";
+  // A unique temporary name, then an atomic rename: concurrent runs never see half a file.
+  const std::string tmp = path + ".tmp" + std::to_string(std::random_device{}());
   {
     std::ofstream out(tmp, std::ios::binary);
     if (!out) return;
@@ -199,6 +202,17 @@ std::string family_key(const std::string& family_name) {
 GlyphSet build_glyph_set(const BuildOptions& o) {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
+  GlyphSet g;
+  const std::string key = cache_key(o, list_font_files(o.font_dirs));
+  char name[64];
+  std::snprintf(name, sizeof name, "glyphs_%016llx.bin", static_cast<unsigned long long>(fnv1a(key)));
+  const std::string cache_path = o.cache_dir.empty() ? std::string() : o.cache_dir + "/" + name;
+  if (!cache_path.empty() && load(cache_path, key, g)) {
+    if (o.verbose)
+      std::printf("glyph set loaded from %s (%.1fs)\n", cache_path.c_str(),
+                  std::chrono::duration<double>(clock::now() - t0).count());
+    return g;
+  }
   std::vector<FaceInfo> all = find_faces(o.font_dirs);
   // Coverage of every face; the qualifying ones, in path order.
   std::vector<FaceInfo> faces;
@@ -256,19 +270,8 @@ GlyphSet build_glyph_set(const BuildOptions& o) {
     chars = sub;
   }
 
-  GlyphSet g;
   g.size = o.render.size;
   g.faces_found = static_cast<int>(faces.size());
-  const std::string key = cache_key(o, faces);
-  char name[64];
-  std::snprintf(name, sizeof name, "glyphs_%016llx.bin", static_cast<unsigned long long>(fnv1a(key)));
-  const std::string cache_path = o.cache_dir.empty() ? std::string() : o.cache_dir + "/" + name;
-  if (!cache_path.empty() && load(cache_path, key, g)) {
-    if (o.verbose)
-      std::printf("glyph set loaded from %s (%.1fs)\n", cache_path.c_str(),
-                  std::chrono::duration<double>(clock::now() - t0).count());
-    return g;
-  }
 
   const int px = o.render.size * o.render.size;
   const int F = static_cast<int>(faces.size());
@@ -373,8 +376,11 @@ Split make_split(const GlyphSet& g, const SplitOptions& o) {
   const auto train = o.train_chars > 0 ? std::min<std::ptrdiff_t>(o.train_chars, rest) : rest;
   s.train_chars.assign(ch.begin() + held + val, ch.begin() + held + val + train);
   for (auto* v : {&s.held_out_chars, &s.val_chars, &s.train_chars}) std::sort(v->begin(), v->end());
-  // Families, in random order: held-out until their styles reach the share, then validation,
-  // the rest training (each part keeps at least one family when there are three or more).
+  // Families, in random order: a family joins the held-out part while the part's styles stay
+  // within its share, then likewise the validation part; every other family trains. A family
+  // larger than a share (Noto Sans CJK and Noto Serif CJK: 28 styles each, 7 weights x 4
+  // regional designs) therefore always trains, and the held-out part is several designs, not
+  // the weights of one. A part left empty takes the smallest training family.
   std::vector<int> styles_in(static_cast<std::size_t>(g.num_families()), 0);
   for (const Style& st : g.styles) ++styles_in[static_cast<std::size_t>(st.family)];
   std::vector<int> fam(static_cast<std::size_t>(g.num_families()));
@@ -382,24 +388,26 @@ Split make_split(const GlyphSet& g, const SplitOptions& o) {
   std::shuffle(fam.begin(), fam.end(), rng);
   const double total = g.num_styles();
   int held_styles = 0, val_styles = 0;
-  for (std::size_t k = 0; k < fam.size(); ++k) {
-    const int f = fam[k], m = styles_in[static_cast<std::size_t>(f)];
-    const bool last = k + 1 == fam.size();
-    if (!last && (s.held_out_families.empty() || (held_styles + m) <= o.held_out_style_share * total + 0.5 * m)) {
-      if (held_styles < o.held_out_style_share * total) {
-        s.held_out_families.push_back(f);
-        held_styles += m;
-        continue;
-      }
-    }
-    if (!last && (s.val_families.empty() || (val_styles < o.val_style_share * total &&
-                                             val_styles + m <= o.val_style_share * total + 0.5 * m))) {
+  for (const int f : fam) {
+    const int m = styles_in[static_cast<std::size_t>(f)];
+    if (held_styles + m <= o.held_out_style_share * total) {
+      s.held_out_families.push_back(f);
+      held_styles += m;
+    } else if (val_styles + m <= o.val_style_share * total) {
       s.val_families.push_back(f);
       val_styles += m;
-      continue;
+    } else {
+      s.train_families.push_back(f);
     }
-    s.train_families.push_back(f);
   }
+  for (auto* part : {&s.held_out_families, &s.val_families})
+    if (part->empty() && s.train_families.size() > 1) {
+      const auto smallest = std::min_element(s.train_families.begin(), s.train_families.end(), [&](int a, int b) {
+        return styles_in[static_cast<std::size_t>(a)] < styles_in[static_cast<std::size_t>(b)];
+      });
+      part->push_back(*smallest);
+      s.train_families.erase(smallest);
+    }
   for (auto* v : {&s.held_out_families, &s.val_families, &s.train_families}) std::sort(v->begin(), v->end());
   auto in = [](const std::vector<int>& v, int x) { return std::binary_search(v.begin(), v.end(), x); };
   for (int st = 0; st < g.num_styles(); ++st) {

@@ -76,7 +76,7 @@ struct SplitOptions {
   int held_out_chars = 1000;
   int val_chars = 300;
   int train_chars = 2000;              // at most; 0: every remaining character
-  double held_out_style_share = 0.25;  // families are drawn until this share of styles
+  double held_out_style_share = 0.25;  // families join while the part stays within this share of styles
   double val_style_share = 0.12;
   unsigned seed = 1;
 };

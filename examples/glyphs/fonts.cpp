@@ -49,7 +49,7 @@ std::vector<std::vector<Tap>> area_weights(int n, int m) {
 
 }  // namespace
 
-std::vector<FaceInfo> find_faces(const std::vector<std::string>& dirs) {
+std::vector<std::string> list_font_files(const std::vector<std::string>& dirs) {
   namespace fs = std::filesystem;
   std::set<std::string> files;
   for (const std::string& d : dirs) {
@@ -62,6 +62,11 @@ std::vector<FaceInfo> find_faces(const std::vector<std::string>& dirs) {
       if (!ec) files.insert(canonical.string());
     }
   }
+  return {files.begin(), files.end()};
+}
+
+std::vector<FaceInfo> find_faces(const std::vector<std::string>& dirs) {
+  const std::vector<std::string> files = list_font_files(dirs);
   Library lib;
   std::vector<FaceInfo> faces;
   for (const std::string& f : files) {

@@ -21,6 +21,9 @@ struct FaceInfo {
   std::string label() const { return family + " " + style; }
 };
 
+// Font files (.ttf/.otf/.ttc/.otc) under `dirs`, walked recursively, symlinks resolved, sorted.
+std::vector<std::string> list_font_files(const std::vector<std::string>& dirs);
+
 // Every scalable face under `dirs` (walked recursively, symlinks resolved, each file once),
 // in sorted path/index order.
 std::vector<FaceInfo> find_faces(const std::vector<std::string>& dirs);

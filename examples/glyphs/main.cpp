@@ -17,6 +17,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dataset.hpp"
@@ -44,6 +45,8 @@ struct Options {
   SplitOptions split;
   int max_chars = 0, max_faces = 0;
   std::size_t impostors = 5000000;
+  int jobs = 1;
+  int threads = 1;
   bool validate = false, plots = true;
 };
 
@@ -57,7 +60,7 @@ struct Options {
                "  --all            also combined, svsoftmax, mvsoftmax, curricularface, ammsoftmax, adaptiveface\n"
                "  --only LIST      comma-separated losses (softmax, normface, cosface, arcface, sphereface, combined,\n"
                "                   svsoftmax, mvsoftmax, curricularface, ammsoftmax, adaptiveface)\n"
-               "  --epochs N       passes over the training images (default 2)\n"
+               "  --epochs N       passes over the training images (default 4)\n"
                "  --validate       verify the validation characters in the validation families instead of\n"
                "                   the held-out ones: the split for choosing hyper-parameters\n"
                "  --dim D  --hidden H  --batch B  --lr LR  --wd WD  --no-aug\n"
@@ -71,6 +74,9 @@ struct Options {
                "  --cache DIR      where the rendered set is cached (default: the build directory)\n"
                "  --no-cache       render every time\n"
                "  --max-chars N  --max-faces N   a small subset (tests)\n"
+               "  --jobs N         with --seeds: train N seeds at once, a thread each\n"
+               "  --threads N      Eigen threads per training (default 1: the results are then the same\n"
+               "                   bit for bit whatever the machine's thread count and --jobs)\n"
                "  --no-plots       skip gnuplot\n");
   std::exit(code);
 }
@@ -147,6 +153,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--max-chars") o.max_chars = static_cast<int>(to_long(a, value()));
     else if (a == "--max-faces") o.max_faces = static_cast<int>(to_long(a, value()));
     else if (a == "--no-plots") o.plots = false;
+    else if (a == "--jobs") o.jobs = static_cast<int>(to_long(a, value()));
+    else if (a == "--threads") o.threads = static_cast<int>(to_long(a, value()));
     else if (a == "--help" || a == "-h") usage(0);
     else usage_error("unknown option '" + a + "'");
   }
@@ -161,6 +169,8 @@ Options parse(int argc, char** argv) {
     }
   }
   if (o.losses.empty()) usage_error("no loss selected");
+  if (o.jobs < 1) usage_error("--jobs must be >= 1");
+  if (o.threads < 1) usage_error("--threads must be >= 1");
   if (o.train.epochs < 1) usage_error("--epochs must be >= 1");
   if (o.train.dim < 2 || o.train.hidden < 1 || o.train.batch < 2) usage_error("--dim, --hidden, --batch too small");
   if (o.split.held_out_chars < 2 || o.split.val_chars < 2 || o.split.train_chars < 0) usage_error("split sizes must be >= 2");
@@ -193,6 +203,10 @@ void write_rows(std::ostream& js, const std::vector<LossResult>& rows, const cha
 int main(int argc, char** argv) {
   const Options opt = parse(argc, argv);
   const auto t_start = std::chrono::steady_clock::now();
+  // Eigen's products split their blocks by the thread count, which changes float summation
+  // order: one thread by default keeps every run reproducible (measured on 2 busy cores,
+  // one thread per training was also the faster choice: README.md).
+  Eigen::setNbThreads(opt.threads);
   {
     std::error_code ec;
     std::filesystem::create_directories(opt.out, ec);
@@ -223,14 +237,17 @@ int main(int argc, char** argv) {
               static_cast<double>(tc.lr), static_cast<double>(tc.wd), tc.epochs,
               tc.augment ? "affine + stroke-width + noise augmentation" : "no augmentation");
 
-  std::vector<SeedResults> runs;
-  Split first_split;
-  for (std::size_t si = 0; si < opt.seeds.size(); ++si) {
-    const unsigned seed = opt.seeds[si];
+  const int n_seeds = static_cast<int>(opt.seeds.size());
+  std::vector<SeedResults> runs(opt.seeds.size());
+  std::vector<Split> splits(opt.seeds.size());
+  std::vector<int> failed(opt.seeds.size(), 0);
+  // One seed: its split, every loss trained and evaluated.
+  auto run_seed = [&](int si) {
+    const unsigned seed = opt.seeds[static_cast<std::size_t>(si)];
     SplitOptions so = opt.split;
     so.seed = seed;
     const Split sp = make_split(g, so);
-    if (si == 0) first_split = sp;
+    splits[static_cast<std::size_t>(si)] = sp;
     std::printf("\nseed %u: %zu training / %zu validation / %zu held-out characters; styles %zu / %zu / %zu in "
                 "families %zu / %zu / %zu\n  held-out families: %s\n  validation families: %s\n",
                 seed, sp.train_chars.size(), sp.val_chars.size(), sp.held_out_chars.size(), sp.train_styles.size(),
@@ -239,7 +256,8 @@ int main(int argc, char** argv) {
                 join_names(g, sp.val_families).c_str());
     if (sp.train_styles.empty() || sp.held_out_styles.empty() || sp.val_styles.empty()) {
       std::fprintf(stderr, "glyphs: too few font families for the split (need 3)\n");
-      return 1;
+      failed[static_cast<std::size_t>(si)] = 1;
+      return;
     }
     const ImageList train_set = make_images(sp.train_styles, sp.train_chars);
     const ImageList closed = make_images(sp.val_styles, sp.train_chars);  // training classes, unseen styles
@@ -247,20 +265,21 @@ int main(int argc, char** argv) {
                                         : make_images(sp.held_out_styles, sp.held_out_chars);
     const Standardise st = standardise_of(g, train_set);
     const Mat closed_in = inputs(g, closed, st), open_in = inputs(g, open, st);
-    std::printf("  training on %d images of %zu classes; verification on %d %s images; closed set on %d images "
-                "(training characters, validation families)\n",
-                train_set.size(), sp.train_chars.size(), open.size(), opt.validate ? "validation" : "held-out",
+    std::printf("  seed %u: training on %d images of %zu classes; verification on %d %s images; closed set on %d "
+                "images (training characters, validation families)\n",
+                seed, train_set.size(), sp.train_chars.size(), open.size(), opt.validate ? "validation" : "held-out",
                 closed.size());
-    SeedResults run;
+    SeedResults& run = runs[static_cast<std::size_t>(si)];
     run.seed = seed;
     for (const std::string& loss : opt.losses) {
       HeadConfig hc = opt.head;
       hc.loss = loss;
       TrainConfig cfg = tc;
       cfg.seed = seed;
+      const std::string tag = n_seeds > 1 ? loss + "/" + std::to_string(seed) : loss;
       std::unique_ptr<Head> head = make_head(hc, static_cast<int>(sp.train_chars.size()), 0);
-      std::printf("  %s\n", head->describe().c_str());
-      Trained t = train(loss, std::move(head), g, train_set, static_cast<int>(sp.train_chars.size()), st, cfg);
+      std::printf("  %s%s\n", head->describe().c_str(), n_seeds > 1 ? (" (seed " + std::to_string(seed) + ")").c_str() : "");
+      Trained t = train(tag, std::move(head), g, train_set, static_cast<int>(sp.train_chars.size()), st, cfg);
       LossResult r;
       r.loss = loss;
       r.train_seconds = t.seconds;
@@ -268,19 +287,28 @@ int main(int argc, char** argv) {
       r.closed_acc = closed_set_accuracy(*t.head, t.net->embed(closed_in), t.W, closed.label);
       std::printf("  %-14s AUC %.4f  TAR@1e-2 %.4f  TAR@1e-3 %.4f  TAR@1e-4 %.4f  closed acc %.4f  (%.0fs; %zu "
                   "genuine, %zu impostor pairs)\n",
-                  loss.c_str(), r.held_out.v.auc, r.held_out.tar_1e2, r.held_out.tar_1e3, r.held_out.tar_1e4,
+                  tag.c_str(), r.held_out.v.auc, r.held_out.tar_1e2, r.held_out.tar_1e3, r.held_out.tar_1e4,
                   r.closed_acc, r.train_seconds, r.held_out.v.genuine, r.held_out.v.impostor);
       std::fflush(stdout);
       run.rows.push_back(std::move(r));
     }
-    std::printf("\nseed %u%s\n%-15s %8s %9s %9s %9s %9s %9s %10s %8s\n", seed,
+  };
+  // --jobs: seeds trained concurrently, one thread each (set OMP_NUM_THREADS=1 then).
+  for (int first = 0; first < n_seeds; first += opt.jobs) {
+    std::vector<std::thread> pool;
+    for (int si = first; si < std::min(n_seeds, first + opt.jobs); ++si) pool.emplace_back(run_seed, si);
+    for (auto& th : pool) th.join();
+  }
+  if (std::any_of(failed.begin(), failed.end(), [](int f) { return f != 0; })) return 1;
+  const Split& first_split = splits[0];
+  for (const SeedResults& run : runs) {
+    std::printf("\nseed %u%s\n%-15s %8s %9s %9s %9s %9s %9s %10s %8s\n", run.seed,
                 opt.validate ? " (VALIDATION split)" : "", "loss", "ROC AUC", "TAR@1e-2", "TAR@1e-3", "TAR@1e-4",
                 "intra deg", "inter deg", "closed acc", "train s");
     for (const LossResult& r : run.rows)
       std::printf("%-15s %8.4f %9.4f %9.4f %9.4f %9.2f %9.2f %10.4f %8.0f\n", r.loss.c_str(), r.held_out.v.auc,
                   r.held_out.tar_1e2, r.held_out.tar_1e3, r.held_out.tar_1e4, r.held_out.intra_deg,
                   r.held_out.inter_deg, r.closed_acc, r.train_seconds);
-    runs.push_back(std::move(run));
   }
 
   // JSON: the first seed's list; the split sizes in a second file; every seed with --seeds.

@@ -27,7 +27,7 @@ Mat inputs(const GlyphSet& g, const ImageList& list, const Standardise& st);
 Standardise standardise_of(const GlyphSet& g, const ImageList& list);
 
 struct TrainConfig {
-  int epochs = 2;
+  int epochs = 4;
   int batch = 256;
   int hidden = 256;
   int dim = 128;
