@@ -345,7 +345,7 @@ int main(int argc, char** argv) {
     std::snprintf(title, sizeof title, "held-out characters (%zu) in held-out font families (%zu styles), seed %u",
                   first_split.held_out_chars.size(), first_split.held_out_styles.size(), opt.seeds[0]);
     std::vector<int> sample_chars;
-    for (int k = 0; k < 6 && k < static_cast<int>(first_split.held_out_chars.size()); ++k)
+    for (int k = 1; k <= 5 && k < static_cast<int>(first_split.held_out_chars.size()); ++k)
       sample_chars.push_back(first_split.held_out_chars[static_cast<std::size_t>(k) * first_split.held_out_chars.size() / 6]);
     bool ok = plot_roc(opt.out, runs[0].rows, opt.validate ? "validation split" : title);
     ok = plot_samples(opt.out, g, sample_chars, first_split.train_styles, first_split.held_out_styles) && ok;

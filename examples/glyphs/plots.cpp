@@ -48,7 +48,7 @@ bool plot_roc(const std::string& out, const std::vector<LossResult>& rows, const
   std::ofstream g(gp);
   g << "set terminal pngcairo size 900,650 font 'sans,11'\nset output '" << out << "/glyphs_roc.png'\n"
     << "set title '" << title << "'\nset logscale x\nset format x '10^{%L}'\nset xrange [1e-6:1]\nset yrange [0:1]\n"
-    << "set xlabel 'false accept rate'\nset ylabel 'true accept rate'\nset key bottom right\nset grid\nplot ";
+    << "set xlabel 'false accept rate'\nset ylabel 'true accept rate'\nset key bottom right noenhanced\nset grid\nplot ";
   for (std::size_t k = 0; k < rows.size(); ++k) {
     char label[128];
     std::snprintf(label, sizeof label, "%s (AUC %.4f, TAR@1e-4 %.3f)", rows[k].loss.c_str(), rows[k].held_out.v.auc,
@@ -86,12 +86,17 @@ bool plot_samples(const std::string& out, const GlyphSet& g, const std::vector<i
       }
     }
   }
+  // Exactly 3 screen pixels per glyph pixel (no resampling moire): the plot area is the image.
+  const int W = cols * n * 3, H_img = rows * n * 3, H = H_img + 36;
   std::ofstream s(gp);
-  s << "set terminal pngcairo size " << cols * n * 2 + 40 << "," << rows * n * 2 + 70 << " font 'sans,11'\n"
+  s << "set terminal pngcairo size " << W << "," << H << " font 'sans,11'\n"
     << "set output '" << out << "/glyphs_samples.png'\nunset key\nunset colorbox\nunset tics\nunset border\n"
-    << "set palette grey\nset cbrange [0:255]\nset yrange [*:*] reverse\nset size ratio -1\n"
-    << "set margins 1,1,1,3\n"
-    << "set title 'held-out characters: training families (left), held-out families (right)'\n"
+    << "set palette grey\nset cbrange [0:255]\n"
+    << "set xrange [-0.5:" << cols * n - 0.5 << "]\nset yrange [" << rows * n - 0.5 << ":-0.5]\n"
+    << "set lmargin at screen 0\nset rmargin at screen 1\nset bmargin at screen 0\nset tmargin at screen "
+    << static_cast<double>(H_img) / H << "\n"
+    << "set label 'held-out characters in " << left.size() << " training styles (left) and " << right.size()
+    << " held-out styles (right)' at screen 0.5, screen " << 1.0 - 18.0 / H << " center noenhanced\n"
     << "plot '" << dat << "' matrix with image pixels\n";
   s.close();
   return run_gnuplot(gp);
@@ -119,10 +124,10 @@ bool plot_tar_seeds(const std::string& out, const std::vector<SeedResults>& runs
   for (const auto& r : runs) seeds += (seeds.empty() ? "" : ", ") + std::to_string(r.seed);
   std::ofstream g(gp);
   g << "set terminal pngcairo size 900,500 font 'sans,11'\nset output '" << out << "/glyphs_tar_seeds.png'\n"
-    << "set title 'held-out characters in held-out font families: TAR at FAR 1e-4 and 1e-3 (seeds " << seeds
-    << "; bar: mean, whiskers: min-max)'\n"
+    << "set title 'held-out characters and families: TAR at FAR 1e-4, 1e-3 (seeds " << seeds
+    << "; mean, min-max)' noenhanced\n"
     << "set style data histogram\nset style histogram errorbars gap 2 lw 1.5\nset style fill solid 0.7 border -1\n"
-    << "set yrange [0:1]\nset ylabel 'true accept rate'\nset grid ytics\nset key top left\nset xtics rotate by -30\n"
+    << "set yrange [0:1]\nset ylabel 'true accept rate'\nset grid ytics\nset key top left noenhanced\nset xtics rotate by -30\n"
     << "plot '" << dat << "' using 3:4:5:xtic(2) title 'TAR @ FAR=1e-4' lc rgb '#d62728', '' using 6:7:8 title "
     << "'TAR @ FAR=1e-3' lc rgb '#1f77b4'\n";
   g.close();
