@@ -66,6 +66,17 @@ int main(int argc, char** argv) {
   const int steps = static_cast<int>(arg(argc, argv, "--steps", 5));
   ml::Options options;
   options.class_block = arg(argc, argv, "--class-block", 0);
+  // Every rank sees the same arguments, so every rank reports and leaves together.
+  if (C < 1 || B < 1 || D < 1 || steps < 1 || options.class_block < 0) {
+    if (rank == 0)
+      std::fprintf(stderr,
+                   "sharded_mpi: --classes, --batch, --dim and --steps must be >= 1 and --class-block >= 0 "
+                   "(got %lld, %lld, %lld, %d, %lld)\n",
+                   static_cast<long long>(C), static_cast<long long>(B), static_cast<long long>(D), steps,
+                   static_cast<long long>(options.class_block));
+    MPI_Finalize();
+    return 2;
+  }
   const float lr = 20.0f;
 
   // This rank's classes and weights; the batch (features near their class's prototype).

@@ -18,43 +18,25 @@
 #include "detail/row_pass.hpp"
 #include "detail/validate.hpp"
 #include "errors.hpp"
+#include "options.hpp"
 #include "policies/common.hpp"
 #include "types.hpp"
 #include "workspace.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
 
-// How the classes are processed.
-struct Options {
-  // Classes per block. 0 (default): automatic -- the dense path (one B x C cosine buffer)
-  // while that buffer fits in `memory_budget` bytes, otherwise blocks whose B x block buffer
-  // takes about 8 MiB (at most memory_budget; at least 256 classes); the engine's class tiles
-  // keep the work in cache whatever the block (8192 and 16384 classes measured equal, 1.28x
-  // dense at 256 x 512 x 100k), so the block only bounds memory. A value >= C is the dense
-  // path; smaller values force blocks: an online logsumexp over the blocks in the forward, and
-  // a second pass that recomputes each block's cosines in the backward (one more B x D x C
-  // product), with peak extra memory O(B x block + B x D) instead of O(B x C).
-  Index class_block = 0;
-  std::size_t memory_budget = std::size_t(512) << 20;
-};
-
-namespace detail {
-template <typename T>
-inline Index resolve_class_block(const Options& o, Index batch, Index classes) {
-  if (o.class_block < 0) fail("Options::class_block = ", o.class_block, " must be >= 0");
-  if (o.class_block > 0) return o.class_block;
-  const auto row_bytes = static_cast<std::size_t>(batch > 0 ? batch : 1) * sizeof(T);
-  if (static_cast<std::size_t>(classes) * row_bytes <= o.memory_budget) return classes;
-  constexpr std::size_t block_bytes = std::size_t(8) << 20;
-  const auto block = static_cast<Index>(std::min(block_bytes, o.memory_budget) / row_bytes);
-  return block < 256 ? 256 : block;
-}
-}  // namespace detail
+// A policy with learnable margins used through an entry point without a dmargins output would
+// train with margins that never get a gradient: a compile-time error instead.
+#define MARGINLOSS_LEARNABLE_MARGINS_NEED_DMARGINS                                                          \
+  "marginloss: this policy has learnable margins (AdaptiveMargin): pass a dmargins output (C entries) so " \
+  "they get their gradient, or use ml::class_margins(ml::CosFace<T>{s, 0}, margins) to keep them fixed"
 
 // Loss and gradients of forward_backward().
 template <typename T>
 struct Result {
-  T loss;          // mean over the batch of the cross-entropy of the margined logits
+  T loss;          // mean over the batch of the cross-entropy of the margined logits, plus
+                   // `regulariser` for policies with learnable margins (the loss minimised)
+  T regulariser = T(0);  // the margins' regulariser R included in `loss` (AdaptiveMargin), else 0
   RowMatrix<T> dX; // dL/dX, B x D, with respect to the raw features
   RowMatrix<T> dW; // dL/dW, C x D, with respect to the raw class weights
   Vector<T> dmargins;  // dL/dmargins, C, for policies with learnable margins (else empty)
@@ -80,47 +62,63 @@ struct CosineResult {
 // needs; backward() takes the upstream gradient of the loss and writes dX, dW. Pass the same
 // policy and W to both. A forward is consumed by one backward.
 
-template <typename P, typename DX, typename DW, typename DL>
+//
+// Every argument type is a template parameter checked by a static_assert at the top of the
+// body, so a misuse (double data with a float policy, a column-major or const output, a
+// Workspace of another scalar, labels that are not integers) reports the library's message
+// first rather than "no matching function".
+
+template <typename P, typename DX, typename DW, typename L, typename U>
 typename P::value_type forward(const P& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
-                               const Eigen::MatrixBase<DL>& labels, Workspace<typename P::value_type>& ws,
-                               const Options& options = {}) {
+                               const L& labels, Workspace<U>& ws, const Options& options = {}) {
   using T = typename P::value_type;
   detail::check_row_major_matrix<DX, T>();
   detail::check_row_major_matrix<DW, T>();
-  detail::check_label_vector<DL>();
+  detail::check_workspace_scalar<U, T>();
+  using Labels = detail::label_argument<L>;
   LocalCommunicator local;
   return detail::Engine::forward(policy, Eigen::Ref<const RowMatrix<T>>(X.derived()),
-                                 Eigen::Ref<const RowMatrix<T>>(W.derived()), 0, W.rows(), labels, local,
+                                 Eigen::Ref<const RowMatrix<T>>(W.derived()), 0, W.rows(), Labels::view(labels), local,
                                  detail::resolve_class_block<T>(options, X.rows(), W.rows()), ws);
 }
 
-template <typename P, typename DW>
-void backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<typename P::value_type>& ws,
-              typename P::value_type grad_loss, Eigen::Ref<RowMatrix<typename P::value_type>> dX,
-              Eigen::Ref<RowMatrix<typename P::value_type>> dW) {
+// Writes dX (B x D) and dW (C x D). W must be the forward's (same memory; checked), with the
+// same contents (not checked: step the optimiser after the backward).
+template <typename P, typename DW, typename U, typename DXo, typename DWo>
+void backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<U>& ws, typename P::value_type grad_loss,
+              DXo&& dX, DWo&& dW) {
   using T = typename P::value_type;
+  static_assert(!detail::has_learnable_margins<P>::value, MARGINLOSS_LEARNABLE_MARGINS_NEED_DMARGINS);
   detail::check_row_major_matrix<DW, T>();
+  detail::check_workspace_scalar<U, T>();
+  detail::check_output_matrix<DXo, T>();
+  detail::check_output_matrix<DWo, T>();
   LocalCommunicator local;
-  detail::Engine::backward(policy, Eigen::Ref<const RowMatrix<T>>(W.derived()), local, ws, grad_loss, dX, dW);
+  detail::Engine::backward(policy, Eigen::Ref<const RowMatrix<T>>(W.derived()), local, ws, grad_loss,
+                           Eigen::Ref<RowMatrix<T>>(dX), Eigen::Ref<RowMatrix<T>>(dW));
 }
 
 // Policies with learnable margins (AdaptiveMargin) also write dL/dmargins (C entries).
-template <typename P, typename DW>
-void backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<typename P::value_type>& ws,
-              typename P::value_type grad_loss, Eigen::Ref<RowMatrix<typename P::value_type>> dX,
-              Eigen::Ref<RowMatrix<typename P::value_type>> dW, Eigen::Ref<Vector<typename P::value_type>> dmargins) {
+template <typename P, typename DW, typename U, typename DXo, typename DWo, typename DMo>
+void backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<U>& ws, typename P::value_type grad_loss,
+              DXo&& dX, DWo&& dW, DMo&& dmargins) {
   using T = typename P::value_type;
   static_assert(detail::has_learnable_margins<P>::value, "marginloss: this policy has no learnable margins");
   detail::check_row_major_matrix<DW, T>();
+  detail::check_workspace_scalar<U, T>();
+  detail::check_output_matrix<DXo, T>();
+  detail::check_output_matrix<DWo, T>();
+  detail::check_output_matrix<DMo, T>();
   LocalCommunicator local;
-  detail::Engine::backward(policy, Eigen::Ref<const RowMatrix<T>>(W.derived()), local, ws, grad_loss, dX, dW,
-                           dmargins.data(), dmargins.size());
+  Eigen::Ref<Vector<T>> dm(dmargins);
+  detail::Engine::backward(policy, Eigen::Ref<const RowMatrix<T>>(W.derived()), local, ws, grad_loss,
+                           Eigen::Ref<RowMatrix<T>>(dX), Eigen::Ref<RowMatrix<T>>(dW), dm.data(), dm.size());
 }
 
-template <typename P, typename DW>
-Gradients<typename P::value_type> backward(const P& policy, const Eigen::MatrixBase<DW>& W,
-                                           Workspace<typename P::value_type>& ws,
+template <typename P, typename DW, typename U>
+Gradients<typename P::value_type> backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<U>& ws,
                                            typename P::value_type grad_loss = 1) {
+  detail::check_workspace_scalar<U, typename P::value_type>();
   Gradients<typename P::value_type> g;
   g.dX.resize(ws.batch(), ws.dim());
   g.dW.resize(W.rows(), W.cols());
@@ -138,36 +136,49 @@ Gradients<typename P::value_type> backward(const P& policy, const Eigen::MatrixB
 
 // Writes into caller-owned dX (B x D) and dW (C x D) using `ws`: after the first step of a
 // training loop nothing is allocated. Returns the loss.
-template <typename P, typename DX, typename DW, typename DL>
+template <typename P, typename DX, typename DW, typename L, typename DXo, typename DWo, typename U>
 typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
-                                        const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DL>& labels,
-                                        Eigen::Ref<RowMatrix<typename P::value_type>> dX,
-                                        Eigen::Ref<RowMatrix<typename P::value_type>> dW,
-                                        Workspace<typename P::value_type>& ws, const Options& options = {}) {
+                                        const Eigen::MatrixBase<DW>& W, const L& labels, DXo&& dX, DWo&& dW,
+                                        Workspace<U>& ws, const Options& options = {}) {
+  using T = typename P::value_type;
+  static_assert(!detail::has_learnable_margins<P>::value, MARGINLOSS_LEARNABLE_MARGINS_NEED_DMARGINS);
+  detail::check_row_major_matrix<DX, T>();
+  detail::check_row_major_matrix<DW, T>();
+  detail::check_output_matrix<DXo, T>();
+  detail::check_output_matrix<DWo, T>();
+  detail::check_workspace_scalar<U, T>();
   const auto loss = forward(policy, X, W, labels, ws, options);
-  backward(policy, W, ws, typename P::value_type(1), dX, dW);
+  backward(policy, W, ws, T(1), dX, dW);
   return loss;
 }
 
-// The same for policies with learnable margins, also writing dL/dmargins (C entries).
-template <typename P, typename DX, typename DW, typename DL>
+// The same for policies with learnable margins, also writing dL/dmargins (C entries). The loss
+// returned includes the margin regulariser (ws.regulariser() tells it apart).
+template <typename P, typename DX, typename DW, typename L, typename DXo, typename DWo, typename DMo, typename U>
 typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
-                                        const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DL>& labels,
-                                        Eigen::Ref<RowMatrix<typename P::value_type>> dX,
-                                        Eigen::Ref<RowMatrix<typename P::value_type>> dW,
-                                        Eigen::Ref<Vector<typename P::value_type>> dmargins,
-                                        Workspace<typename P::value_type>& ws, const Options& options = {}) {
+                                        const Eigen::MatrixBase<DW>& W, const L& labels, DXo&& dX, DWo&& dW,
+                                        DMo&& dmargins, Workspace<U>& ws, const Options& options = {}) {
+  using T = typename P::value_type;
+  static_assert(detail::has_learnable_margins<P>::value, "marginloss: this policy has no learnable margins");
+  detail::check_row_major_matrix<DX, T>();
+  detail::check_row_major_matrix<DW, T>();
+  detail::check_output_matrix<DXo, T>();
+  detail::check_output_matrix<DWo, T>();
+  detail::check_output_matrix<DMo, T>();
+  detail::check_workspace_scalar<U, T>();
   const auto loss = forward(policy, X, W, labels, ws, options);
-  backward(policy, W, ws, typename P::value_type(1), dX, dW, dmargins);
+  backward(policy, W, ws, T(1), dX, dW, dmargins);
   return loss;
 }
 
 // Allocating convenience form.
-template <typename P, typename DX, typename DW, typename DL>
+template <typename P, typename DX, typename DW, typename L>
 Result<typename P::value_type> forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
-                                                const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DL>& labels,
+                                                const Eigen::MatrixBase<DW>& W, const L& labels,
                                                 const Options& options = {}) {
   using T = typename P::value_type;
+  detail::check_row_major_matrix<DX, T>();
+  detail::check_row_major_matrix<DW, T>();
   Workspace<T> ws;
   Result<T> r;
   r.dX.resize(X.rows(), X.cols());
@@ -175,6 +186,7 @@ Result<typename P::value_type> forward_backward(const P& policy, const Eigen::Ma
   if constexpr (detail::has_learnable_margins<P>::value) {
     r.dmargins.resize(W.rows());
     r.loss = forward_backward(policy, X, W, labels, r.dX, r.dW, r.dmargins, ws, options);
+    r.regulariser = ws.regulariser();
   } else {
     r.loss = forward_backward(policy, X, W, labels, r.dX, r.dW, ws, options);
   }
@@ -183,27 +195,38 @@ Result<typename P::value_type> forward_backward(const P& policy, const Eigen::Ma
 
 // ---------------------------------------------------------------------------------------------
 // The target cosines t_i = cos(x_i, w_{y_i}) of a batch, clamped to [-1, 1], in O(B D): what
-// running statistics such as CurricularFace's tau are updated from before a forward.
-template <typename DX, typename DW, typename DL>
-Vector<typename DX::Scalar> target_cosines(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
-                                           const Eigen::MatrixBase<DL>& labels) {
+// running statistics such as CurricularFace's tau are updated from before a forward. This form
+// writes into `out` (B entries) and allocates nothing.
+template <typename DX, typename DW, typename L, typename Out>
+void target_cosines(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W, const L& labels, Out&& out) {
   using T = typename DX::Scalar;
   detail::check_row_major_matrix<DX, T>();
   detail::check_row_major_matrix<DW, T>();
-  detail::check_label_vector<DL>();
-  const Index B = X.rows();
-  detail::check_batch(B, X.cols(), W.rows(), W.cols(), labels.size());
-  Eigen::Matrix<Index, Eigen::Dynamic, 1> y;
-  detail::copy_labels(labels, W.rows(), y);
-  Vector<T> x_inv;
-  detail::compute_row_norms<T>("X", Eigen::Ref<const RowMatrix<T>>(X.derived()), nullptr, x_inv);
-  Vector<T> out(B);
+  detail::check_output_matrix<Out, T>();
+  const auto y = detail::label_argument<L>::view(labels);
+  const Index B = X.rows(), D = X.cols(), C = W.rows();
+  detail::check_batch(B, D, C, W.cols(), y.size());
+  if (out.size() != B) detail::fail("out has ", out.size(), " entries but X has ", B, " rows");
+  for (Index i = 0; i < B; ++i)
+    if (!detail::label_in_range(y.coeff(i), C)) detail::fail_label(i, y.coeff(i), C);
   for (Index i = 0; i < B; ++i) {
-    const double wn = detail::stable_row_norm(W.derived().row(y(i)).data(), W.cols());
+    const double xn = detail::stable_row_norm(X.derived().row(i).data(), D);
+    if (!detail::norm_in_range(xn, detail::NormRange<T>::lo, detail::NormRange<T>::hi))
+      detail::fail_bad_row<T>("X", X.derived(), i, xn);
+    const auto k = static_cast<Index>(y.coeff(i));
+    const double wn = detail::stable_row_norm(W.derived().row(k).data(), D);
     if (!detail::norm_in_range(wn, detail::NormRange<T>::lo, detail::NormRange<T>::hi))
-      detail::fail_bad_row<T>("W", W.derived(), y(i), wn);
-    out(i) = detail::clamp_cosine(static_cast<T>((X.derived().row(i) * x_inv(i)).dot(W.derived().row(y(i))) / wn));
+      detail::fail_bad_row<T>("W", W.derived(), k, wn);
+    const T xi = static_cast<T>(1.0 / xn);
+    out.coeffRef(i) = detail::clamp_cosine(static_cast<T>((X.derived().row(i) * xi).dot(W.derived().row(k)) / wn));
   }
+}
+
+template <typename DX, typename DW, typename L>
+Vector<typename DX::Scalar> target_cosines(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
+                                           const L& labels) {
+  Vector<typename DX::Scalar> out(X.rows());
+  target_cosines(X, W, labels, out);
   return out;
 }
 
@@ -228,6 +251,9 @@ T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::
   if (B == 0) fail("cos has 0 rows: the batch is empty");
   if (C == 0) fail("cos has 0 columns: there must be at least one class");
   if (labels.size() != B) fail("labels has ", labels.size(), " entries but cos has ", B, " rows");
+  if constexpr (has_class_count<P>::value)
+    if (policy.class_count() != C)
+      fail(P::name, ": margins has ", policy.class_count(), " entries but cos has ", C, " columns (classes)");
   check_output("dcos", dcos.rows(), dcos.cols(), B, C);
   if (policy.scale_is_feature_norm() && !scales)
     fail(P::name, " scales logits by the feature norm: pass the per-row scales to cosine_forward_backward()");
@@ -238,23 +264,27 @@ T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::
       fail("scales[", i, "] = ", scales[i], " must be finite and > 0");
   }
   dcos = cos.derived();
-  // Validate and clamp in the output buffer, which the gradient then overwrites in place.
-  bool bad = false;
+  // Validate and clamp in the output buffer, which the gradient then overwrites in place. A
+  // row with a value that is not a cosine is left unclamped, so the message below can name the
+  // value even when dcos aliases cos.
+  Index bad_row = B;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) reduction(|| : bad)
+#pragma omp parallel for schedule(static) reduction(min : bad_row)
 #endif
   for (Index i = 0; i < B; ++i) {
     T* c = dcos.row(i).data();
-    for (Index j = 0; j < C; ++j) {
-      if (!(std::fabs(c[j]) <= T(1.001))) bad = true;
-      c[j] = clamp_cosine(c[j]);
+    bool ok = true;
+    for (Index j = 0; j < C; ++j) ok = ok && std::fabs(c[j]) <= T(1.001);
+    if (!ok) {
+      bad_row = std::min(bad_row, i);
+      continue;
     }
+    for (Index j = 0; j < C; ++j) c[j] = clamp_cosine(c[j]);
   }
-  if (bad)
-    for (Index i = 0; i < B; ++i)
-      for (Index j = 0; j < C; ++j)
-        if (!(std::fabs(cos.derived().coeff(i, j)) <= T(1.001)))
-          fail("cos(", i, ", ", j, ") = ", cos.derived().coeff(i, j), " is not a cosine (finite, |c| <= 1)");
+  if (bad_row < B)
+    for (Index j = 0; j < C; ++j)
+      if (!(std::fabs(dcos(bad_row, j)) <= T(1.001)))
+        fail("cos(", bad_row, ", ", j, ") = ", dcos(bad_row, j), " is not a cosine (finite, |c| <= 1)");
 
   const T coef = T(1) / static_cast<T>(B);
   double total = 0;
@@ -269,7 +299,7 @@ T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::
     const T S = policy.scale(scales ? scales[i] : T(1));
     const T shift = span_max_logit(policy, terms, S, c, C, y);
     const T lse = shift + static_cast<T>(std::log(span_sum_exp(policy, terms, S, c, C, y, shift)));
-    total += static_cast<double>(lse - S * terms.target.value);
+    total += static_cast<double>(std::max(T(0), lse - rounded_product(S, terms.target.value)));  // see Engine::forward
     const double sz = span_gradient(policy, terms, S, c, C, y, lse, coef, static_cast<const T*>(nullptr), c);
     if (dscales) dscales[i] = policy.scale_is_feature_norm() ? static_cast<T>(sz / static_cast<double>(S)) : T(0);
     overflow = overflow || !all_finite(dcos.row(i)) || (dscales && !std::isfinite(dscales[i]));
@@ -282,7 +312,8 @@ T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::
 
 }  // namespace detail
 
-// Fixed-scale policies: writes dL/dcos into `dcos` (B x C, may not alias `cos`), returns the loss.
+// Fixed-scale policies: writes dL/dcos into `dcos` (B x C; it may alias `cos`, which is then
+// overwritten), returns the loss.
 template <typename P, typename DC, typename DL>
 typename P::value_type cosine_forward_backward(const P& policy, const Eigen::MatrixBase<DC>& cos,
                                                const Eigen::MatrixBase<DL>& labels,

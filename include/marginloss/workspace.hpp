@@ -2,10 +2,13 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "detail/threads.hpp"
+#include "options.hpp"
 #include "types.hpp"
 
 #ifndef MARGINLOSS_CLASS_TILE
@@ -17,7 +20,21 @@ MARGINLOSS_NAMESPACE_BEGIN
 
 namespace detail {
 struct Engine;
-}
+
+// Marks a workspace in use by one call. Copies start unmarked. Checked with one atomic
+// exchange per call, so two threads sharing a workspace get an error, not mixed buffers.
+class InUseFlag {
+ public:
+  InUseFlag() = default;
+  InUseFlag(const InUseFlag&) {}
+  InUseFlag& operator=(const InUseFlag&) { return *this; }
+  bool try_acquire() { return !flag_.exchange(true, std::memory_order_acquire); }
+  void release() { flag_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> flag_{false};
+};
+}  // namespace detail
 
 // Holds everything a forward pass leaves for its backward pass: the normalised features, the
 // cosine buffer (B x C on the dense path, the only B x C buffer, which the backward overwrites
@@ -25,22 +42,27 @@ struct Engine;
 // log-partition values. Buffers are reused: a training loop that keeps one Workspace allocates
 // nothing per step after the first while B and D stay the same; class-sized buffers only grow,
 // so a class count that changes every step (active-class subsets) reuses them.
-// A Workspace may be used by one call at a time; distinct workspaces are independent.
+// A Workspace may be used by one call at a time (a second call on it while one runs, from
+// another thread, throws instead of mixing their buffers); distinct workspaces are independent.
 template <typename T>
 class Workspace {
  public:
   Workspace() = default;
 
   // Bytes the engine needs for a batch of B samples, C classes (of this process) and feature
-  // dimension D, with classes processed in blocks of `block` (0 or >= C: dense), when run with
-  // `threads` OpenMP threads (default: as many as a parallel region would get now). Besides
-  // the B x block cosines it counts, per thread beyond the first, a B x D partial dX, and per
-  // class tile of a block a (max, sum) pair per row; the policy's once-per-row terms (a few
-  // scalars per row) are not counted. Sharded runs add B x D for the partial dX.
-  static std::size_t bytes_required(Index batch, Index dim, Index classes, Index block = 0, int threads = 0) {
+  // dimension D, with classes processed in blocks of `block` -- the meaning of
+  // Options::class_block: 0 (default) the automatic choice for `memory_budget` (Options'
+  // default budget), >= C dense -- when run with `threads` OpenMP threads (default: as many as a
+  // parallel region would get now). Besides the B x block cosines it counts, per thread beyond
+  // the first, a B x D partial dX, and per class tile of a block a (max, sum) pair per row; the
+  // policy's once-per-row terms (a few scalars per row) are not counted. Sharded runs add B x D
+  // for the partial dX.
+  static std::size_t bytes_required(Index batch, Index dim, Index classes, Index block = 0, int threads = 0,
+                                    std::size_t memory_budget = Options{}.memory_budget) {
     const auto b = static_cast<std::size_t>(batch), d = static_cast<std::size_t>(dim),
                c = static_cast<std::size_t>(classes);
-    const auto k = (block <= 0 || block >= classes) ? c : static_cast<std::size_t>(block);
+    const Index resolved = block_for(batch, classes, block, memory_budget);
+    const auto k = resolved >= classes ? c : static_cast<std::size_t>(resolved);
     const auto t = static_cast<std::size_t>(threads > 0 ? threads : detail::max_threads());
     const auto tile = static_cast<std::size_t>(tile_for_block(static_cast<Index>(k)));
     const auto tiles = (k + tile - 1) / tile;
@@ -64,10 +86,13 @@ class Workspace {
     return std::min<Index>(class_tile, std::max<Index>(32, (block + 7) / 8));
   }
 
-  // Allocates for the given shape up front (optional: calls size the buffers themselves).
-  void reserve(Index batch, Index dim, Index classes, Index block = 0) {
+  // Allocates for the given shape up front (optional: calls size the buffers themselves);
+  // `block` as in bytes_required().
+  void reserve(Index batch, Index dim, Index classes, Index block = 0,
+               std::size_t memory_budget = Options{}.memory_budget) {
+    const Index resolved = block_for(batch, classes, block, memory_budget);
     xhat_.resize(batch, dim);
-    grow(cosine_storage_, batch * ((block <= 0 || block >= classes) ? classes : block));
+    grow(cosine_storage_, batch * (resolved >= classes ? classes : resolved));
     row_max_.resize(batch);
     row_sum_.resize(batch);
     x_norm_.resize(batch);
@@ -89,8 +114,11 @@ class Workspace {
   Index num_classes() const { return num_classes_; }
   Index classes() const { return local_classes_; }
   Index class_block() const { return block_; }
-  // The loss of the last forward (batch mean).
+  // The loss of the last forward: the batch mean of the cross-entropy, plus regulariser() for
+  // policies with learnable margins.
   T loss() const { return loss_; }
+  // The margin regulariser included in loss() (AdaptiveMargin); 0 for other policies.
+  T regulariser() const { return regulariser_; }
 
  private:
   friend struct detail::Engine;
@@ -120,7 +148,13 @@ class Workspace {
   // The policy's once-per-row terms (P::row_type, trivially copyable), B of them.
   std::vector<std::max_align_t> row_terms_;
 
-  Index tile() const { return tile_for_block(block_); }  // classes per tile of the current block
+  Index tile() const { return tile_for_block(block_); }
+  static Index block_for(Index batch, Index classes, Index block, std::size_t memory_budget) {
+    Options o;
+    o.class_block = block;
+    o.memory_budget = memory_budget;
+    return detail::resolve_class_block<T>(o, batch, classes);
+  }  // classes per tile of the current block
   static void grow(Vector<T>& v, Index n) {
     if (v.size() < n) v.resize(n);
   }
@@ -132,7 +166,16 @@ class Workspace {
   Index local_classes_ = 0;
   Index block_ = 0;
   T loss_ = T(0);
+  T regulariser_ = T(0);
   bool holds_forward_ = false;
+  // What the forward was called with, checked by its backward (detail/forward_record.hpp).
+  const void* policy_type_ = nullptr;
+  const char* policy_name_ = "";
+  std::uint64_t policy_fingerprint_ = 0;
+  const T* w_data_ = nullptr;
+  Index w_stride_ = 0;
+  detail::InUseFlag in_use_;
+  std::vector<double> agree_;  // the ranks' call records (sharded)
 };
 
 MARGINLOSS_NAMESPACE_END

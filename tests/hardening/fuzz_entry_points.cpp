@@ -1,24 +1,60 @@
-// libFuzzer harness for every public entry point of marginloss.
+// libFuzzer harness for every public entry point and every policy of marginloss.
 //
-// The input bytes choose a policy (NormFace, CosFace incl. the conditional margin, ArcFace,
-// CombinedMargin, SphereFace with either scale mode), the scalar type (float or double), an
-// entry point, the shapes (B, D, C up to 16, zero included), the labels (valid, out of range,
-// and of several integer types), the hyper-parameters (typical values, edge values and raw
-// bit patterns: NaN, +-Inf, denormals, huge and tiny), the enums (including values outside
-// the enumerators) and every matrix entry (scaled rows with norms from 2^-1100 to 2^1100,
-// exact copies of class weights for cosines of exactly +-1, raw bit patterns).
+// The input bytes choose a policy -- NormFace, CosFace (incl. the conditional margin), ArcFace,
+// CombinedMargin, SphereFace (either scale mode), SVSoftmax, MVSoftmax, CurricularFace,
+// AMMSoftmax (every MarginTarget / MVVariant / Fallback / Gradient, incl. values outside the
+// enumerators), AdaptiveMargin (learnable per-class margins, either RegulariserScope and one
+// outside it) and ml::class_margins(base, margins) over each policy with a margin member
+// (CosFace, ArcFace, SV-, MV-Softmax, CurricularFace, AMMSoftmax) -- the scalar type (float or
+// double), an entry point, the shapes (B, D, C up to 16, zero included), the labels (valid,
+// out of range, and of several integer types), the hyper-parameters and per-class margins
+// (typical values, edge values and raw bit patterns: NaN, +-Inf, negative, denormals, huge and
+// tiny; a margins vector of C entries or of another length), the enums, Options (class blocks,
+// memory budget) and every matrix entry (scaled rows with norms from 2^-1100 to 2^1100, exact
+// copies of class weights for cosines of exactly +-1, raw bit patterns).
 //
-// The oracle: every call either returns finite results (loss, dX, dW, dcos, dscales) or throws
-// marginloss::invalid_argument. Anything else - another exception, a non-finite value, a
-// sanitizer report, a write outside the output views (checked with NaN guard columns around
-// strided outputs), a read outside the input views (guard columns of NaN around strided inputs
-// would make the result non-finite) - is a finding and aborts.
+// Entry points (loss.hpp, distributed/sharded.hpp, sampling/subset.hpp):
+//   0 forward_backward, allocating (with dmargins / regulariser for AdaptiveMargin), compared
+//     with the workspace form into strided outputs
+//   1 forward_backward, workspace form, with wrongly shaped outputs and bad Options sometimes
+//   2 forward + allocating backward (arbitrary upstream gradient; then a second backward throws)
+//   3 forward + backward into strided views (with a dmargins view for AdaptiveMargin)
+//   4 the split API with mismatched calls: backward given another policy type, other parameters
+//     of the same type, another W (same shape, other memory), dW aliasing W, dX aliasing W, dX
+//     overlapping dW, a dmargins of the wrong length, a non-finite upstream gradient -- each
+//     must throw marginloss::invalid_argument without writing into W, and the same forward +
+//     backward then gives exactly the reference result; a second backward throws
+//   5 sharded_forward_backward, sharded_forward + sharded_backward with ml::LocalCommunicator
+//     (one rank; class_offset / num_classes fuzzed: a shard outside [0, num_classes) must
+//     throw; the whole range equals forward_backward) -- not for AdaptiveMargin, whose
+//     sharded entry points are a compile-time error
+//   6 subset_forward_backward (active ids int32 / int64 / uint64 incl. >= 2^63, duplicates, out
+//     of range; local labels; with dmargins for AdaptiveMargin; the ActiveSet form;
+//     SubsetOptions incl. a regulariser outside the enum and zero_inactive_rows), compared with
+//     forward_backward on the gathered rows
+//   7 target_cosines (allocating and into a caller's vector, compared with a double reference;
+//     CurricularFace then updates tau from them and runs forward_backward)
+//   cosine level (a quarter of the inputs): cosine_forward_backward, allocating, into dcos,
+//     and with per-row scales (not for AdaptiveMargin: a compile-time error)
+// Views: inputs and outputs are outer-strided (row stride) maps with NaN guard columns.
+// Inner-strided views cannot be fuzzed: the entry points reject them at compile time
+// (static_assert; tests/compile_fail covers them).
+//
+// The oracle: every call either returns finite results (loss, dX, dW, dmargins, dcos,
+// dscales) or throws marginloss::invalid_argument; inputs that must be rejected (wrong
+// shapes, shards outside the class range, bad active ids, mismatched backward calls) must
+// throw. Anything else - another exception, a non-finite value, a sanitizer report, a write
+// outside the output views (checked with NaN guard columns around strided outputs), a read
+// outside the input views (guard columns of NaN around strided inputs would make the result
+// non-finite), two forms of the same computation that differ - is a finding and aborts.
 //
 // Build and run: tests/hardening/run_fuzz.sh [seconds].
 #include <marginloss/marginloss.hpp>
+#include <marginloss/sampling/subset.hpp>
 
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -28,6 +64,7 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace ml = marginloss;
@@ -187,6 +224,9 @@ bool all_finite(const T& m) {
 // result is always a finding.
 bool g_overflow_expected = false;
 bool g_allow_overflow = false;
+// MARGINLOSS_FUZZ_SKIP_KNOWN=1 skips the inputs of library findings reported and not yet fixed
+// (see known_finding()), so that a long run can look for others; CI runs without it.
+bool g_skip_known = false;
 
 [[noreturn]] void non_finite(const char* what) {
   std::fprintf(stderr, "non-finite %s\n", what);
@@ -211,15 +251,21 @@ bool check_matrix(const M& m, const char* what) {
 }
 
 // Bounds on a policy's logits and slopes, for the overflow envelope:
-//   F          max |f(t)| and |c| over t in [-1, 1] (every fallback)
-//   slope      max |f'(t)| sin(theta)-weighted, i.e. what reaches dX and dW (m1 for angular margins)
-//   slope_raw  max |f'(t)| as the library returns it in dcos (sin(theta) floored)
+//   F           max |f(t)|, |h(c)| and |c| over t, c in [-1, 1] (every fallback)
+//   slope       max |f'(t)|, |h'(c)| sin(theta)-weighted, i.e. what reaches dX and dW
+//   slope_raw   max |f'(t)|, |h'(c)| as the library returns them in dcos (sin(theta) floored)
+//   loss_extra  bound on a regulariser added to the loss (AdaptiveMargin: lambda_m max |m|)
+//   grad_extra  bound on the regulariser's gradient (lambda_m) and dL/dm per unit S
 struct Envelope {
-  double F = 1, slope = 1, slope_raw = 1;
+  double F = 1, slope = 1, slope_raw = 1, loss_extra = 0, grad_extra = 0;
 };
 template <typename T>
 double sine_floor() {
   return sizeof(T) == 4 ? 1e-6 : 1e-12;
+}
+template <typename T>
+double angular_raw() {
+  return 1 + 1 / sine_floor<T>();
 }
 template <typename T>
 Envelope envelope_of(const ml::NormFace<T>&) {
@@ -231,7 +277,7 @@ Envelope envelope_of(const ml::CosFace<T>& p) {
 }
 template <typename T>
 Envelope envelope_of(const ml::ArcFace<T>& p) {
-  return {2 + std::fabs(double(p.m)), 1, 1 + 1 / sine_floor<T>()};
+  return {2 + std::fabs(double(p.m)), 1, angular_raw<T>()};
 }
 template <typename T>
 Envelope envelope_of(const ml::CombinedMargin<T>& p) {
@@ -243,6 +289,57 @@ Envelope envelope_of(const ml::SphereFace<T>& p) {
   const double m = std::min(std::max(p.m, 1), 5);
   return {2 * m, m * m, m * m};
 }
+// Mining policies: the target is CosFace's or ArcFace's; hard non-targets h(c) as documented.
+template <typename T>
+Envelope envelope_of(const ml::SVSoftmax<T>& p) {
+  const double m = std::fabs(double(p.m)), t = std::fabs(double(p.t));
+  return {std::max(2 + m, 2 * t + 1), 1 + t, std::max(1 + t, angular_raw<T>())};
+}
+template <typename T>
+Envelope envelope_of(const ml::MVSoftmax<T>& p) {
+  const double m = std::fabs(double(p.m)), t = std::fabs(double(p.t));
+  return {std::max(2 + m, 2 * t + 1), 1 + t, std::max(1 + t, angular_raw<T>())};
+}
+template <typename T>
+Envelope envelope_of(const ml::CurricularFace<T>& p) {
+  const double m = std::fabs(double(p.m)), tau = std::fabs(double(p.tau));
+  return {std::max(2 + m, tau + 1), tau + 3, std::max(tau + 3, angular_raw<T>())};
+}
+template <typename T>
+Envelope envelope_of(const ml::AMMSoftmax<T>& p) {
+  return {2 + std::fabs(double(p.m)), 2, 1 + angular_raw<T>()};
+}
+template <typename T>
+double max_abs(const ml::Vector<T>& v) {
+  double m = 0;
+  for (Index k = 0; k < v.size(); ++k) m = std::max(m, std::fabs(static_cast<double>(v(k))));  // NaN: skipped
+  return m;
+}
+template <typename T>
+Envelope envelope_of(const ml::AdaptiveMargin<T>& p) {
+  const double m = max_abs(p.margins), lambda = std::fabs(double(p.lambda_m));
+  return {1 + m, 1, 1, lambda * m, lambda + 1};
+}
+// Fixed per-class margins: the base policy at the largest margin.
+template <typename Base>
+Envelope envelope_of(const ml::ClassMargins<Base>& p) {
+  Base b = p.base;
+  b.m = static_cast<typename Base::value_type>(max_abs(p.margins));
+  return envelope_of(b);
+}
+
+template <typename P>
+constexpr bool learnable_v = ml::detail::has_learnable_margins<P>::value;
+
+template <typename P>
+struct is_class_margins : std::false_type {};
+template <typename B>
+struct is_class_margins<ml::ClassMargins<B>> : std::true_type {};
+
+template <typename P>
+struct is_adaptive : std::false_type {};
+template <typename T>
+struct is_adaptive<ml::AdaptiveMargin<T>> : std::true_type {};
 
 // ||row|| in double, rescaled so that it neither over- nor underflows.
 template <typename M>
@@ -294,6 +391,21 @@ struct Guarded {
   }
 };
 
+// A vector of n entries between two NaN guards.
+template <typename T>
+struct GuardedVec {
+  Index n;
+  std::vector<T> buf;
+  explicit GuardedVec(Index size) : n(size), buf(static_cast<std::size_t>(size + 2), std::numeric_limits<T>::quiet_NaN()) {}
+  Eigen::Map<ml::Vector<T>> view() { return Eigen::Map<ml::Vector<T>>(buf.data() + 1, n); }
+  bool guards_intact() const { return std::isnan(buf.front()) && std::isnan(buf.back()); }
+};
+
+template <typename T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
 template <typename M>
 void dump_matrix(const char* name, const M& m) {
   std::fprintf(stderr, "  %s (%ldx%ld, hex floats):\n", name, static_cast<long>(m.rows()), static_cast<long>(m.cols()));
@@ -310,6 +422,18 @@ void dump_labels(const L& labels) {
   for (Index i = 0; i < labels.size(); ++i) std::fprintf(stderr, " %lld", static_cast<long long>(labels(i)));
   std::fprintf(stderr, "\n");
 }
+
+// The per-class margins of a policy, for the dump.
+template <typename P>
+const ml::Vector<typename P::value_type>* margins_of(const P& p) {
+  if constexpr (is_class_margins<P>::value || is_adaptive<P>::value)
+    return &p.margins;
+  else {
+    (void)p;
+    return nullptr;
+  }
+}
+std::function<void()> g_dump_margins;
 
 enum class LabelKind { int32, int64, uint64 };
 
@@ -335,15 +459,533 @@ Eigen::Matrix<L, Eigen::Dynamic, 1> make_labels(const std::vector<std::uint8_t>&
   return y;
 }
 
-// Runs `body` and accepts only a normal return or marginloss::invalid_argument.
+// Runs `body` and accepts only a normal return or marginloss::invalid_argument; returns true
+// when it returned normally.
 template <typename F>
-void guarded_call(F&& body) {
+bool guarded_call(F&& body) {
   try {
     body();
+    return true;
   } catch (const ml::invalid_argument& e) {
     if (std::strncmp(e.what(), "marginloss:", 11) != 0) finding("invalid_argument message does not start with 'marginloss:'");
   }
   // Any other exception escapes and terminates: libFuzzer reports it.
+  return false;
+}
+
+// Options of the engine: mostly the default, sometimes forced class blocks (the blocked
+// path), a negative block (must throw) or a tiny memory budget.
+ml::Options options_of(std::uint8_t k) {
+  ml::Options o;
+  if (k >= 160) o.class_block = static_cast<Index>(k % 5) - 1;  // -1 .. 3
+  if (k >= 240) o.memory_budget = k % 2;
+  note(" class_block=%ld budget=%lu", static_cast<long>(o.class_block), static_cast<unsigned long>(o.memory_budget));
+  return o;
+}
+
+// forward_backward / backward into views, with dmargins for policies with learnable margins.
+template <typename P, typename MX, typename MW, typename L, typename OX, typename OW, typename OM>
+typename P::value_type fb_into(const P& p, const MX& X, const MW& W, const L& y, OX&& dX, OW&& dW, OM&& dm,
+                               ml::Workspace<typename P::value_type>& ws, const ml::Options& o) {
+  if constexpr (learnable_v<P>)
+    return ml::forward_backward(p, X, W, y, dX, dW, dm, ws, o);
+  else {
+    (void)dm;
+    return ml::forward_backward(p, X, W, y, dX, dW, ws, o);
+  }
+}
+template <typename P, typename MW, typename OX, typename OW, typename OM>
+void bwd_into(const P& p, const MW& W, ml::Workspace<typename P::value_type>& ws, typename P::value_type g, OX&& dX,
+              OW&& dW, OM&& dm) {
+  if constexpr (learnable_v<P>)
+    ml::backward(p, W, ws, g, dX, dW, dm);
+  else {
+    (void)dm;
+    ml::backward(p, W, ws, g, dX, dW);
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Mismatched split calls: a policy of another type, and the same type with other parameters
+// (changes every fingerprint probes: the scale doubled, or a margin moved by >= 0.5).
+
+template <typename P>
+auto other_type(const P&) {
+  using T = typename P::value_type;
+  if constexpr (is_class_margins<P>::value)
+    return decltype(std::declval<P>().base){};  // same name, another type
+  else if constexpr (std::is_same_v<P, ml::NormFace<T>>)
+    return ml::CosFace<T>{};
+  else
+    return ml::NormFace<T>{};
+}
+
+// A margin that changes the margined target at some probe whatever the policy: in [0, 1) it
+// moves by 0.5; otherwise (>= 1, or negative, which AdaptiveMargin accepts: -1e30 + 0.5 would
+// round back to -1e30) it becomes 0.25, which also applies where a margin >= 1 never does
+// (CosFace's conditional margin: t - m only where t > m).
+template <typename T>
+T other_margin(T m) {
+  return m >= T(0) && m < T(1) ? m + T(0.5) : T(0.25);
+}
+template <typename P>
+void mutate(P& q, unsigned v) {
+  using T = typename P::value_type;
+  if constexpr (std::is_same_v<P, ml::SphereFace<T>>) {
+    if (q.scale_mode == ml::Scale::fixed)
+      q.s *= T(2);
+    else
+      q.scale_mode = ml::Scale::fixed;
+  } else if constexpr (is_class_margins<P>::value || is_adaptive<P>::value) {
+    if (v % 2 == 0 || q.margins.size() == 0) {
+      if constexpr (is_class_margins<P>::value)
+        q.base.s *= T(2);
+      else
+        q.s *= T(2);
+    } else {
+      q.margins(0) = other_margin(q.margins(0));
+    }
+  } else if constexpr (std::is_same_v<P, ml::NormFace<T>>) {
+    q.s *= T(2);
+  } else if constexpr (std::is_same_v<P, ml::CombinedMargin<T>>) {
+    if (v % 2 == 0)
+      q.s *= T(2);
+    else
+      q.m3 = other_margin(q.m3);
+  } else {
+    if (v % 2 == 0)
+      q.s *= T(2);
+    else
+      q.m = other_margin(q.m);
+  }
+}
+
+template <typename P, typename MX, typename L>
+void split_mismatch(const P& policy, FuzzedDataProvider& in, const MX& X, Guarded<typename P::value_type>& Wbuf,
+                    Index C, const L& labels, Index pad) {
+  using T = typename P::value_type;
+  const Index B = X.rows(), D = X.cols();
+  auto W = StridedMap<T>(Wbuf.buf.data(), C, D, Eigen::OuterStride<>(Wbuf.stride));
+  const Index M = learnable_v<P> ? C : 0;
+  ml::Workspace<T> ws;
+  T loss1 = T(0);
+  try {
+    loss1 = ml::forward(policy, X, W, labels, ws);
+  } catch (const ml::invalid_argument&) {
+    return;
+  }
+  Guarded<T> rdX(B, D, pad), rdW(C, D, pad);
+  GuardedVec<T> rdm(M);
+  try {
+    bwd_into(policy, W, ws, T(1), rdX.view(), rdW.view(), rdm.view());
+  } catch (const ml::invalid_argument&) {
+    return;  // not representable: nothing to compare with
+  }
+  if (!check_loss(loss1, "loss (forward)") || !check_matrix(rdX.view(), "dX (backward)") ||
+      !check_matrix(rdW.view(), "dW (backward)") || !check_matrix(rdm.view(), "dmargins (backward)"))
+    return;
+  const std::vector<T> w_before = Wbuf.buf;
+  const auto variant = in.ConsumeIntegral<std::uint8_t>();
+
+  auto expect_throw = [&](const char* what, auto&& bad_backward) {
+    T loss = T(0);
+    try {
+      loss = ml::forward(policy, X, W, labels, ws);
+    } catch (const ml::invalid_argument&) {
+      finding("a forward() that returned before threw on the same inputs");
+    }
+    if (!(loss == loss1)) finding("the same forward() returned another loss");
+    bool threw = false;
+    try {
+      bad_backward();
+    } catch (const ml::invalid_argument& e) {
+      threw = true;
+      if (std::strncmp(e.what(), "marginloss:", 11) != 0) finding("invalid_argument message does not start with 'marginloss:'");
+    }
+    if (!threw) {
+      std::fprintf(stderr, "mismatched backward: %s\n", what);
+      finding("backward() accepted a call that does not match its forward() (must throw invalid_argument)");
+    }
+    if (ws.holds_forward()) {
+      std::fprintf(stderr, "mismatched backward: %s\n", what);
+      finding("a rejected backward() left its forward in the workspace (a forward is consumed by one backward)");
+    }
+    if (!same_bits(Wbuf.buf, w_before)) {
+      std::fprintf(stderr, "mismatched backward: %s\n", what);
+      finding("a rejected backward() wrote into W");
+    }
+  };
+
+  expect_throw("a policy of another type", [&] {
+    Guarded<T> dX(B, D, pad), dW(C, D, pad);
+    ml::backward(other_type(policy), W, ws, T(1), dX.view(), dW.view());
+  });
+  for (unsigned v = 0; v < 2; ++v)
+    expect_throw(v == 0 ? "other parameters (scale)" : "other parameters (margin)", [&] {
+      P q = policy;
+      mutate(q, v + variant);
+      Guarded<T> dX(B, D, pad), dW(C, D, pad);
+      GuardedVec<T> dm(M);
+      bwd_into(q, W, ws, T(1), dX.view(), dW.view(), dm.view());
+    });
+  expect_throw("another W (same shape, other memory)", [&] {
+    Guarded<T> W2(C, D, pad + (variant & 1));
+    auto w2 = W2.view();
+    w2 = W;
+    Guarded<T> dX(B, D, pad), dW(C, D, pad);
+    GuardedVec<T> dm(M);
+    bwd_into(policy, w2, ws, T(1), dX.view(), dW.view(), dm.view());
+  });
+  expect_throw("dW aliasing W", [&] {
+    Guarded<T> dX(B, D, pad);
+    GuardedVec<T> dm(M);
+    bwd_into(policy, W, ws, T(1), dX.view(), W, dm.view());
+  });
+  expect_throw("dX aliasing W", [&] {
+    StridedMap<T> dX(Wbuf.buf.data(), B, D, Eigen::OuterStride<>(Wbuf.stride));
+    Guarded<T> dW(C, D, pad);
+    GuardedVec<T> dm(M);
+    bwd_into(policy, W, ws, T(1), dX, dW.view(), dm.view());
+  });
+  expect_throw("dX overlapping dW", [&] {
+    Guarded<T> both(std::max(B, C) + 1, D, pad);
+    const Index shift = (variant & 2) && B >= 2 ? both.stride : 0;
+    StridedMap<T> dX(both.buf.data(), B, D, Eigen::OuterStride<>(both.stride));
+    StridedMap<T> dW(both.buf.data() + shift, C, D, Eigen::OuterStride<>(both.stride));
+    GuardedVec<T> dm(M);
+    bwd_into(policy, W, ws, T(1), dX, dW, dm.view());
+  });
+  expect_throw("a non-finite upstream gradient", [&] {
+    Guarded<T> dX(B, D, pad), dW(C, D, pad);
+    GuardedVec<T> dm(M);
+    bwd_into(policy, W, ws, (variant & 4) ? std::numeric_limits<T>::infinity() : std::numeric_limits<T>::quiet_NaN(),
+             dX.view(), dW.view(), dm.view());
+  });
+  if constexpr (learnable_v<P>)
+    expect_throw("dmargins of the wrong length", [&] {
+      Guarded<T> dX(B, D, pad), dW(C, D, pad);
+      GuardedVec<T> dm(C + 1 - 2 * (variant & 1));
+      ml::backward(policy, W, ws, T(1), dX.view(), dW.view(), dm.view());
+    });
+
+  // The same call again: exactly the reference result.
+  T loss = T(0);
+  if (!guarded_call([&] { loss = ml::forward(policy, X, W, labels, ws); }))
+    finding("a forward() that returned before threw on the same inputs");
+  Guarded<T> dX(B, D, pad), dW(C, D, pad);
+  GuardedVec<T> dm(M);
+  if (!guarded_call([&] { bwd_into(policy, W, ws, T(1), dX.view(), dW.view(), dm.view()); }))
+    finding("after rejected mismatched calls, the matching forward() + backward() threw");
+  if (!(loss == loss1) || !same_values(dX.view(), rdX.view()) || !same_values(dW.view(), rdW.view()) ||
+      !same_values(dm.view(), rdm.view()))
+    finding("after rejected mismatched calls, the matching forward() + backward() gives another result");
+  if (!dX.guards_intact() || !dW.guards_intact() || !dm.guards_intact()) finding("backward wrote outside dX/dW/dmargins");
+  bool threw = false;
+  try {
+    Guarded<T> dX2(B, D, pad), dW2(C, D, pad);
+    GuardedVec<T> dm2(M);
+    bwd_into(policy, W, ws, T(1), dX2.view(), dW2.view(), dm2.view());
+  } catch (const ml::invalid_argument&) {
+    threw = true;
+  }
+  if (!threw) finding("a second backward() without forward() did not throw");
+}
+
+
+// ------------------------------------------------------------------------------------------
+// Sharded entry points with one rank (ml::LocalCommunicator).
+
+template <typename P, typename MX, typename MW, typename L>
+void sharded_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, const L& labels, Index pad,
+                   typename P::value_type grad_loss) {
+  using T = typename P::value_type;
+  const Index B = X.rows(), D = X.cols(), C = W.rows();
+  const auto k = in.ConsumeIntegral<std::uint8_t>();
+  Index offset = 0, nc = C;
+  if (k >= 96 && k < 240) {
+    offset = static_cast<Index>(k % 7) - 2;
+    nc = C + offset + static_cast<Index>((k >> 3) % 5) - 2;
+  } else if (k >= 240) {
+    constexpr Index big = std::numeric_limits<Index>::max(), small = std::numeric_limits<Index>::min();
+    switch (k % 8) {
+      case 0: offset = big; nc = big; break;
+      case 1: offset = small; break;
+      case 2: offset = big - (C > 0 ? C - 1 : 0); nc = big; break;  // one class past the end (C >= 1)
+      case 3: offset = big - C; nc = big; break;  // inside: the last classes of the range
+      case 4: nc = small; break;
+      case 5: nc = -1; break;
+      case 6: offset = big; break;
+      default: offset = -1; nc = big; break;
+    }
+  }
+  const bool inside = offset >= 0 && nc >= C && offset <= nc - C;
+  // Known library finding: Engine::forward computes class_offset + C, which overflows (UB) for
+  // class_offset > INT64_MAX - C.
+  if (g_skip_known && offset > std::numeric_limits<Index>::max() - C) return;
+  const auto form = in.ConsumeIntegral<std::uint8_t>();
+  const ml::Options o = options_of(in.ConsumeIntegral<std::uint8_t>());
+  note(" class_offset=%lld num_classes=%lld form=%s", static_cast<long long>(offset), static_cast<long long>(nc),
+       form % 2 ? "sharded_forward+sharded_backward" : "sharded_forward_backward");
+  ml::LocalCommunicator comm;
+  ml::Workspace<T> ws;
+  Guarded<T> dXg(B, D, pad), dWg(C, D, pad);
+  T loss = T(0);
+  const bool ok = guarded_call([&] {
+    if (form % 2 == 0) {
+      loss = ml::sharded_forward_backward(policy, X, W, offset, nc, labels, comm, dXg.view(), dWg.view(), ws, o);
+    } else {
+      loss = ml::sharded_forward(policy, X, W, offset, nc, labels, comm, ws, o);
+      ml::sharded_backward(policy, W, comm, ws, grad_loss, dXg.view(), dWg.view());
+    }
+  });
+  if (!dXg.guards_intact() || !dWg.guards_intact()) finding("sharded call wrote outside dX/dW");
+  if (!ok) return;
+  if (!inside) finding("sharded call accepted a shard outside [0, num_classes)");
+  if (!check_loss(loss, "loss (sharded)") || !check_matrix(dXg.view(), "dX (sharded)") ||
+      !check_matrix(dWg.view(), "dW (sharded)"))
+    return;
+  if (form % 2 == 0 && offset == 0 && nc == C) {
+    ml::Workspace<T> ws2;
+    Guarded<T> dX2(B, D, pad), dW2(C, D, pad);
+    T loss2 = T(0);
+    if (!guarded_call([&] { loss2 = ml::forward_backward(policy, X, W, labels, dX2.view(), dW2.view(), ws2, o); }))
+      finding("forward_backward threw where the sharded call over all classes returned");
+    if (!(loss2 == loss) || !same_values(dX2.view(), dXg.view()) || !same_values(dW2.view(), dWg.view()))
+      finding("one-rank sharded call over all classes differs from forward_backward");
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Subset entry points.
+
+// The policy forward_backward() runs on the gathered rows, for the comparison.
+template <typename P, typename AV>
+P gathered_policy(const P& p, const AV& active, ml::SubsetRegulariser reg) {
+  P q = p;
+  if constexpr (is_class_margins<P>::value || is_adaptive<P>::value) {
+    q.margins.resize(active.size());
+    for (Index a = 0; a < active.size(); ++a) q.margins(a) = p.margins(static_cast<Index>(active(a)));
+  }
+  if constexpr (is_adaptive<P>::value)
+    if (reg == ml::SubsetRegulariser::active_classes) q.scope = ml::RegulariserScope::all_classes;
+  (void)reg;
+  return q;
+}
+
+template <typename P, typename MX, typename MW, typename AV>
+void subset_with(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, const AV& active, bool valid_active,
+                 Index pad) {
+  using T = typename P::value_type;
+  const Index B = X.rows(), D = X.cols(), C = W.rows(), A = active.size();
+  ml::IndexVector local(B);
+  bool valid_labels = true;
+  for (Index i = 0; i < B; ++i) {
+    local(i) = label_value<Index>(in.ConsumeIntegral<std::uint8_t>(), std::max<Index>(A, 1));
+    valid_labels = valid_labels && local(i) >= 0 && local(i) < A;
+  }
+  const auto flags = in.ConsumeIntegral<std::uint8_t>();
+  ml::SubsetOptions so;
+  so.zero_inactive_rows = flags & 1;
+  so.regulariser = static_cast<ml::SubsetRegulariser>((flags >> 1) % 3);  // 2: not an enumerator
+  so.engine = options_of(in.ConsumeIntegral<std::uint8_t>());
+  const bool use_set = (flags & 8) && std::is_same_v<AV, ml::IndexVector>;
+  const bool wrong_dm = learnable_v<P> && (flags & 16);
+  note(" A=%ld zero_inactive=%d regulariser=%d active_set=%d", static_cast<long>(A), int(so.zero_inactive_rows),
+       int(so.regulariser), int(use_set));
+  bool must_throw = !valid_active || !valid_labels || static_cast<int>(so.regulariser) > 1 || so.engine.class_block < 0 ||
+                    wrong_dm;
+  if constexpr (is_class_margins<P>::value || is_adaptive<P>::value) must_throw = must_throw || policy.margins.size() != C;
+  struct Restore {
+    std::function<void()> saved = g_dump;
+    ~Restore() { g_dump = saved; }
+  } restore;
+  g_dump = [&, prev_dump = restore.saved] {
+    if (prev_dump) prev_dump();
+    std::fprintf(stderr, "  active:");
+    for (Index a = 0; a < A; ++a) std::fprintf(stderr, " %lld", static_cast<long long>(active(a)));
+    std::fprintf(stderr, "\n  local ");
+    dump_labels(local);
+  };
+
+  const T sentinel = T(0.75);
+  Guarded<T> dXg(B, D, pad), dWg(C, D, pad);
+  for (Index j = 0; j < C; ++j)
+    for (Index k = 0; k < D; ++k) dWg.buf[static_cast<std::size_t>(j * dWg.stride + k)] = sentinel;
+  GuardedVec<T> dmg(learnable_v<P> ? C + (wrong_dm ? 1 : 0) : 0);
+  ml::SubsetWorkspace<T> sws;
+  T loss = T(0);
+  const bool ok = guarded_call([&] {
+    auto dX = dXg.view();
+    auto dW = dWg.view();
+    if constexpr (learnable_v<P>) {
+      auto dm = dmg.view();
+      if constexpr (std::is_same_v<AV, ml::IndexVector>)
+        if (use_set) {
+          ml::ActiveSet set{active, local};
+          loss = ml::subset_forward_backward(policy, X, W, set, dX, dW, dm, sws, so);
+          return;
+        }
+      loss = ml::subset_forward_backward(policy, X, W, active, local, dX, dW, dm, sws, so);
+    } else {
+      if constexpr (std::is_same_v<AV, ml::IndexVector>)
+        if (use_set) {
+          ml::ActiveSet set{active, local};
+          loss = ml::subset_forward_backward(policy, X, W, set, dX, dW, sws, so);
+          return;
+        }
+      loss = ml::subset_forward_backward(policy, X, W, active, local, dX, dW, sws, so);
+    }
+  });
+  if (!dXg.guards_intact() || !dWg.guards_intact() || !dmg.guards_intact())
+    finding("subset_forward_backward wrote outside dX/dW/dmargins");
+  if (!ok) return;
+  if (must_throw) finding("subset_forward_backward accepted an invalid active set, local labels, options or dmargins");
+  if (!check_loss(loss, "loss (subset)") || !check_matrix(dXg.view(), "dX (subset)") ||
+      !check_matrix(dWg.view(), "dW (subset)") || !check_matrix(dmg.view(), "dmargins (subset)"))
+    return;
+
+  // The same loss as forward_backward() on the gathered rows.
+  ml::RowMatrix<T> Wa(A, D);
+  for (Index a = 0; a < A; ++a) Wa.row(a) = W.row(static_cast<Index>(active(a)));
+  const P q = gathered_policy(policy, active, so.regulariser);
+  ml::Workspace<T> ws;
+  ml::RowMatrix<T> rdX(B, D), rdW(A, D);
+  ml::Vector<T> rdm(learnable_v<P> ? A : 0);
+  T rloss = T(0);
+  if (!guarded_call([&] { rloss = fb_into(q, X, Wa, local, rdX, rdW, rdm, ws, so.engine); })) {
+    if constexpr (!learnable_v<P>) finding("forward_backward on the gathered rows threw where subset_forward_backward returned");
+    return;
+  }
+  bool all_classes_as_policy = false;
+  (void)all_classes_as_policy;
+  if constexpr (is_adaptive<P>::value)
+    all_classes_as_policy =
+        so.regulariser == ml::SubsetRegulariser::as_policy && policy.scope == ml::RegulariserScope::all_classes;
+  bool same = same_values(dXg.view(), rdX);
+  for (Index a = 0; a < A; ++a) same = same && same_values(dWg.view().row(static_cast<Index>(active(a))), rdW.row(a));
+  std::vector<unsigned char> is_active(static_cast<std::size_t>(C), 0);
+  for (Index a = 0; a < A; ++a) is_active[static_cast<std::size_t>(active(a))] = 1;
+  for (Index j = 0; j < C; ++j)
+    if (!is_active[static_cast<std::size_t>(j)])
+      for (Index k = 0; k < D; ++k)
+        if (!(dWg.view()(j, k) == (so.zero_inactive_rows ? T(0) : sentinel)))
+          finding("subset_forward_backward changed a dW row of an inactive class (or did not zero it)");
+  if (!same) finding("subset_forward_backward differs from forward_backward on the gathered rows (dX or dW)");
+  if constexpr (learnable_v<P>) {
+    const auto dm = dmg.view();
+    const T inactive = all_classes_as_policy ? -T(1) * policy.lambda_m / static_cast<T>(C) : T(0);
+    for (Index j = 0; j < C; ++j)
+      if (!is_active[static_cast<std::size_t>(j)] && !(dm(j) == inactive))
+        finding("subset_forward_backward: dmargins of an inactive class is not the regulariser's gradient");
+    if (!all_classes_as_policy)
+      for (Index a = 0; a < A; ++a)
+        if (!(dm(static_cast<Index>(active(a))) == rdm(a)))
+          finding("subset_forward_backward: dmargins differs from forward_backward on the gathered rows");
+    // The loss: the cross-entropy over the active classes plus the regulariser chosen.
+    double expect = static_cast<double>(rloss);
+    if (all_classes_as_policy)
+      expect = static_cast<double>(rloss) - static_cast<double>(ws.regulariser()) -
+               static_cast<double>(policy.lambda_m) * static_cast<double>(policy.margins.mean());
+    const double tol = (sizeof(T) == 4 ? 1e-4 : 1e-10) *
+                       (std::fabs(static_cast<double>(rloss)) + std::fabs(static_cast<double>(ws.regulariser())) +
+                        std::fabs(static_cast<double>(policy.lambda_m)) * max_abs(policy.margins) + 1);
+    if (!(std::fabs(static_cast<double>(loss) - expect) <= tol))
+      finding("subset_forward_backward: the loss differs from forward_backward on the gathered rows");
+  } else {
+    if (!(loss == rloss)) finding("subset_forward_backward: the loss differs from forward_backward on the gathered rows");
+  }
+}
+
+template <typename P, typename MX, typename MW>
+void subset_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, Index pad) {
+  const Index C = W.rows();
+  // A prefix of a permutation of the classes, or all of them plus a repeat, sometimes corrupted.
+  std::vector<Index> perm(static_cast<std::size_t>(C));
+  for (Index j = 0; j < C; ++j) perm[static_cast<std::size_t>(j)] = j;
+  for (Index j = C - 1; j > 0; --j) std::swap(perm[static_cast<std::size_t>(j)], perm[static_cast<std::size_t>(in.ConsumeIntegralInRange<Index>(0, j))]);
+  const Index A = in.ConsumeIntegralInRange<Index>(0, C + 1);
+  std::vector<std::uint64_t> raw(static_cast<std::size_t>(A));
+  for (Index a = 0; a < A; ++a)
+    raw[static_cast<std::size_t>(a)] = C > 0 ? static_cast<std::uint64_t>(perm[static_cast<std::size_t>(a % C)]) : 0;
+  const auto corrupt = in.ConsumeIntegral<std::uint8_t>();
+  if (corrupt >= 192 && A >= 1) {
+    const auto at = static_cast<std::size_t>(corrupt % A);
+    switch ((corrupt >> 3) % 6) {
+      case 0: raw[at] = raw[(at + 1) % raw.size()]; break;  // a duplicate (unless A == 1)
+      case 1: raw[at] = ~std::uint64_t(0); break;           // -1
+      case 2: raw[at] = static_cast<std::uint64_t>(C); break;
+      case 3: raw[at] = std::uint64_t(1) << 63; break;      // >= 2^63 unsigned, INT64_MIN signed, 0 as int32
+      case 4: raw[at] = (std::uint64_t(1) << 32) + raw[at]; break;  // in range once truncated to 32 bits
+      default: raw[at] = std::uint64_t(1) << 31; break;     // INT32_MIN as int32
+    }
+  }
+  const int kind = in.ConsumeIntegralInRange<int>(0, 2);
+  note(" active=%s", kind == 0 ? "int32" : (kind == 1 ? "int64" : "uint64"));
+  auto go = [&](auto tag) {
+    using I = decltype(tag);
+    Eigen::Matrix<I, Eigen::Dynamic, 1> active(A);
+    for (Index a = 0; a < A; ++a) active(a) = static_cast<I>(raw[static_cast<std::size_t>(a)]);
+    // Valid: 1 <= A <= C, every id in [0, C) in its own signedness, no repeat.
+    bool valid = A >= 1 && A <= C;
+    std::vector<unsigned char> seen(static_cast<std::size_t>(C), 0);
+    for (Index a = 0; a < A && valid; ++a) {
+      const I v = active(a);
+      const bool in_range = std::is_unsigned_v<I> ? static_cast<std::uint64_t>(v) < static_cast<std::uint64_t>(C)
+                                                  : (static_cast<long long>(v) >= 0 && static_cast<long long>(v) < C);
+      if (!in_range || seen[static_cast<std::size_t>(v)]) valid = false;
+      else seen[static_cast<std::size_t>(v)] = 1;
+    }
+    subset_with(policy, in, X, W, active, valid, pad);
+  };
+  if (kind == 0) go(std::int32_t{});
+  else if (kind == 1) go(Index{});
+  else go(std::uint64_t{});
+}
+
+// ------------------------------------------------------------------------------------------
+// target_cosines.
+
+template <typename P, typename MX, typename MW, typename L>
+void target_cosine_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, const L& labels) {
+  using T = typename P::value_type;
+  const Index B = X.rows();
+  const auto k = in.ConsumeIntegral<std::uint8_t>();
+  const Index n = (k & 1) ? ((k & 2) && B > 0 ? B - 1 : B + 1) : B;
+  note(" out=%ld", static_cast<long>(n));
+  ml::Vector<T> t;
+  const bool ok = guarded_call([&] { t = ml::target_cosines(X, W, labels); });
+  GuardedVec<T> out(n);
+  const bool ok2 = guarded_call([&] { ml::target_cosines(X, W, labels, out.view()); });
+  if (!out.guards_intact()) finding("target_cosines wrote outside its output");
+  if (ok2 && n != B) finding("target_cosines accepted an output of the wrong length");
+  if (n == B && ok != ok2) finding("target_cosines: the allocating form and the form into a vector disagree");
+  if (!ok) return;
+  if (t.size() != B) finding("target_cosines returned a vector of the wrong length");
+  const double tol = sizeof(T) == 4 ? 1e-5 : 1e-12;
+  for (Index i = 0; i < B; ++i) {
+    const Index y = static_cast<Index>(labels(i));
+    const double xn = norm_of_row(X, i), wn = norm_of_row(W, y);
+    double dot = 0;
+    for (Index c = 0; c < X.cols(); ++c)
+      dot += (static_cast<double>(X(i, c)) / xn) * (static_cast<double>(W(y, c)) / wn);
+    dot = std::min(1.0, std::max(-1.0, dot));
+    if (!(std::fabs(static_cast<double>(t(i))) <= 1) || !(std::fabs(static_cast<double>(t(i)) - dot) <= tol)) {
+      std::fprintf(stderr, "target_cosines(%ld) = %a, reference %a\n", static_cast<long>(i), static_cast<double>(t(i)), dot);
+      finding("target_cosines returned a wrong cosine");
+    }
+    if (ok2 && !(out.view()(i) == t(i))) finding("target_cosines: the two forms give other values");
+  }
+  if constexpr (std::is_same_v<P, ml::CurricularFace<T>>) {
+    // The documented use: tau from the batch's target cosines, then the loss.
+    P q = policy;
+    guarded_call([&] {
+      q.update_tau(t);
+      const auto r = ml::forward_backward(q, X, W, labels);
+      if (!check_loss(r.loss, "loss (CurricularFace after update_tau)")) return;
+      if (!check_matrix(r.dX, "dX (CurricularFace after update_tau)")) return;
+      check_matrix(r.dW, "dW (CurricularFace after update_tau)");
+    });
+  }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -352,12 +994,15 @@ void guarded_call(F&& body) {
 template <typename P, typename Labels>
 void dense_calls(const P& policy, FuzzedDataProvider& in, Index B, Index D, Index C, const Labels& labels) {
   using T = typename P::value_type;
+  constexpr bool learnable = learnable_v<P>;
   const auto mode = in.ConsumeIntegral<std::uint8_t>();
   const Index pad = 1 + (mode >> 6);
+  const Index M = learnable ? C : 0;  // dmargins entries
 
   // W first, so rows of X can be exact multiples of their class weight (cosine exactly +-1).
-  Guarded<T> Wg(C, D, pad), Xg(B, D, pad);
-  auto W = Wg.view();
+  // W lies at the top of a buffer of max(B, C) rows, so that a dX view can alias it.
+  Guarded<T> Wg(std::max(B, C), D, pad), Xg(B, D, pad);
+  StridedMap<T> W(Wg.buf.data(), C, D, Eigen::OuterStride<>(Wg.stride));
   auto X = Xg.view();
   fill_rows<T>(in, W);
   fill_rows<T>(in, X);
@@ -370,25 +1015,34 @@ void dense_calls(const P& policy, FuzzedDataProvider& in, Index B, Index D, Inde
   }
 
   const T grad_loss = hyper<T>(in, 1.0, "grad_loss");
-  const auto entry_point = mode % 4;
+  auto entry_point = mode % 8;
+  if (learnable && entry_point == 5) entry_point = 6;  // no sharded entry points for learnable margins
   {
     const Envelope e = envelope_of(policy);
     double x_min = std::numeric_limits<double>::infinity(), x_max = 0, w_min = x_min;
     for (Index i = 0; i < B; ++i) x_min = std::min(x_min, norm_of_row(X, i)), x_max = std::max(x_max, norm_of_row(X, i));
     for (Index j = 0; j < C; ++j) w_min = std::min(w_min, norm_of_row(W, j));
     const double S = policy.scale_is_feature_norm() ? x_max : std::fabs(static_cast<double>(policy.scale(T(1))));
-    const double g = entry_point >= 2 ? std::fabs(static_cast<double>(grad_loss)) : 1.0;
+    const double g = std::max(1.0, std::fabs(static_cast<double>(grad_loss)));
     const double inv = std::max({1.0, 1 / x_min, 1 / w_min});
-    g_overflow_expected =
-        beyond_range<T>(S * e.F, 4 * g * S * e.slope * inv * static_cast<double>(std::max<Index>({B, C, 1})));
+    g_overflow_expected = beyond_range<T>(S * e.F + e.loss_extra,
+                                          4 * g * S * e.slope * inv * static_cast<double>(std::max<Index>({B, C, 1})) +
+                                              4 * g * (S + e.grad_extra));
   }
-  const char* names[] = {"allocating forward_backward + workspace form", "workspace forward_backward",
-                         "forward + allocating backward", "forward + backward into views"};
+  const char* names[] = {"allocating forward_backward + workspace form",
+                         "workspace forward_backward",
+                         "forward + allocating backward",
+                         "forward + backward into views",
+                         "split API with mismatched calls",
+                         "sharded (one rank)",
+                         "subset_forward_backward",
+                         "target_cosines"};
   note(" entry=%s pad=%ld", names[entry_point], static_cast<long>(pad));
   g_dump = [&] {
     dump_matrix("X", X);
     dump_matrix("W", W);
     dump_labels(labels);
+    if (g_dump_margins) g_dump_margins();
   };
 
   if (entry_point == 0) {  // allocating forward_backward
@@ -397,30 +1051,43 @@ void dense_calls(const P& policy, FuzzedDataProvider& in, Index B, Index D, Inde
       if (!check_loss(r.loss, "loss (allocating forward_backward)")) return;
       if (!check_matrix(r.dX, "dX (allocating forward_backward)")) return;
       if (!check_matrix(r.dW, "dW (allocating forward_backward)")) return;
+      if (r.dmargins.size() != M) finding("Result::dmargins has the wrong length");
+      if (!check_matrix(r.dmargins, "dmargins (allocating forward_backward)")) return;
+      if (!learnable && !(r.regulariser == T(0))) finding("Result::regulariser is not 0 for a policy without learnable margins");
+      if (!std::isfinite(r.regulariser)) non_finite("regulariser");
       // The workspace form into strided outputs, on a workspace that held a larger problem
       // first, gives the same values and writes nothing outside the views.
       ml::Workspace<T> ws;
       ws.reserve(B + 3, D + 2, C + 5);
       Guarded<T> dXg(B, D, pad), dWg(C, D, pad);
-      const T loss = ml::forward_backward(policy, X, W, labels, dXg.view(), dWg.view(), ws);
-      if (!dXg.guards_intact() || !dWg.guards_intact()) finding("forward_backward wrote outside dX/dW");
-      if (!(loss == r.loss) || !same_values(dXg.view(), r.dX) || !same_values(dWg.view(), r.dW))
+      GuardedVec<T> dmg(M);
+      const T loss = fb_into(policy, X, W, labels, dXg.view(), dWg.view(), dmg.view(), ws, {});
+      if (!dXg.guards_intact() || !dWg.guards_intact() || !dmg.guards_intact())
+        finding("forward_backward wrote outside dX/dW/dmargins");
+      if (!(loss == r.loss) || !same_values(dXg.view(), r.dX) || !same_values(dWg.view(), r.dW) ||
+          !same_values(dmg.view(), r.dmargins) || !(ws.regulariser() == r.regulariser))
         finding("workspace form differs from the allocating form");
     });
   } else if (entry_point == 1) {  // workspace forward_backward, possibly with wrong output shapes
+    const ml::Options o = options_of(in.ConsumeIntegral<std::uint8_t>());
     guarded_call([&] {
       const Index bx = (mode & 16) ? B + 1 : B, cw = (mode & 32) ? std::max<Index>(C - 1, 0) : C;
+      const Index nm = learnable && (mode & 8) ? C + 1 : M;
       Guarded<T> dXg(bx, D, pad), dWg(cw, D, pad);
+      GuardedVec<T> dmg(nm);
       ml::Workspace<T> ws;
-      const T loss = ml::forward_backward(policy, X, W, labels, dXg.view(), dWg.view(), ws);
-      if (!dXg.guards_intact() || !dWg.guards_intact()) finding("forward_backward wrote outside dX/dW");
-      if (bx != B || cw != C) finding("forward_backward accepted wrongly shaped outputs");
+      const T loss = fb_into(policy, X, W, labels, dXg.view(), dWg.view(), dmg.view(), ws, o);
+      if (!dXg.guards_intact() || !dWg.guards_intact() || !dmg.guards_intact())
+        finding("forward_backward wrote outside dX/dW/dmargins");
+      if (bx != B || cw != C || nm != M) finding("forward_backward accepted wrongly shaped outputs");
+      if (o.class_block < 0) finding("forward_backward accepted Options::class_block < 0");
       if (!check_loss(loss, "loss (workspace forward_backward)")) return;
       if (!check_matrix(dXg.view(), "dX (workspace forward_backward)")) return;
       if (!check_matrix(dWg.view(), "dW (workspace forward_backward)")) return;
+      if (!check_matrix(dmg.view(), "dmargins (workspace forward_backward)")) return;
       if (ws.holds_forward()) finding("workspace still holds a forward after forward_backward");
     });
-  } else {  // split forward + backward with an arbitrary upstream gradient
+  } else if (entry_point <= 3) {  // split forward + backward with an arbitrary upstream gradient
     ml::Workspace<T> ws;
     bool tolerated = false;
     guarded_call([&] {
@@ -432,14 +1099,19 @@ void dense_calls(const P& policy, FuzzedDataProvider& in, Index B, Index D, Inde
       if (!ws.holds_forward()) finding("forward() returned but the workspace holds no forward");
       if (entry_point == 2) {
         const auto g = ml::backward(policy, W, ws, grad_loss);
+        if (g.dmargins.size() != M) finding("Gradients::dmargins has the wrong length");
         if (!check_matrix(g.dX, "dX (backward)")) return;
         if (!check_matrix(g.dW, "dW (backward)")) return;
+        if (!check_matrix(g.dmargins, "dmargins (backward)")) return;
       } else {
         Guarded<T> dXg(B, D, pad), dWg(C, D, pad);
-        ml::backward(policy, W, ws, grad_loss, dXg.view(), dWg.view());
-        if (!dXg.guards_intact() || !dWg.guards_intact()) finding("backward wrote outside dX/dW");
+        GuardedVec<T> dmg(M);
+        bwd_into(policy, W, ws, grad_loss, dXg.view(), dWg.view(), dmg.view());
+        if (!dXg.guards_intact() || !dWg.guards_intact() || !dmg.guards_intact())
+          finding("backward wrote outside dX/dW/dmargins");
         if (!check_matrix(dXg.view(), "dX (backward)")) return;
         if (!check_matrix(dWg.view(), "dW (backward)")) return;
+        if (!check_matrix(dmg.view(), "dmargins (backward)")) return;
       }
     });
     // A forward is consumed by one backward: a second one (or one after a failed forward) throws.
@@ -451,7 +1123,16 @@ void dense_calls(const P& policy, FuzzedDataProvider& in, Index B, Index D, Inde
       threw = true;
     }
     if (!threw) finding("a second backward() without forward() did not throw");
+  } else if (entry_point == 4) {
+    split_mismatch(policy, in, X, Wg, C, labels, pad);
+  } else if (entry_point == 5) {
+    if constexpr (!learnable) sharded_calls(policy, in, X, W, labels, pad, grad_loss);
+  } else if (entry_point == 6) {
+    subset_calls(policy, in, X, W, pad);
+  } else {
+    target_cosine_calls(policy, in, X, W, labels);
   }
+  if (!Xg.guards_intact()) finding("an entry point wrote into X's padding");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -490,8 +1171,15 @@ void cosine_calls(const P& policy, FuzzedDataProvider& in, Index B, Index C, con
     dump_matrix("cos", cos);
     dump_matrix("scales", scales);
     dump_labels(labels);
+    if (g_dump_margins) g_dump_margins();
   };
-  guarded_call([&] {
+  // Per-class margins must have one entry per class (C = cos.cols()), as in the dense path.
+  bool must_throw = false;
+  if constexpr (ml::detail::has_class_count<P>::value) must_throw = policy.class_count() != C;
+  // Known library finding: cosine_forward_backward does not check a ClassMargins policy's
+  // margins against C, and reads margins(label) past the end when there are fewer.
+  if (g_skip_known && must_throw) return;
+  const bool ok = guarded_call([&] {
     if (entry_point == 0) {
       const auto r = ml::cosine_forward_backward(policy, cos, labels);
       if (!check_loss(r.loss, "loss (allocating cosine_forward_backward)")) return;
@@ -513,23 +1201,53 @@ void cosine_calls(const P& policy, FuzzedDataProvider& in, Index B, Index C, con
     }
   });
   if (!cg.guards_intact()) finding("cosine_forward_backward wrote into its input's padding");
+  if (ok && must_throw) finding("cosine_forward_backward accepted a margins vector whose length is not C");
+}
+
+// ------------------------------------------------------------------------------------------
+// Policies.
+
+// Per-class margins: C entries mostly, sometimes another length; values near 0.35, edge
+// values (negative, NaN, +-Inf, huge, denormal) or raw bits.
+template <typename T>
+ml::Vector<T> fuzz_margins(FuzzedDataProvider& in, Index C) {
+  const auto k = in.ConsumeIntegral<std::uint8_t>();
+  Index n = C;
+  if (k >= 224) {
+    const Index alt[] = {0, C + 1, std::max<Index>(C - 1, 0), 1};
+    n = alt[k % 4];
+  }
+  ml::Vector<T> m(n);
+  for (Index j = 0; j < n; ++j) m(j) = hyper_value<T>(in, 0.35);
+  note(" margins=%ld entries", static_cast<long>(n));
+  return m;
+}
+template <typename P>
+void set_margins(P& p, FuzzedDataProvider& in, Index C) {
+  if constexpr (is_class_margins<P>::value || is_adaptive<P>::value)
+    p.margins = fuzz_margins<typename P::value_type>(in, C);
+  else
+    (void)p, (void)in, (void)C;
 }
 
 template <typename P>
-void run_policy(const P& policy, FuzzedDataProvider& in, bool cosine_level) {
+void run_policy(P policy, FuzzedDataProvider& in, bool cosine_level) {
   const Index B = in.ConsumeIntegralInRange<Index>(0, 16);
   const Index D = in.ConsumeIntegralInRange<Index>(0, 16);
   const Index C = in.ConsumeIntegralInRange<Index>(0, 16);
   note(" B=%ld D=%ld C=%ld", static_cast<long>(B), static_cast<long>(D), static_cast<long>(C));
+  set_margins(policy, in, C);
+  if (const auto* m = margins_of(policy))
+    g_dump_margins = [m] { dump_matrix("margins", *m); };
   const auto kind = static_cast<LabelKind>(in.ConsumeIntegralInRange<int>(0, 2));
   note(" labels=%s", kind == LabelKind::int32 ? "int32" : (kind == LabelKind::int64 ? "int64" : "uint64"));
   std::vector<std::uint8_t> raw(static_cast<std::size_t>(B));
   for (auto& r : raw) r = in.ConsumeIntegral<std::uint8_t>();
   auto go = [&](const auto& labels) {
-    if (cosine_level)
-      cosine_calls(policy, in, B, C, labels);
-    else
-      dense_calls(policy, in, B, D, C, labels);
+    if constexpr (!learnable_v<P>)
+      if (cosine_level) return cosine_calls(policy, in, B, C, labels);
+    (void)cosine_level;
+    dense_calls(policy, in, B, D, C, labels);
   };
   switch (kind) {
     case LabelKind::int32: go(make_labels<int>(raw, B, C)); break;
@@ -540,6 +1258,75 @@ void run_policy(const P& policy, FuzzedDataProvider& in, bool cosine_level) {
 
 ml::Fallback fallback_of(std::uint8_t k) { return static_cast<ml::Fallback>(k % 4); }  // 3: not an enumerator
 ml::Gradient gradient_of(std::uint8_t k) { return static_cast<ml::Gradient>(k % 3); }  // 2: not an enumerator
+ml::MarginTarget target_of(std::uint8_t k) { return static_cast<ml::MarginTarget>(k % 3); }  // 2: not an enumerator
+
+template <typename P>
+void fallback_and_gradient(P& p, FuzzedDataProvider& in) {
+  p.fallback = fallback_of(in.ConsumeIntegral<std::uint8_t>());
+  p.gradient = gradient_of(in.ConsumeIntegral<std::uint8_t>());
+  note(" fallback=%d gradient=%d", int(p.fallback), int(p.gradient));
+}
+
+template <typename T>
+ml::CosFace<T> make_cosface(FuzzedDataProvider& in) {
+  ml::CosFace<T> p;
+  p.s = hyper<T>(in, 64, "s");
+  p.m = hyper<T>(in, 0.35, "m");
+  p.conditional_margin = in.ConsumeBool();
+  note(" conditional=%d", int(p.conditional_margin));
+  return p;
+}
+template <typename T>
+ml::ArcFace<T> make_arcface(FuzzedDataProvider& in) {
+  ml::ArcFace<T> p;
+  p.s = hyper<T>(in, 64, "s");
+  p.m = hyper<T>(in, 0.5, "m");
+  fallback_and_gradient(p, in);
+  return p;
+}
+template <typename T>
+ml::SVSoftmax<T> make_sv(FuzzedDataProvider& in) {
+  ml::SVSoftmax<T> p;
+  p.s = hyper<T>(in, 30, "s");
+  p.m = hyper<T>(in, 0.35, "m");
+  p.t = hyper<T>(in, 1.2, "t");
+  p.target = target_of(in.ConsumeIntegral<std::uint8_t>());
+  note(" target=%d", int(p.target));
+  fallback_and_gradient(p, in);
+  return p;
+}
+template <typename T>
+ml::MVSoftmax<T> make_mv(FuzzedDataProvider& in) {
+  ml::MVSoftmax<T> p;
+  p.s = hyper<T>(in, 32, "s");
+  p.m = hyper<T>(in, 0.35, "m");
+  p.t = hyper<T>(in, 1.2, "t");
+  p.target = target_of(in.ConsumeIntegral<std::uint8_t>());
+  p.variant = static_cast<ml::MVVariant>(in.ConsumeIntegral<std::uint8_t>() % 3);  // 2: not an enumerator
+  p.conditional_margin = in.ConsumeBool();
+  note(" target=%d variant=%d conditional=%d", int(p.target), int(p.variant), int(p.conditional_margin));
+  fallback_and_gradient(p, in);
+  return p;
+}
+template <typename T>
+ml::CurricularFace<T> make_curricular(FuzzedDataProvider& in) {
+  ml::CurricularFace<T> p;
+  p.s = hyper<T>(in, 64, "s");
+  p.m = hyper<T>(in, 0.5, "m");
+  p.tau = hyper<T>(in, 0.3, "tau");
+  p.momentum = hyper<T>(in, 0.99, "momentum");
+  fallback_and_gradient(p, in);
+  return p;
+}
+template <typename T>
+ml::AMMSoftmax<T> make_amm(FuzzedDataProvider& in) {
+  ml::AMMSoftmax<T> p;
+  p.s = hyper<T>(in, 64, "s");
+  p.m = hyper<T>(in, 0.5, "m");
+  p.m_h = hyper<T>(in, 0.1, "m_h");
+  fallback_and_gradient(p, in);
+  return p;
+}
 
 template <typename T>
 void run(FuzzedDataProvider& in, unsigned which, bool cosine_level) {
@@ -550,38 +1337,20 @@ void run(FuzzedDataProvider& in, unsigned which, bool cosine_level) {
       run_policy(p, in, cosine_level);
       break;
     }
-    case 1: {
-      ml::CosFace<T> p;
-      p.s = hyper<T>(in, 64, "s");
-      p.m = hyper<T>(in, 0.35, "m");
-      p.conditional_margin = in.ConsumeBool();
-      note(" conditional=%d", int(p.conditional_margin));
-      run_policy(p, in, cosine_level);
-      break;
-    }
-    case 2: {
-      ml::ArcFace<T> p;
-      p.s = hyper<T>(in, 64, "s");
-      p.m = hyper<T>(in, 0.5, "m");
-      p.fallback = fallback_of(in.ConsumeIntegral<std::uint8_t>());
-      p.gradient = gradient_of(in.ConsumeIntegral<std::uint8_t>());
-      note(" fallback=%d gradient=%d", int(p.fallback), int(p.gradient));
-      run_policy(p, in, cosine_level);
-      break;
-    }
+    case 1: run_policy(make_cosface<T>(in), in, cosine_level); break;
+    case 2: run_policy(make_arcface<T>(in), in, cosine_level); break;
     case 3: {
       ml::CombinedMargin<T> p;
       p.s = hyper<T>(in, 64, "s");
       p.m1 = hyper<T>(in, 1.0, "m1");
       p.m2 = hyper<T>(in, 0.3, "m2");
       p.m3 = hyper<T>(in, 0.2, "m3");
-      p.fallback = fallback_of(in.ConsumeIntegral<std::uint8_t>());
-      p.gradient = gradient_of(in.ConsumeIntegral<std::uint8_t>());
-      note(" fallback=%d gradient=%d", int(p.fallback), int(p.gradient));
+      fallback_and_gradient(p, in);
       run_policy(p, in, cosine_level);
       break;
     }
-    default: {
+    case 4:
+    case 5: {
       ml::SphereFace<T> p;
       const auto mk = in.ConsumeIntegral<std::uint8_t>();
       p.m = mk < 200 ? 1 + mk % 5 : in.ConsumeIntegral<int>();  // raw ints: 0, negative, huge
@@ -592,6 +1361,33 @@ void run(FuzzedDataProvider& in, unsigned which, bool cosine_level) {
       run_policy(p, in, cosine_level);
       break;
     }
+    case 6: run_policy(make_sv<T>(in), in, cosine_level); break;
+    case 7: run_policy(make_mv<T>(in), in, cosine_level); break;
+    case 8: run_policy(make_curricular<T>(in), in, cosine_level); break;
+    case 9: run_policy(make_amm<T>(in), in, cosine_level); break;
+    case 10: {
+      ml::AdaptiveMargin<T> p;
+      p.s = hyper<T>(in, 30, "s");
+      p.lambda_m = hyper<T>(in, 70, "lambda_m");
+      p.scope = static_cast<ml::RegulariserScope>(in.ConsumeIntegral<std::uint8_t>() % 3);  // 2: not an enumerator
+      note(" scope=%d", int(p.scope));
+      run_policy(p, in, cosine_level);  // margins: set once C is known
+      break;
+    }
+    default: {  // ml::class_margins over each policy with a margin member
+      const auto base = in.ConsumeIntegral<std::uint8_t>() % 6;
+      const char* bases[] = {"CosFace", "ArcFace", "SVSoftmax", "MVSoftmax", "CurricularFace", "AMMSoftmax"};
+      note(" base=%s", bases[base]);
+      switch (base) {
+        case 0: run_policy(ml::class_margins(make_cosface<T>(in), {}), in, cosine_level); break;
+        case 1: run_policy(ml::class_margins(make_arcface<T>(in), {}), in, cosine_level); break;
+        case 2: run_policy(ml::class_margins(make_sv<T>(in), {}), in, cosine_level); break;
+        case 3: run_policy(ml::class_margins(make_mv<T>(in), {}), in, cosine_level); break;
+        case 4: run_policy(ml::class_margins(make_curricular<T>(in), {}), in, cosine_level); break;
+        default: run_policy(ml::class_margins(make_amm<T>(in), {}), in, cosine_level); break;
+      }
+      break;
+    }
   }
 }
 
@@ -600,6 +1396,9 @@ void run(FuzzedDataProvider& in, unsigned which, bool cosine_level) {
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   const char* allow = std::getenv("MARGINLOSS_FUZZ_ALLOW_OVERFLOW");
   g_allow_overflow = allow && std::strcmp(allow, "1") == 0;
+  const char* skip = std::getenv("MARGINLOSS_FUZZ_SKIP_KNOWN");
+  g_skip_known = skip && std::strcmp(skip, "1") == 0;
+  if (g_skip_known) std::fprintf(stderr, "MARGINLOSS_FUZZ_SKIP_KNOWN=1: inputs of known, unfixed library findings are skipped\n");
   if (g_allow_overflow)
     std::fprintf(stderr,
                  "MARGINLOSS_FUZZ_ALLOW_OVERFLOW=1: non-finite results are tolerated for inputs whose exact "
@@ -610,14 +1409,18 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider in(data, size);
   const auto head = in.ConsumeIntegral<std::uint8_t>();
-  const unsigned policy = head % 6;          // NormFace, CosFace, ArcFace, Combined, SphereFace x2
-  const bool use_double = (head / 6) % 2;
-  const bool cosine_level = (head / 12) % 4 == 0;  // a quarter of the inputs
-  const char* policies[] = {"NormFace", "CosFace", "ArcFace", "CombinedMargin", "SphereFace", "SphereFace"};
+  constexpr unsigned policies = 12;
+  const unsigned policy = head % policies;
+  const bool use_double = (head / policies) % 2;
+  const bool cosine_level = (head / (2 * policies)) % 4 == 0;  // about a quarter of the inputs
+  const char* names[policies] = {"NormFace",  "CosFace",   "ArcFace",        "CombinedMargin",
+                                 "SphereFace", "SphereFace", "SVSoftmax",      "MVSoftmax",
+                                 "CurricularFace", "AMMSoftmax", "AdaptiveMargin", "ClassMargins"};
   g_desc.clear();
   g_dump = nullptr;
+  g_dump_margins = nullptr;
   g_overflow_expected = false;
-  note("%s<%s>%s", policies[policy], use_double ? "double" : "float", cosine_level ? " cosine-level" : "");
+  note("%s<%s>%s", names[policy], use_double ? "double" : "float", cosine_level ? " cosine-level" : "");
   if (use_double)
     run<double>(in, policy, cosine_level);
   else

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harness (fuzz_entry_points.cpp) with clang, AddressSanitizer and
-# UndefinedBehaviorSanitizer in build/fuzz, and runs it for a bounded time on the committed
-# seed corpus (tests/hardening/corpus, read only) plus a working corpus in build/fuzz/corpus.
+# UndefinedBehaviorSanitizer in build/fuzz (or $MARGINLOSS_FUZZ_BUILD_DIR), and runs it for a
+# bounded time on the committed seed corpus (tests/hardening/corpus, read only) plus a working
+# corpus in build/fuzz/corpus.
 #
 #   tests/hardening/run_fuzz.sh [seconds]      # default 60
 #
@@ -10,17 +11,22 @@
 # hyper-parameters, shapes, matrices in hex floats) is printed after "FINDING:". Reproduce one
 # with: build/fuzz/tests/hardening/fuzz_entry_points build/fuzz/artifacts/crash-...
 #
+# The harness is one translation unit instantiating every policy and entry point: line tables
+# only (enough for sanitizer reports) keep its compile time down.
+#
+# MARGINLOSS_FUZZ_SKIP_KNOWN=1 skips inputs of known, unfixed library findings (listed in
+# fuzz_entry_points.cpp) so that a long run can look for others.
 # MARGINLOSS_FUZZ_ALLOW_OVERFLOW=1 tolerates non-finite results for inputs whose exact loss or
 # gradient does not fit in the scalar type (see fuzz_entry_points.cpp); every other finding
 # still fails. Needs clang (14 tested) with libFuzzer: Debian packages clang, libclang-rt-dev.
 set -euo pipefail
 seconds="${1:-60}"
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-build="$root/build/fuzz"
+build="${MARGINLOSS_FUZZ_BUILD_DIR:-$root/build/fuzz}"  # override to keep a separate build tree
 cxx="${CXX_FUZZ:-$(command -v clang++ || command -v clang++-14)}"
 
 cmake -S "$root" -B "$build" -DCMAKE_CXX_COMPILER="$cxx" \
-  -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
+  -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -gline-tables-only" \
   -DMARGINLOSS_OPENMP=OFF -DMARGINLOSS_WERROR=ON -DMARGINLOSS_BUILD_TESTS=ON \
   -DMARGINLOSS_BUILD_EXAMPLES=OFF -DMARGINLOSS_BUILD_BENCHMARKS=OFF -DMARGINLOSS_BUILD_FUZZER=ON >/dev/null
 cmake --build "$build" --target fuzz_entry_points -j 2

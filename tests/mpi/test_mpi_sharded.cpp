@@ -192,6 +192,79 @@ void check_errors(const Problem& prob) {
   check(rel_error(loss, dense.loss) < 1e-12, "after the errors: loss vs dense");
 }
 
+// Every rank must agree on (B, D, C, policy, shard coverage) before any data moves: one rank
+// with another B or D once made MPI abort (MPI_ERR_TRUNCATE) or hang, another SphereFace scale
+// mode hung, shard ranges with a gap or an overlap gave a wrong loss. Now every rank throws.
+void check_agreement(const Problem& prob) {
+  const Index B = prob.X.rows(), D = prob.X.cols(), C = prob.W.rows();
+  const ml::ClassRange range = ml::even_class_range(C, g_size, g_rank);
+  const bool culprit = g_rank == g_size - 1;
+  ml::MPICommunicator comm;
+  const auto expect_all_throw = [&](const std::string& what, auto&& call, const std::string& needle) {
+    std::string message;
+    try {
+      call();
+    } catch (const ml::invalid_argument& e) {
+      message = e.what();
+    }
+    check(message.find(needle) != std::string::npos, what + ": message '" + message + "' lacks '" + needle + "'");
+  };
+  {
+    // Another batch size on one rank.
+    const Index b = culprit ? B - 1 : B;
+    const Mat X = prob.X.topRows(b);
+    const Eigen::VectorXi y = prob.labels.head(b);
+    Mat W_shard = prob.W.middleRows(range.offset, range.count), dX(b, D), dW(range.count, D);
+    ml::Workspace<double> ws;
+    expect_all_throw("B differs", [&] {
+      ml::sharded_forward_backward(ml::CosFace<double>{}, X, W_shard, range.offset, C, y, comm, dX, dW, ws);
+    }, "disagree on B");
+  }
+  {
+    // Another feature dimension on one rank.
+    const Index d = culprit ? D - 1 : D;
+    const Mat X = prob.X.leftCols(d);
+    Mat W_shard = prob.W.middleRows(range.offset, range.count).leftCols(d), dX(B, d), dW(range.count, d);
+    ml::Workspace<double> ws;
+    expect_all_throw("D differs", [&] {
+      ml::sharded_forward_backward(ml::CosFace<double>{}, X, W_shard, range.offset, C, prob.labels, comm, dX, dW, ws);
+    }, "disagree on D");
+  }
+  {
+    // SphereFace with the feature-norm scale everywhere but one rank.
+    ml::SphereFace<double> p{};
+    if (culprit) p.scale_mode = ml::Scale::fixed;
+    Mat W_shard = prob.W.middleRows(range.offset, range.count), dX(B, D), dW(range.count, D);
+    ml::Workspace<double> ws;
+    expect_all_throw("policy differs", [&] {
+      ml::sharded_forward_backward(p, prob.X, W_shard, range.offset, C, prob.labels, comm, dX, dW, ws);
+    }, "disagree on the policy");
+  }
+  if (g_size > 1) {
+    // A gap: the last rank's range starts one class late (and so ends past C: shortened).
+    // An overlap: the last rank's range starts one class early.
+    for (const int shift : {+1, -1}) {
+      Index offset = range.offset, count = range.count;
+      if (culprit) {
+        offset += shift;
+        count -= shift > 0 ? 1 : 0;
+      }
+      Mat W_shard = prob.W.middleRows(offset, count), dX(B, D), dW(count, D);
+      ml::Workspace<double> ws;
+      expect_all_throw(shift > 0 ? "gap" : "overlap", [&] {
+        ml::sharded_forward_backward(ml::CosFace<double>{}, prob.X, W_shard, offset, C, prob.labels, comm, dX, dW, ws);
+      }, shift > 0 ? "cover" : "overlap");
+    }
+  }
+  // Still in step afterwards.
+  Mat W_shard = prob.W.middleRows(range.offset, range.count), dX(B, D), dW(range.count, D);
+  ml::Workspace<double> ws;
+  const auto dense = ml::forward_backward(ml::CosFace<double>{}, prob.X, prob.W, prob.labels);
+  const double loss =
+      ml::sharded_forward_backward(ml::CosFace<double>{}, prob.X, W_shard, range.offset, C, prob.labels, comm, dX, dW, ws);
+  check(rel_error(loss, dense.loss) < 1e-12, "after the disagreements: loss vs dense");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -212,6 +285,7 @@ int main(int argc, char** argv) {
         });
   check_split_forward_backward(problems[0]);
   check_errors(problems[0]);
+  check_agreement(problems[0]);
 
   long totals[2] = {g_checks, g_failures};
   MPI_Allreduce(MPI_IN_PLACE, totals, 2, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);

@@ -19,15 +19,19 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <new>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "../errors.hpp"
 #include "../policies/common.hpp"
 #include "../workspace.hpp"
+#include "forward_record.hpp"
 #include "logit.hpp"
 #include "math.hpp"
 #include "row_norms.hpp"
@@ -50,6 +54,101 @@ inline void agree_on_errors(Comm& comm, const std::exception_ptr& error) {
   if (error) std::rethrow_exception(error);
 }
 
+// What every rank of a sharded call must agree on before the first collective that moves data:
+// with another B or D a collective would get buffers of another length (MPI aborts or hangs),
+// with another C or policy the ranks would compute different losses, and shard ranges with a
+// gap or an overlap give a wrong loss. One all-reduce of a small vector (8 doubles per rank,
+// each rank writing its own slot) tells every rank every record, so every rank reaches the
+// same verdict and throws the same error.
+struct CallRecord {
+  double failed, batch, dim, num_classes, fingerprint_hi, fingerprint_lo, offset, classes;
+};
+
+template <typename Comm>
+inline void agree_on_call(Comm& comm, const CallRecord& mine, const std::exception_ptr& error,
+                          std::vector<double>& buf) {
+  const int P = comm.size();
+  if (P <= 1) {
+    if (error) std::rethrow_exception(error);
+    return;
+  }
+  constexpr int F = sizeof(CallRecord) / sizeof(double);
+  static_assert(sizeof(CallRecord) == F * sizeof(double), "CallRecord holds doubles only");
+  buf.assign(static_cast<std::size_t>(F) * static_cast<std::size_t>(P), 0.0);
+  std::memcpy(buf.data() + static_cast<std::size_t>(F) * static_cast<std::size_t>(comm.rank()), &mine, sizeof mine);
+  comm.allreduce_sum(buf.data(), static_cast<Index>(buf.size()));
+  const auto rec = [&](int r) {
+    CallRecord c;
+    std::memcpy(&c, buf.data() + static_cast<std::size_t>(F) * static_cast<std::size_t>(r), sizeof c);
+    return c;
+  };
+  int failed = 0;
+  for (int r = 0; r < P; ++r) failed += rec(r).failed != 0 ? 1 : 0;
+  if (error) std::rethrow_exception(error);
+  if (failed > 0) fail("another rank rejected its input (", failed, " rank(s) failed); see its message");
+  const CallRecord r0 = rec(0);
+  for (int r = 1; r < P; ++r) {
+    const CallRecord c = rec(r);
+    if (c.batch != r0.batch) fail("the ranks disagree on B: rank 0 has ", r0.batch, " samples, rank ", r, " has ", c.batch);
+    if (c.dim != r0.dim) fail("the ranks disagree on D: rank 0 has ", r0.dim, ", rank ", r, " has ", c.dim);
+    if (c.num_classes != r0.num_classes)
+      fail("the ranks disagree on the number of classes: rank 0 has ", r0.num_classes, ", rank ", r, " has ", c.num_classes);
+    if (c.fingerprint_hi != r0.fingerprint_hi || c.fingerprint_lo != r0.fingerprint_lo)
+      fail("the ranks disagree on the policy: rank ", r, "'s parameters differ from rank 0's (every rank must pass the same policy)");
+  }
+  // The shards must tile [0, num_classes): each inside it, no two overlapping, and together as
+  // many classes as there are (O(P^2) comparisons of P small records; nothing allocated).
+  double total = 0;
+  for (int r = 0; r < P; ++r) {
+    const CallRecord c = rec(r);
+    total += c.classes;
+    if (c.offset < 0 || c.offset + c.classes > r0.num_classes)
+      fail("rank ", r, "'s classes [", c.offset, ", ", c.offset + c.classes, ") are not inside [0, ", r0.num_classes, ")");
+    for (int q = 0; q < r; ++q) {
+      const CallRecord o = rec(q);
+      if (c.classes > 0 && o.classes > 0 && c.offset < o.offset + o.classes && o.offset < c.offset + c.classes)
+        fail("the shards overlap: rank ", q, " has classes [", o.offset, ", ", o.offset + o.classes, ") and rank ", r,
+             " has [", c.offset, ", ", c.offset + c.classes, ")");
+    }
+  }
+  if (total != r0.num_classes)
+    fail("the shards cover ", total, " of the ", r0.num_classes, " classes: every class must be on exactly one rank");
+}
+
+// a * b rounded to T: the volatile store keeps a compiler that contracts floating-point
+// expressions (FMA) from fusing the product into a following addition.
+template <typename T>
+inline T rounded_product(T a, T b) {
+  volatile T p = a * b;
+  return p;
+}
+
+// Holds a workspace's in-use mark for the duration of one engine call.
+class WorkspaceGuard {
+ public:
+  explicit WorkspaceGuard(InUseFlag& flag) : flag_(flag) {
+    if (!flag_.try_acquire())
+      fail("this Workspace is in use by another call (another thread?): give each thread its own Workspace");
+  }
+  ~WorkspaceGuard() { flag_.release(); }
+  WorkspaceGuard(const WorkspaceGuard&) = delete;
+  WorkspaceGuard& operator=(const WorkspaceGuard&) = delete;
+
+ private:
+  InUseFlag& flag_;
+};
+
+// The bytes a row-major view spans, [begin, end).
+template <typename M>
+inline bool views_overlap(const M& a, const Eigen::Ref<const RowMatrix<typename M::Scalar>>& b) {
+  if (a.size() == 0 || b.size() == 0) return false;
+  const auto begin = [](const auto* p) { return reinterpret_cast<std::uintptr_t>(p); };
+  const auto a0 = begin(a.data()), b0 = begin(b.data());
+  const auto a1 = begin(a.data() + (a.rows() - 1) * a.outerStride() + a.cols());
+  const auto b1 = begin(b.data() + (b.rows() - 1) * b.outerStride() + b.cols());
+  return a0 < b1 && b0 < a1;
+}
+
 struct Engine {
   static_assert(Workspace<float>::class_tile <= kRowTile, "a class tile must fit the row pass's stack tile");
   template <typename P, typename Labels, typename Comm, typename T = typename P::value_type>
@@ -57,13 +156,14 @@ struct Engine {
                    Index class_offset, Index num_classes, const Eigen::MatrixBase<Labels>& labels, Comm& comm,
                    Index block, Workspace<T>& ws) {
     static_assert(is_margin_policy_v<P>, "marginloss: P does not satisfy the policy contract (policies/common.hpp)");
+    WorkspaceGuard guard(ws.in_use_);
     ws.holds_forward_ = false;
     const Index B = X.rows(), D = X.cols(), C = W.rows();
     std::exception_ptr error;
     try {
       policy.validate();
       check_batch(B, D, num_classes, W.cols(), labels.size());
-      if (class_offset < 0 || class_offset + C > num_classes)
+      if (class_offset < 0 || C > num_classes || class_offset > num_classes - C)
         fail("the shard's classes [", class_offset, ", ", class_offset + C, ") are not inside [0, ", num_classes, ")");
       if constexpr (has_class_count<P>::value)
         if (policy.class_count() != num_classes)
@@ -73,7 +173,15 @@ struct Engine {
     } catch (const invalid_argument&) {
       error = std::current_exception();
     }
-    agree_on_errors(comm, error);
+    {
+      CallRecord mine{error ? 1.0 : 0.0, double(B), double(D), double(num_classes), 0.0, 0.0, double(class_offset), double(C)};
+      if (!error && comm.size() > 1) {
+        const std::uint64_t fp = policy_fingerprint(policy, num_classes);
+        mine.fingerprint_hi = static_cast<double>(fp >> 32);
+        mine.fingerprint_lo = static_cast<double>(fp & 0xffffffffull);
+      }
+      agree_on_call(comm, mine, error, ws.agree_);
+    }
 
     ws.xhat_.resize(B, D);
     ws.xhat_.noalias() = ws.x_inv_norm_.asDiagonal() * X;
@@ -170,20 +278,32 @@ struct Engine {
     ws.row_loss_.resize(B);
     for (Index i = 0; i < B; ++i) {
       ws.lse_(i) = ws.row_max_(i) + static_cast<T>(std::log(ws.row_sum_(i)));
-      ws.row_loss_(i) = ws.lse_(i) - policy.scale(ws.x_norm_(i)) * terms[i].target.value;
+      // The target logit rounded to T exactly as the sweep stored it: with FMA contraction
+      // (-march=native, -mfma, clang's default) lse_i - S f(t) would be computed with the exact
+      // product against an lse made of the rounded one, leaving the product's rounding error
+      // (e.g. -1.5e12 at |x| = 1e20, where the exact loss is 0). The cross-entropy is >= 0.
+      const T z_target = rounded_product(policy.scale(ws.x_norm_(i)), terms[i].target.value);
+      ws.row_loss_(i) = std::max(T(0), ws.lse_(i) - z_target);
     }
     // Sequential sum: the loss does not depend on the thread count.
     double total = 0;
     for (Index i = 0; i < B; ++i) total += static_cast<double>(ws.row_loss_(i));
     ws.loss_ = static_cast<T>(total / static_cast<double>(B));
+    ws.regulariser_ = T(0);
     if constexpr (has_learnable_margins<P>::value) {
       ws.batch_classes_ = ws.labels_;
       std::sort(ws.batch_classes_.data(), ws.batch_classes_.data() + B);
       ws.batch_class_count_ = std::unique(ws.batch_classes_.data(), ws.batch_classes_.data() + B) - ws.batch_classes_.data();
-      ws.loss_ += policy.regulariser(ws.batch_classes_.data(), ws.batch_class_count_);
+      ws.regulariser_ = policy.regulariser(ws.batch_classes_.data(), ws.batch_class_count_);
+      ws.loss_ += ws.regulariser_;
     }
     // Identical on every rank, so every rank throws together.
     if (!std::isfinite(ws.loss_)) fail_not_representable("the loss");
+    ws.policy_type_ = policy_type_id<P>();
+    ws.policy_name_ = P::name;
+    ws.policy_fingerprint_ = policy_fingerprint(policy, num_classes);
+    ws.w_data_ = W.data();
+    ws.w_stride_ = W.outerStride();
     ws.holds_forward_ = true;
     return ws.loss_;
   }
@@ -194,15 +314,34 @@ struct Engine {
                        Index dmargins_size = 0) {
     // A forward is consumed by one backward call, also by one that throws: its buffers are
     // about to be overwritten.
+    WorkspaceGuard guard(ws.in_use_);
     const bool held = ws.holds_forward_;
     ws.holds_forward_ = false;
     std::exception_ptr error;
     try {
       if (!held) fail("backward() needs a forward() on the same workspace first (each forward is consumed once)");
+      // The same call as the forward (detail/forward_record.hpp): its type first, so that
+      // nothing below reads a stale per-class buffer of another policy.
+      if (ws.policy_type_ != policy_type_id<P>())
+        fail("backward() got the policy ", P::name, " but its forward() ran ", ws.policy_name_,
+             " (of another type): pass the forward's policy");
+      policy.validate();
+      if constexpr (has_class_count<P>::value)
+        if (policy.class_count() != ws.num_classes_)
+          fail(P::name, ": margins has ", policy.class_count(), " entries in backward() but there were ",
+               ws.num_classes_, " classes in forward()");
+      if (policy_fingerprint(policy, ws.num_classes_) != ws.policy_fingerprint_)
+        fail("backward() got ", P::name, " with other parameters than its forward(): pass the forward's policy unchanged");
       if (W.rows() != ws.local_classes_ || W.cols() != ws.dim())
         fail("W is ", W.rows(), "x", W.cols(), " in backward() but was ", ws.local_classes_, "x", ws.dim(), " in forward()");
+      if (W.data() != ws.w_data_ || W.outerStride() != ws.w_stride_)
+        fail("backward() got another W than its forward() (same shape, other memory): pass the same W");
       check_output("dX", dX.rows(), dX.cols(), ws.batch(), ws.dim());
       check_output("dW", dW.rows(), dW.cols(), ws.local_classes_, ws.dim());
+      // The backward reads W while it writes dX and dW (it does not read X: dX may alias X).
+      if (views_overlap(dW, W)) fail("dW overlaps W: the gradient needs W while dW is written; pass separate memory");
+      if (views_overlap(dX, W)) fail("dX overlaps W: the gradient needs W while dX is written; pass separate memory");
+      if (views_overlap(dX, Eigen::Ref<const RowMatrix<T>>(dW))) fail("dX and dW overlap: pass separate memory");
       if (!std::isfinite(grad_loss)) fail("grad_loss = ", grad_loss, " must be finite");
       if (dmargins && dmargins_size != ws.num_classes_)
         fail("dmargins has ", dmargins_size, " entries but there are ", ws.num_classes_, " classes");

@@ -15,7 +15,9 @@ struct ClassRange {
   Index count;
 };
 inline ClassRange even_class_range(Index num_classes, int ranks, int rank) {
-  if (ranks < 1 || rank < 0 || rank >= ranks) detail::fail("even_class_range: rank ", rank, " is not in [0, ", ranks, ")");
+  if (num_classes < 0) detail::fail("even_class_range: num_classes = ", num_classes, " must be >= 0");
+  if (ranks < 1) detail::fail("even_class_range: ranks = ", ranks, " must be >= 1");
+  if (rank < 0 || rank >= ranks) detail::fail("even_class_range: rank ", rank, " is not in [0, ", ranks, ")");
   const Index base = num_classes / ranks, extra = num_classes % ranks;
   const Index r = rank;
   return {r * base + (r < extra ? r : extra), base + (r < extra ? 1 : 0)};

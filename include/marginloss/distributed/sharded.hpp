@@ -19,40 +19,47 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
-template <typename P, typename DX, typename DW, typename DL, typename Comm>
+template <typename P, typename DX, typename DW, typename L, typename Comm, typename U>
 typename P::value_type sharded_forward(const P& policy, const Eigen::MatrixBase<DX>& X,
                                        const Eigen::MatrixBase<DW>& W_shard, Index class_offset, Index num_classes,
-                                       const Eigen::MatrixBase<DL>& labels, Comm& comm,
-                                       Workspace<typename P::value_type>& ws, const Options& options = {}) {
+                                       const L& labels, Comm& comm, Workspace<U>& ws, const Options& options = {}) {
   using T = typename P::value_type;
   detail::check_row_major_matrix<DX, T>();
   detail::check_row_major_matrix<DW, T>();
-  detail::check_label_vector<DL>();
+  detail::check_workspace_scalar<U, T>();
   return detail::Engine::forward(policy, Eigen::Ref<const RowMatrix<T>>(X.derived()),
-                                 Eigen::Ref<const RowMatrix<T>>(W_shard.derived()), class_offset, num_classes, labels,
-                                 comm, detail::resolve_class_block<T>(options, X.rows(), W_shard.rows()), ws);
+                                 Eigen::Ref<const RowMatrix<T>>(W_shard.derived()), class_offset, num_classes,
+                                 detail::label_argument<L>::view(labels), comm,
+                                 detail::resolve_class_block<T>(options, X.rows(), W_shard.rows()), ws);
 }
 
-template <typename P, typename DW, typename Comm>
-void sharded_backward(const P& policy, const Eigen::MatrixBase<DW>& W_shard, Comm& comm,
-                      Workspace<typename P::value_type>& ws, typename P::value_type grad_loss,
-                      Eigen::Ref<RowMatrix<typename P::value_type>> dX,
-                      Eigen::Ref<RowMatrix<typename P::value_type>> dW_shard) {
+template <typename P, typename DW, typename Comm, typename U, typename DXo, typename DWo>
+void sharded_backward(const P& policy, const Eigen::MatrixBase<DW>& W_shard, Comm& comm, Workspace<U>& ws,
+                      typename P::value_type grad_loss, DXo&& dX, DWo&& dW_shard) {
   using T = typename P::value_type;
+  static_assert(!detail::has_learnable_margins<P>::value, MARGINLOSS_LEARNABLE_MARGINS_NEED_DMARGINS);
   detail::check_row_major_matrix<DW, T>();
-  detail::Engine::backward(policy, Eigen::Ref<const RowMatrix<T>>(W_shard.derived()), comm, ws, grad_loss, dX,
-                           dW_shard);
+  detail::check_workspace_scalar<U, T>();
+  detail::check_output_matrix<DXo, T>();
+  detail::check_output_matrix<DWo, T>();
+  detail::Engine::backward(policy, Eigen::Ref<const RowMatrix<T>>(W_shard.derived()), comm, ws, grad_loss,
+                           Eigen::Ref<RowMatrix<T>>(dX), Eigen::Ref<RowMatrix<T>>(dW_shard));
 }
 
-template <typename P, typename DX, typename DW, typename DL, typename Comm>
+template <typename P, typename DX, typename DW, typename L, typename Comm, typename DXo, typename DWo, typename U>
 typename P::value_type sharded_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
                                                 const Eigen::MatrixBase<DW>& W_shard, Index class_offset,
-                                                Index num_classes, const Eigen::MatrixBase<DL>& labels, Comm& comm,
-                                                Eigen::Ref<RowMatrix<typename P::value_type>> dX,
-                                                Eigen::Ref<RowMatrix<typename P::value_type>> dW_shard,
-                                                Workspace<typename P::value_type>& ws, const Options& options = {}) {
+                                                Index num_classes, const L& labels, Comm& comm, DXo&& dX,
+                                                DWo&& dW_shard, Workspace<U>& ws, const Options& options = {}) {
+  using T = typename P::value_type;
+  static_assert(!detail::has_learnable_margins<P>::value, MARGINLOSS_LEARNABLE_MARGINS_NEED_DMARGINS);
+  detail::check_row_major_matrix<DX, T>();
+  detail::check_row_major_matrix<DW, T>();
+  detail::check_output_matrix<DXo, T>();
+  detail::check_output_matrix<DWo, T>();
+  detail::check_workspace_scalar<U, T>();
   const auto loss = sharded_forward(policy, X, W_shard, class_offset, num_classes, labels, comm, ws, options);
-  sharded_backward(policy, W_shard, comm, ws, typename P::value_type(1), dX, dW_shard);
+  sharded_backward(policy, W_shard, comm, ws, T(1), dX, dW_shard);
   return loss;
 }
 

@@ -22,6 +22,8 @@
 #pragma once
 
 #include <cmath>
+#include <string>
+#include <type_traits>
 
 #include "../errors.hpp"
 #include "../types.hpp"
@@ -92,6 +94,9 @@ struct AdaptiveMargin {
 // Fixed per-class margins on top of a policy with a margin member `m`.
 template <typename Base>
 struct ClassMargins {
+  static_assert(std::is_floating_point_v<decltype(Base::m)>,
+                "marginloss: class_margins needs a policy with a real-valued margin member m (SphereFace's "
+                "integer m cannot take per-class margins)");
   using value_type = typename Base::value_type;
   using row_type = typename Base::row_type;
   static constexpr bool plain_non_target = Base::plain_non_target;
@@ -103,8 +108,19 @@ struct ClassMargins {
   void validate() const {
     base.validate();
     detail::check_margins(name, margins);
-    for (Index k = 0; k < margins.size(); ++k)
+    // Every class's margin obeys the wrapped policy's own rule (ArcFace: m < pi, ...): the
+    // policy a sample of class k uses is validated, not only the base's default margin.
+    Base b = base;
+    for (Index k = 0; k < margins.size(); ++k) {
       if (margins(k) < 0) detail::fail(name, ": margins(", k, ") = ", margins(k), " must be >= 0");
+      b.m = margins(k);
+      try {
+        b.validate();
+      } catch (const invalid_argument& e) {
+        detail::fail(name, ": margins(", k, ") = ", margins(k), " is not a valid margin (",
+                     e.what() + std::char_traits<char>::length("marginloss: "), ")");
+      }
+    }
   }
   Index class_count() const { return margins.size(); }
 

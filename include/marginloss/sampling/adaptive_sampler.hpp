@@ -92,8 +92,10 @@ class AdaptiveSampler {
   void update(const Eigen::MatrixBase<DI>& indices, const Eigen::MatrixBase<DC>& correct) {
     if (correct.size() != indices.size())
       detail::fail("AdaptiveSampler: correct has ", correct.size(), " entries but indices has ", indices.size());
+    detail::check_label_vector<DI>();
+    check_indices(indices);
     for (Index i = 0; i < indices.size(); ++i) {
-      const Index n = check(static_cast<Index>(indices.derived().coeff(i)));
+      const Index n = static_cast<Index>(indices.derived().coeff(i));
       scale(n, correct.derived().coeff(i) ? o_.down : o_.up);
     }
   }
@@ -106,8 +108,10 @@ class AdaptiveSampler {
       detail::fail("AdaptiveSampler: correct has ", correct.size(), " entries but indices has ", indices.size());
     if (target_cosines.size() != indices.size())
       detail::fail("AdaptiveSampler: target_cosines has ", target_cosines.size(), " entries but indices has ", indices.size());
+    detail::check_label_vector<DI>();
+    check_indices(indices);
     for (Index i = 0; i < indices.size(); ++i) {
-      const Index n = check(static_cast<Index>(indices.derived().coeff(i)));
+      const Index n = static_cast<Index>(indices.derived().coeff(i));
       const double t = static_cast<double>(target_cosines.derived().coeff(i));
       if (t < o_.noise_threshold) scale(n, o_.noise_factor);
       else scale(n, correct.derived().coeff(i) ? o_.down : o_.up);
@@ -144,6 +148,15 @@ class AdaptiveSampler {
   }
 
  private:
+  // Every index is checked before any weight changes, so a bad call leaves the weights as
+  // they were.
+  template <typename DI>
+  void check_indices(const Eigen::MatrixBase<DI>& indices) const {
+    for (Index i = 0; i < indices.size(); ++i) {
+      const auto k = indices.derived().coeff(i);
+      if (!detail::index_in_range(k, n_)) detail::fail_index("AdaptiveSampler: indices", i, k, n_);
+    }
+  }
   Index check(Index n) const {
     if (!(n >= 0 && n < n_)) detail::fail("AdaptiveSampler: sample index ", n, " is out of range [0, ", n_, ")");
     return n;

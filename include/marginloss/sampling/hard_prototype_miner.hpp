@@ -224,11 +224,11 @@ class HardPrototypeMiner {
       if (!detail::norm_in_range(n, detail::NormRange<T>::lo, detail::NormRange<T>::hi))
         detail::fail_bad_row<T>("W", W.derived(), set.classes(a), n);
       ainv_[static_cast<std::size_t>(a)] = static_cast<T>(1.0 / n);
+      Wa.row(a) *= ainv_[static_cast<std::size_t>(a)];  // normalised before the product, as in the loss
     }
     detail::compute_row_norms<T>("X", Eigen::Ref<const RowMatrix<T>>(X.derived()), nullptr, xinv_);
     S.noalias() = X.derived() * Wa.transpose();
-    for (Index i = 0; i < B; ++i)
-      for (Index a = 0; a < A; ++a) S(i, a) *= xinv_(i) * ainv_[static_cast<std::size_t>(a)];
+    for (Index i = 0; i < B; ++i) S.row(i) *= xinv_(i);
     update_from_scores(S, W, set);
   }
 
@@ -285,18 +285,17 @@ class HardPrototypeMiner {
     for (Index a = 0; a < set.size(); ++a) check_class(set.classes(a));
   }
 
-  // Cosine of the raw rows j and c of W, in double.
+  // Cosine of rows j and c of W, in double, each row scaled by its own norm first (no overflow
+  // or underflow of the products at any row norm the loss accepts).
   template <typename DW>
   static double similarity(const Eigen::MatrixBase<DW>& W, Index j, Index c) {
     const auto wj = W.derived().row(j), wc = W.derived().row(c);
-    double dot = 0, nj = 0, nc = 0;
-    for (Index d = 0; d < W.cols(); ++d) {
-      const double a = static_cast<double>(wj(d)), b = static_cast<double>(wc(d));
-      dot += a * b;
-      nj += a * a;
-      nc += b * b;
-    }
-    return (nj > 0 && nc > 0) ? dot / std::sqrt(nj * nc) : 0.0;
+    const double nj = detail::stable_row_norm(wj.data(), W.cols()), nc = detail::stable_row_norm(wc.data(), W.cols());
+    if (!(nj > 0 && nc > 0 && std::isfinite(nj) && std::isfinite(nc))) return 0.0;
+    double dot = 0;
+    for (Index d = 0; d < W.cols(); ++d)
+      dot += (static_cast<double>(wj(d)) / nj) * (static_cast<double>(wc(d)) / nc);
+    return dot;
   }
 
   void push_front(Index j, Index c) {
@@ -332,52 +331,54 @@ class HardPrototypeMiner {
     }
   }
 
+  // The k most similar prototypes of every class. Similarities are cosines of the normalised
+  // rows (each tile's rows are normalised before its product, as the loss normalises), so the
+  // neighbours do not change when rows are scaled anywhere in the range the loss accepts (raw
+  // products of rows of norm 1e-25 or 1e20 underflow or overflow in float). Everything is
+  // computed into locals and committed at the end: a W the loss would reject leaves the miner
+  // as it was.
   template <typename DW>
   void compute_neighbours(const Eigen::MatrixBase<DW>& W) {
     detail::check_row_major_matrix<DW, T>();
     const Index C = W.rows(), D = W.cols();
     if (C < 2) detail::fail("HardPrototypeMiner: W has ", C, " rows: mining needs at least 2 classes");
     if (D < 1) detail::fail("HardPrototypeMiner: W has 0 columns");
-    C_ = C;
-    k_ = std::min(o_.k, C - 1);
-    cap_ = std::max(o_.queue_capacity, k_);
-    q_.assign(static_cast<std::size_t>(C * cap_), 0);
-    qn_.assign(static_cast<std::size_t>(C), 0);
-    pos_.assign(static_cast<std::size_t>(C), -1);
-    steps_ = 0;
-    detail::compute_row_norms<T>("W", Eigen::Ref<const RowMatrix<T>>(W.derived()), nullptr, inv_);
-    nbr_.resize(C, k_);
-    nsim_.resize(C, k_);
     const Eigen::Ref<const RowMatrix<T>> Wr(W.derived());
+    Vector<T> inv_norm;
+    detail::compute_row_norms<T>("W", Wr, nullptr, inv_norm);
+    const Index K = std::min(o_.k, C - 1);
+    Eigen::Matrix<Index, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> nbr(C, K);
+    RowMatrix<T> nsim(C, K);
     const Index R = std::max<Index>(1, std::min(o_.tile_rows, C)), Tc = std::max<Index>(1, std::min(o_.tile_cols, C));
     const Index row_blocks = (C + R - 1) / R;
     std::vector<Index> count(static_cast<std::size_t>(C), 0);
-    const T* inv = inv_.data();
-    const Index K = k_;
 #if defined(_OPENMP)
 #pragma omp parallel
 #endif
     {
-      RowMatrix<T> G(R, Tc);  // one tile of similarities per thread
+      RowMatrix<T> G(R, Tc);   // one tile of cosines per thread
+      RowMatrix<T> A(R, D);    // the tile's normalised rows
+      RowMatrix<T> Bn(Tc, D);  // the tile's normalised columns
       for (Index c0 = 0; c0 < C; c0 += Tc) {
         const Index nc = std::min(Tc, C - c0);
+        Bn.topRows(nc).noalias() = inv_norm.segment(c0, nc).asDiagonal() * Wr.middleRows(c0, nc);
 #if defined(_OPENMP)
 #pragma omp for schedule(dynamic)
 #endif
         for (Index b = 0; b < row_blocks; ++b) {
           const Index r0 = b * R, nr = std::min(R, C - r0);
-          G.topLeftCorner(nr, nc).noalias() = Wr.middleRows(r0, nr) * Wr.middleRows(c0, nc).transpose();
+          A.topRows(nr).noalias() = inv_norm.segment(r0, nr).asDiagonal() * Wr.middleRows(r0, nr);
+          G.topLeftCorner(nr, nc).noalias() = A.topRows(nr) * Bn.topRows(nc).transpose();
           for (Index r = 0; r < nr; ++r) {
             const Index i = r0 + r;
             const T* g = G.row(r).data();
-            Index* idx = nbr_.row(i).data();
-            T* val = nsim_.row(i).data();
+            Index* idx = nbr.row(i).data();
+            T* val = nsim.row(i).data();
             Index& n = count[static_cast<std::size_t>(i)];
-            // Ranked by (w_i . w_j) / |w_j|, the cosine's order; 1/|w_i| is applied at the end.
             // Tiles and columns are scanned upwards, so ties keep the smaller class id.
             for (Index t = 0; t < nc; ++t) {
               const Index j = c0 + t;
-              const T v = g[t] * inv[j];
+              const T v = g[t];
               if (n == K && !(v > val[K - 1])) continue;
               if (j == i || !(v == v)) continue;
               Index p = n < K ? n++ : K - 1;
@@ -393,8 +394,16 @@ class HardPrototypeMiner {
         }
       }
     }
-    for (Index i = 0; i < C; ++i)
-      for (Index r = 0; r < K; ++r) nsim_(i, r) *= inv[i];
+    C_ = C;
+    k_ = K;
+    cap_ = std::max(o_.queue_capacity, k_);
+    q_.assign(static_cast<std::size_t>(C * cap_), 0);
+    qn_.assign(static_cast<std::size_t>(C), 0);
+    pos_.assign(static_cast<std::size_t>(C), -1);
+    steps_ = 0;
+    inv_.swap(inv_norm);
+    nbr_.swap(nbr);
+    nsim_.swap(nsim);
   }
 
   HardPrototypeMinerOptions o_;

@@ -172,15 +172,16 @@ void gather_active(const Eigen::Ref<const RowMatrix<T>>& W, const Eigen::MatrixB
   const Index A = active.size(), D = W.cols();
   if (A == 0) fail("active has 0 entries: the subset needs at least one class");
   if (A > num_classes) fail("active has ", A, " entries but there are only ", num_classes, " classes");
+  // Every id is range-checked (in its own signedness: a 64-bit unsigned id >= 2^63 must not
+  // wrap) before any is used as an index.
+  for (Index a = 0; a < A; ++a) {
+    const auto k = active.derived().coeff(a);
+    if (!index_in_range(k, num_classes)) fail_index("active", a, k, num_classes);
+  }
   sws.seen_.resize(static_cast<std::size_t>(num_classes), 0);
   Index bad = -1;
   for (Index a = 0; a < A; ++a) {
-    const auto k = active.derived().coeff(a);
-    if (!(k >= 0 && static_cast<Index>(k) < num_classes)) {
-      for (Index b = 0; b < a; ++b) sws.seen_[static_cast<std::size_t>(active.derived().coeff(b))] = 0;
-      fail("active[", a, "] = ", static_cast<long long>(k), " is out of range [0, ", num_classes, ")");
-    }
-    auto& mark = sws.seen_[static_cast<std::size_t>(k)];
+    auto& mark = sws.seen_[static_cast<std::size_t>(active.derived().coeff(a))];
     if (mark && bad < 0) bad = a;
     mark = 1;
   }
@@ -219,6 +220,8 @@ T subset_run(const P& policy, const Eigen::MatrixBase<DX>& X, const Eigen::Matri
   check_label_vector<DA>();
   check_label_vector<DL>();
   const Index C = W.rows(), D = W.cols();
+  if (options.regulariser != SubsetRegulariser::as_policy && options.regulariser != SubsetRegulariser::active_classes)
+    fail("SubsetOptions::regulariser = ", static_cast<int>(options.regulariser), " is not a SubsetRegulariser value");
   if (C == 0) fail("W has 0 rows: there must be at least one class");
   check_output("dW", dW.rows(), dW.cols(), C, D);
   if constexpr (has_class_count<P>::value) {

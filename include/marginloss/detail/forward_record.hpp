@@ -1,0 +1,84 @@
+// marginloss: what a forward records so that its backward can check it gets the same call.
+//
+// A backward computes its gradients from the forward's workspace (labels, cosines, row
+// log-partitions, per-class ids) and from the policy and W it is given. With another policy
+// type (stale per-class buffers: out-of-bounds reads), other policy parameters, or another W,
+// the result is silently wrong. The forward therefore records
+//   * the policy's type (the address of a per-type tag) and name,
+//   * a fingerprint of the policy's behaviour: the bits of its margined target, slope and
+//     non-target logits at fixed probe cosines and labels, and of its scale -- every parameter
+//     that changes the loss changes some of them (scale, margins, fallback region, gradient
+//     mode, mining thresholds, per-class margins at the first, middle and last class),
+//   * W's identity: its data pointer, rows and row stride,
+// and the backward compares them before it reads anything. This costs about a hundred policy
+// evaluations per call. Not detected: W's *contents* changed in place between the two calls
+// (an optimiser step before backward); documented at backward().
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "../policies/common.hpp"
+#include "../types.hpp"
+
+MARGINLOSS_NAMESPACE_BEGIN
+namespace detail {
+
+// One object per policy type; its address identifies the type without RTTI.
+template <typename P>
+struct policy_type_tag {
+  static constexpr char value = 0;
+};
+template <typename P>
+inline const void* policy_type_id() {
+  return &policy_type_tag<P>::value;
+}
+
+class Fingerprint {
+ public:
+  template <typename T>
+  void add(T v) {
+    static_assert(std::is_trivially_copyable_v<T>, "fingerprint of a trivially copyable value");
+    unsigned char bytes[sizeof(T)];
+    std::memcpy(bytes, &v, sizeof(T));
+    for (unsigned char b : bytes) h_ = (h_ ^ b) * 0x100000001b3ull;  // FNV-1a
+  }
+  std::uint64_t value() const { return h_; }
+
+ private:
+  std::uint64_t h_ = 0xcbf29ce484222325ull;
+};
+
+// The policy's behaviour at fixed probes, for `classes` classes (the labels probed are the
+// first, middle and last class, so per-class margins of those classes count).
+template <typename P, typename T = typename P::value_type>
+std::uint64_t policy_fingerprint(const P& policy, Index classes) {
+  // Cosines across the range, with points near -1 where the angular fallbacks switch
+  // (cos(pi - m) for small m) and near +1.
+  constexpr double probes[] = {-1.0, -0.9999, -0.999, -0.99, -0.95, -0.8, -0.5, -0.2, 0.0,
+                               0.1,  0.3,     0.5,    0.7,   0.85,  0.95, 0.99, 0.999, 1.0};
+  constexpr double non_target_probes[] = {-0.6, 0.2, 0.65, 0.9, 0.98};
+  Fingerprint f;
+  f.add(policy.scale_is_feature_norm());
+  f.add(policy.scale(T(1.75)));
+  f.add(policy.scale(T(0.5)));
+  const Index labels[] = {0, classes / 2, classes > 0 ? classes - 1 : 0};
+  for (const Index y : labels) {
+    for (const double t : probes) {
+      const auto r = policy.row(static_cast<T>(t), y);
+      f.add(r.target.value);
+      f.add(r.target.slope);
+      if constexpr (!P::plain_non_target)
+        for (const double c : non_target_probes) {
+          const ValueSlope<T> h = policy.non_target(static_cast<T>(c), r);
+          f.add(h.value);
+          f.add(h.slope);
+        }
+    }
+  }
+  return f.value();
+}
+
+}  // namespace detail
+MARGINLOSS_NAMESPACE_END

@@ -1,0 +1,83 @@
+// The documented allocation-free paths allocate nothing after their first step: every heap
+// allocation of the process is counted by a replaced global operator new. A training loop that
+// keeps its Workspace and output buffers -- dense or chunked, with a CurricularFace tau update
+// from target_cosines into a caller's vector, with learnable margins, on an active-class subset
+// of fixed size -- allocates nothing from the second step on.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include <marginloss/sampling/subset.hpp>
+
+#include "../support.hpp"
+
+namespace {
+std::atomic<long> g_allocations{0};
+}
+
+void* operator new(std::size_t n) {
+  ++g_allocations;
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+using namespace mltest;
+
+namespace {
+
+// Allocations made by `step` on its second and third calls (the first sizes the buffers).
+template <typename F>
+long allocations_after_first(F&& step) {
+  step();
+  const long before = g_allocations.load();
+  step();
+  step();
+  return g_allocations.load() - before;
+}
+
+}  // namespace
+
+TEST_CASE("a training step with a kept Workspace allocates nothing after the first") {
+  const Case c = random_case(32, 16, 300, 601);
+  const Mat<float> X = c.X.cast<float>(), W = c.W.cast<float>();
+  Mat<float> dX(32, 16), dW(300, 16);
+  for (const ml::Index block : {ml::Index(0), ml::Index(64)}) {
+    ml::Options o;
+    o.class_block = block;
+    ml::Workspace<float> ws;
+    CHECK(allocations_after_first([&] { (void)ml::forward_backward(ml::ArcFace<float>{}, X, W, c.labels, dX, dW, ws, o); }) == 0);
+    ml::CurricularFace<float> cf{};
+    ml::Vector<float> t(32);
+    CHECK(allocations_after_first([&] {
+            ml::target_cosines(X, W, c.labels, t);
+            cf.update_tau(t);
+            (void)ml::forward_backward(cf, X, W, c.labels, dX, dW, ws, o);
+          }) == 0);
+    ml::AdaptiveMargin<float> am{30, ml::Vector<float>::Constant(300, 0.3f)};
+    ml::Vector<float> dm(300);
+    CHECK(allocations_after_first([&] { (void)ml::forward_backward(am, X, W, c.labels, dX, dW, dm, ws, o); }) == 0);
+    CHECK(allocations_after_first([&] {
+            (void)ml::forward(ml::SphereFace<float>{}, X, W, c.labels, ws, o);
+            ml::backward(ml::SphereFace<float>{}, W, ws, 1.0f, dX, dW);
+          }) == 0);
+  }
+}
+
+TEST_CASE("the subset loss with a kept SubsetWorkspace allocates nothing after the first step") {
+  const Case c = random_case(8, 16, 300, 602);
+  const Mat<float> X = c.X.cast<float>(), W = c.W.cast<float>();
+  Mat<float> dX(8, 16), dW(300, 16);
+  Eigen::VectorXi active(20), local(8);
+  for (int a = 0; a < 20; ++a) active(a) = 7 * a + 3;
+  for (int i = 0; i < 8; ++i) local(i) = (3 * i) % 20;
+  ml::SubsetWorkspace<float> sws;
+  CHECK(allocations_after_first(
+            [&] { (void)ml::subset_forward_backward(ml::CosFace<float>{}, X, W, active, local, dX, dW, sws); }) == 0);
+}
