@@ -164,7 +164,7 @@ struct Engine {
       policy.validate();
       check_batch(B, D, num_classes, W.cols(), labels.size());
       if (class_offset < 0 || C > num_classes || class_offset > num_classes - C)
-        fail("the shard's classes [", class_offset, ", ", class_offset + C, ") are not inside [0, ", num_classes, ")");
+        fail("the shard's ", C, " classes starting at class ", class_offset, " are not inside [0, ", num_classes, ")");
       if constexpr (has_class_count<P>::value)
         if (policy.class_count() != num_classes)
           fail(P::name, ": margins has ", policy.class_count(), " entries but there are ", num_classes, " classes");
