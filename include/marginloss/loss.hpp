@@ -254,7 +254,7 @@ T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::
   if constexpr (has_class_count<P>::value)
     if (policy.class_count() != C)
       fail(P::name, ": margins has ", policy.class_count(), " entries but cos has ", C, " columns (classes)");
-  check_output("dcos", dcos.rows(), dcos.cols(), B, C);
+  check_output_shape("dcos", dcos.rows(), dcos.cols(), B, C);
   if (policy.scale_is_feature_norm() && !scales)
     fail(P::name, " scales logits by the feature norm: pass the per-row scales to cosine_forward_backward()");
   for (Index i = 0; i < B; ++i) {

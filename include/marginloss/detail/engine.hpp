@@ -49,7 +49,7 @@ inline void agree_on_errors(Comm& comm, const std::exception_ptr& error) {
   if (comm.size() > 1) {
     double failed = error ? 1.0 : 0.0;
     comm.allreduce_sum(&failed, 1);
-    if (failed > 0 && !error) fail("another rank rejected its input (", failed, " rank(s) failed); see its message");
+    if (failed > 0 && !error) fail_other_rank(failed);
   }
   if (error) std::rethrow_exception(error);
 }
@@ -85,7 +85,7 @@ inline void agree_on_call(Comm& comm, const CallRecord& mine, const std::excepti
   int failed = 0;
   for (int r = 0; r < P; ++r) failed += rec(r).failed != 0 ? 1 : 0;
   if (error) std::rethrow_exception(error);
-  if (failed > 0) fail("another rank rejected its input (", failed, " rank(s) failed); see its message");
+  if (failed > 0) fail_other_rank(failed);
   const CallRecord r0 = rec(0);
   for (int r = 1; r < P; ++r) {
     const CallRecord c = rec(r);
@@ -163,8 +163,7 @@ struct Engine {
     try {
       policy.validate();
       check_batch(B, D, num_classes, W.cols(), labels.size());
-      if (class_offset < 0 || C > num_classes || class_offset > num_classes - C)
-        fail("the shard's ", C, " classes starting at class ", class_offset, " are not inside [0, ", num_classes, ")");
+      check_shard_range(class_offset, C, num_classes);
       if constexpr (has_class_count<P>::value)
         if (policy.class_count() != num_classes)
           fail(P::name, ": margins has ", policy.class_count(), " entries but there are ", num_classes, " classes");
@@ -336,13 +335,13 @@ struct Engine {
         fail("W is ", W.rows(), "x", W.cols(), " in backward() but was ", ws.local_classes_, "x", ws.dim(), " in forward()");
       if (W.data() != ws.w_data_ || W.outerStride() != ws.w_stride_)
         fail("backward() got another W than its forward() (same shape, other memory): pass the same W");
-      check_output("dX", dX.rows(), dX.cols(), ws.batch(), ws.dim());
-      check_output("dW", dW.rows(), dW.cols(), ws.local_classes_, ws.dim());
+      check_output_shape("dX", dX.rows(), dX.cols(), ws.batch(), ws.dim());
+      check_output_shape("dW", dW.rows(), dW.cols(), ws.local_classes_, ws.dim());
       // The backward reads W while it writes dX and dW (it does not read X: dX may alias X).
       if (views_overlap(dW, W)) fail("dW overlaps W: the gradient needs W while dW is written; pass separate memory");
       if (views_overlap(dX, W)) fail("dX overlaps W: the gradient needs W while dX is written; pass separate memory");
       if (views_overlap(dX, Eigen::Ref<const RowMatrix<T>>(dW))) fail("dX and dW overlap: pass separate memory");
-      if (!std::isfinite(grad_loss)) fail("grad_loss = ", grad_loss, " must be finite");
+      check_grad_loss(grad_loss);
       if (dmargins && dmargins_size != ws.num_classes_)
         fail("dmargins has ", dmargins_size, " entries but there are ", ws.num_classes_, " classes");
     } catch (const invalid_argument&) {

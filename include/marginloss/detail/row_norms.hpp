@@ -6,6 +6,7 @@
 
 #include "../errors.hpp"
 #include "../types.hpp"
+#include "checks.hpp"
 #include "norm_range.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
@@ -46,10 +47,8 @@ inline double stable_row_norm(const T* row, Index n) {
 template <typename T, typename RowsRef>
 [[noreturn]] inline void fail_bad_row(const char* name, const RowsRef& m, Index i, double norm) {
   for (Index k = 0; k < m.cols(); ++k)
-    if (!std::isfinite(m(i, k))) fail(name, " row ", i, " contains a non-finite value: ", name, "(", i, ", ", k, ") = ", m(i, k));
-  if (norm == 0) fail(name, " row ", i, " has zero norm: it cannot be normalised");
-  fail(name, " row ", i, " has norm ", norm, ", outside the supported range [", NormRange<T>::lo, ", ",
-       NormRange<T>::hi, "]");
+    if (!std::isfinite(m(i, k))) fail_bad_row<T>(name, i, k, static_cast<double>(m(i, k)), norm);
+  fail_bad_row<T>(name, i, -1, 0.0, norm);
 }
 
 inline bool norm_in_range(double norm, double lo, double hi) { return norm >= lo && norm <= hi; }

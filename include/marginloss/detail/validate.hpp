@@ -1,4 +1,5 @@
-// marginloss: shape and label checks of the entry points.
+// marginloss: the Eigen-side argument checks of the CPU entry points (compile-time guards,
+// label copies); the messages and range rules themselves are in checks.hpp, shared with CUDA.
 #pragma once
 
 #include <Eigen/Core>
@@ -7,6 +8,7 @@
 
 #include "../errors.hpp"
 #include "../types.hpp"
+#include "checks.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
 namespace detail {
@@ -89,44 +91,10 @@ struct label_argument<std::vector<I, A>> {
   }
 };
 
+// The shapes of a call with a label vector (checks.hpp holds the messages).
 inline void check_batch(Index batch, Index dim, Index classes, Index w_dim, Index n_labels) {
-  if (batch == 0) fail("X has 0 rows: the batch is empty");
-  if (dim == 0) fail("X has 0 columns: the feature dimension D must be >= 1");
-  if (classes == 0) fail("W has 0 rows: there must be at least one class");
-  if (w_dim != dim) fail("W has ", w_dim, " columns but X has ", dim, ": both must have D columns");
-  if (n_labels != batch) fail("labels has ", n_labels, " entries but X has ", batch, " rows");
-}
-
-// The one range check of every index input (labels, active class ids, sampler indices):
-// v in [0, n), compared in the index's own signedness, so a 64-bit unsigned value >= 2^63
-// never wraps to a negative (or, cast back, an in-range) index.
-template <typename I>
-constexpr bool index_in_range(I v, Index n) {
-  static_assert(std::is_integral_v<I>, "marginloss: indices must be integers");
-  if constexpr (std::is_unsigned_v<I>)
-    return static_cast<unsigned long long>(v) < static_cast<unsigned long long>(n);
-  else
-    return v >= 0 && static_cast<long long>(v) < static_cast<long long>(n);
-}
-
-// "name[i] = v is out of range [0, n)", printing v in its own signedness.
-template <typename I>
-[[noreturn]] inline void fail_index(const char* name, Index i, I v, Index n) {
-  if constexpr (std::is_unsigned_v<I>)
-    fail(name, "[", i, "] = ", static_cast<unsigned long long>(v), " is out of range [0, ", n, ")");
-  else
-    fail(name, "[", i, "] = ", static_cast<long long>(v), " is out of range [0, ", n, ")");
-}
-
-// Labels are indices into the classes.
-template <typename L>
-constexpr bool label_in_range(L y, Index classes) {
-  return index_in_range(y, classes);
-}
-
-template <typename L>
-[[noreturn]] inline void fail_label(Index i, L y, Index classes) {
-  fail_index("labels", i, y, classes);
+  check_shapes(batch, dim, classes, w_dim);
+  check_label_count(n_labels, batch);
 }
 
 // Copies the index vector `v` (`name` in messages) into `out` after checking each entry is in
@@ -146,19 +114,6 @@ inline void copy_indices(const char* name, const Eigen::MatrixBase<Derived>& v, 
 template <typename Derived>
 inline void copy_labels(const Eigen::MatrixBase<Derived>& labels, Index classes, Eigen::Matrix<Index, Eigen::Dynamic, 1>& out) {
   copy_indices("labels", labels, classes, out);
-}
-
-// For inputs inside every accepted range whose exact result still does not fit in T (a scale
-// or margin near the type's maximum, an extreme upstream gradient, a feature norm of 1e20 with
-// a class-weight norm of 1e-20, ...): an error, never a silent inf or NaN.
-[[noreturn]] inline void fail_not_representable(const char* what) {
-  fail(what, " is not representable in the scalar type for these inputs: the scale, margins, upstream "
-             "gradient or row norms are too extreme (use double, or normalise the inputs)");
-}
-
-inline void check_output(const char* name, Index rows, Index cols, Index want_rows, Index want_cols) {
-  if (rows != want_rows || cols != want_cols)
-    fail(name, " is ", rows, "x", cols, " but must be ", want_rows, "x", want_cols);
 }
 
 // True when every coefficient of `v` is finite: x * 0 is 0 for finite x and NaN for an inf or

@@ -223,7 +223,7 @@ T subset_run(const P& policy, const Eigen::MatrixBase<DX>& X, const Eigen::Matri
   if (options.regulariser != SubsetRegulariser::as_policy && options.regulariser != SubsetRegulariser::active_classes)
     fail("SubsetOptions::regulariser = ", static_cast<int>(options.regulariser), " is not a SubsetRegulariser value");
   if (C == 0) fail("W has 0 rows: there must be at least one class");
-  check_output("dW", dW.rows(), dW.cols(), C, D);
+  check_output_shape("dW", dW.rows(), dW.cols(), C, D);
   if constexpr (has_class_count<P>::value) {
     policy.validate();
     if (policy.class_count() != C)

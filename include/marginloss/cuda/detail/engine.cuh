@@ -18,6 +18,7 @@
 #include <exception>
 #include <type_traits>
 
+#include "../../detail/checks.hpp"
 #include "../../errors.hpp"
 #include "../../policies/common.hpp"
 #include "../check.cuh"
@@ -35,7 +36,14 @@ MARGINLOSS_NAMESPACE_BEGIN
 namespace cuda {
 namespace detail {
 
+using marginloss::detail::check_grad_loss;
+using marginloss::detail::check_output_shape;
+using marginloss::detail::check_shapes;
+using marginloss::detail::check_shard_range;
 using marginloss::detail::fail;
+using marginloss::detail::fail_label;
+using marginloss::detail::fail_not_representable;
+using marginloss::detail::fail_other_rank;
 
 // The communicator of a single-GPU call: one rank, no collectives.
 struct LocalComm {
@@ -87,7 +95,7 @@ inline void check_input(const char* name, const DeviceMatrix<const T>& m) {
 
 template <typename T>
 inline void check_output(const char* name, const DeviceMatrix<T>& m, Index rows, Index cols) {
-  if (m.rows != rows || m.cols != cols) fail(name, " is ", m.rows, "x", m.cols, " but must be ", rows, "x", cols);
+  check_output_shape(name, m.rows, m.cols, rows, cols);
   if (m.ld < m.cols) fail(name, " has leading dimension ", m.ld, " but ", m.cols, " columns: ld must be >= cols");
   if (!m.data && m.rows > 0) fail(name, " is a null device pointer");
   check_cublas_size(name, m.ld);
@@ -99,24 +107,14 @@ template <typename Comm>
 inline void agree_on_errors(Comm& comm, const std::exception_ptr& error) {
   if constexpr (!is_local_v<Comm>) {
     const double failed = comm.count_failures(static_cast<bool>(error));
-    if (failed > 0 && !error) fail("another rank rejected its input (", failed, " rank(s) failed); see its message");
+    if (failed > 0 && !error) fail_other_rank(failed);
   }
   if (error) std::rethrow_exception(error);
 }
 
-[[noreturn]] inline void fail_not_representable(const char* what) {
-  fail(what, " is not representable in the scalar type for these inputs: the scale, margins, upstream "
-             "gradient or row norms are too extreme (use double, or normalise the inputs)");
-}
-
 template <typename T>
 [[noreturn]] inline void fail_bad_row(const char* name, const BadRow& bad) {
-  const auto i = bad.row;
-  if (bad.col >= 0)
-    fail(name, " row ", i, " contains a non-finite value: ", name, "(", i, ", ", bad.col, ") = ", static_cast<T>(bad.value));
-  if (bad.norm == 0) fail(name, " row ", i, " has zero norm: it cannot be normalised");
-  fail(name, " row ", i, " has norm ", bad.norm, ", outside the supported range [", NormLimits<T>::lo, ", ",
-       NormLimits<T>::hi, "]");
+  marginloss::detail::fail_bad_row<T>(name, static_cast<Index>(bad.row), static_cast<Index>(bad.col), bad.value, bad.norm);
 }
 
 struct Engine {
@@ -135,12 +133,8 @@ struct Engine {
     std::exception_ptr error;
     try {
       policy.validate();
-      if (B == 0) fail("X has 0 rows: the batch is empty");
-      if (D == 0) fail("X has 0 columns: the feature dimension D must be >= 1");
-      if (num_classes <= 0) fail("W has 0 rows: there must be at least one class");
-      if (W.cols != D) fail("W has ", W.cols, " columns but X has ", D, ": both must have D columns");
-      if (class_offset < 0 || C < 0 || class_offset + C > num_classes)
-        fail("the shard's classes [", class_offset, ", ", class_offset + C, ") are not inside [0, ", num_classes, ")");
+      check_shapes(B, D, num_classes, W.cols);
+      check_shard_range(class_offset, C, num_classes);
       check_input("X", X);
       check_input("W", W);
       if (!labels) fail("labels is a null device pointer");
@@ -248,7 +242,7 @@ struct Engine {
       check_input("W", W);
       check_output("dX", dX, ws.batch_, ws.dim_);
       check_output("dW", dW, ws.local_classes_, ws.dim_);
-      if (!grad_loss_device && !std::isfinite(grad_loss)) fail("grad_loss = ", grad_loss, " must be finite");
+      if (!grad_loss_device) check_grad_loss(grad_loss);
       if (!cublas) fail("the cuBLAS handle is null");
     } catch (const invalid_argument&) {
       error = std::current_exception();
@@ -327,16 +321,16 @@ struct Engine {
     MARGINLOSS_CUDA_CHECK_LAUNCH("reset_state_kernel");
     ws.holds_forward_ = false;
     if (s.bad_label_row != kNoRow) {
-      if (s.bad_label_unsigned)
-        fail("labels[", s.bad_label_row, "] = ", s.bad_label_bits, " is out of range [0, ", s.bad_label_classes, ")");
-      fail("labels[", s.bad_label_row, "] = ", static_cast<long long>(s.bad_label_bits), " is out of range [0, ",
-           s.bad_label_classes, ")");
+      const auto row = static_cast<Index>(s.bad_label_row);
+      const auto classes = static_cast<Index>(s.bad_label_classes);
+      if (s.bad_label_unsigned) fail_label(row, s.bad_label_bits, classes);
+      fail_label(row, static_cast<long long>(s.bad_label_bits), classes);
     }
     if (s.x.row != kNoRow) fail_bad_row<T>("X", s.x);
     if (s.w.row != kNoRow) fail_bad_row<T>("W", s.w);
     if (s.nonfinite_loss) fail_not_representable("the loss");
-    if (s.failed > 0) fail("another rank rejected its input (", s.failed, " rank(s) failed); see its message");
-    if (s.bad_grad_loss) fail("grad_loss = ", s.bad_grad_loss_value, " must be finite");
+    if (s.failed > 0) fail_other_rank(s.failed);
+    if (s.bad_grad_loss) check_grad_loss(s.bad_grad_loss_value);
     fail_not_representable("a gradient");
   }
 };

@@ -5,6 +5,7 @@
 
 #include <type_traits>
 
+#include "../../detail/checks.hpp"
 #include "../../value_slope.hpp"
 #include "reduce.cuh"
 #include "row_norms.cuh"
@@ -14,15 +15,9 @@ MARGINLOSS_NAMESPACE_BEGIN
 namespace cuda {
 namespace detail {
 
-// y in [0, classes), compared in the label's own signedness (an unsigned 64-bit label >= 2^63
-// must not wrap to a negative index), as detail::label_in_range on the CPU.
-template <typename L>
-__host__ __device__ inline bool label_in_range(L y, Index classes) {
-  if constexpr (std::is_unsigned_v<L>)
-    return static_cast<unsigned long long>(y) < static_cast<unsigned long long>(classes);
-  else
-    return y >= 0 && static_cast<long long>(y) < static_cast<long long>(classes);
-}
+// y in [0, classes) in the label's own signedness: marginloss::detail::label_in_range
+// (detail/checks.hpp), the CPU's rule.
+using marginloss::detail::label_in_range;
 
 template <typename L>
 __global__ void __launch_bounds__(kThreads)
