@@ -218,7 +218,8 @@ void target_cosines(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>&
     if (!detail::norm_in_range(wn, detail::NormRange<T>::lo, detail::NormRange<T>::hi))
       detail::fail_bad_row<T>("W", W.derived(), k, wn);
     const T xi = static_cast<T>(1.0 / xn);
-    out.coeffRef(i) = detail::clamp_cosine(static_cast<T>((X.derived().row(i) * xi).dot(W.derived().row(k)) / wn));
+    // The engine's t_i (row_kernel.hpp), bit for bit.
+    out.coeffRef(i) = detail::cosine_from_dot<T>((X.derived().row(i) * xi).dot(W.derived().row(k)), static_cast<T>(1.0 / wn));
   }
 }
 
@@ -298,10 +299,10 @@ T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::
     const auto terms = policy.row(c[y], y);
     const T S = policy.scale(scales ? scales[i] : T(1));
     const T shift = span_max_logit(policy, terms, S, c, C, y);
-    const T lse = shift + static_cast<T>(std::log(span_sum_exp(policy, terms, S, c, C, y, shift)));
-    total += static_cast<double>(std::max(T(0), lse - rounded_product(S, terms.target.value)));  // see Engine::forward
+    const T lse = finish_lse(shift, span_sum_exp(policy, terms, S, c, C, y, shift));
+    total += static_cast<double>(row_loss(lse, terms, S));
     const double sz = span_gradient(policy, terms, S, c, C, y, lse, coef, static_cast<const T*>(nullptr), c);
-    if (dscales) dscales[i] = policy.scale_is_feature_norm() ? static_cast<T>(sz / static_cast<double>(S)) : T(0);
+    if (dscales) dscales[i] = policy.scale_is_feature_norm() ? dscale_share(sz, coef, S) : T(0);
     overflow = overflow || !all_finite(dcos.row(i)) || (dscales && !std::isfinite(dscales[i]));
   }
   const T loss = static_cast<T>(total / static_cast<double>(B));

@@ -32,9 +32,9 @@
 #include "../policies/common.hpp"
 #include "../workspace.hpp"
 #include "forward_record.hpp"
-#include "logit.hpp"
 #include "math.hpp"
 #include "row_norms.hpp"
+#include "row_kernel.hpp"
 #include "row_pass.hpp"
 #include "threads.hpp"
 #include "validate.hpp"
@@ -113,14 +113,6 @@ inline void agree_on_call(Comm& comm, const CallRecord& mine, const std::excepti
   }
   if (total != r0.num_classes)
     fail("the shards cover ", total, " of the ", r0.num_classes, " classes: every class must be on exactly one rank");
-}
-
-// a * b rounded to T: the volatile store keeps a compiler that contracts floating-point
-// expressions (FMA) from fusing the product into a following addition.
-template <typename T>
-inline T rounded_product(T a, T b) {
-  volatile T p = a * b;
-  return p;
 }
 
 // Holds a workspace's in-use mark for the duration of one engine call.
@@ -206,7 +198,7 @@ struct Engine {
       if (local >= 0 && local < C) {
         const double n = stable_row_norm(W.row(local).data(), D);
         if (norm_in_range(n, NormRange<T>::lo, NormRange<T>::hi))
-          t = clamp_cosine(ws.xhat_.row(i).dot(W.row(local)) * static_cast<T>(1.0 / n));
+          t = cosine_from_dot(ws.xhat_.row(i).dot(W.row(local)), static_cast<T>(1.0 / n));
       }
       ws.target_cos_(i) = t;
     }
@@ -267,8 +259,7 @@ struct Engine {
       // Global max, then each rank rescales its sum to it before the sum is reduced.
       ws.lse_ = ws.row_max_;
       comm.allreduce_max(ws.lse_.data(), B);
-      for (Index i = 0; i < B; ++i)
-        ws.row_sum_(i) = ws.row_sum_(i) == 0 ? 0.0 : ws.row_sum_(i) * std::exp(static_cast<double>(ws.row_max_(i) - ws.lse_(i)));
+      for (Index i = 0; i < B; ++i) ws.row_sum_(i) = rescale_sum_to_max(ws.row_max_(i), ws.row_sum_(i), ws.lse_(i));
       ws.row_max_ = ws.lse_;
       comm.allreduce_sum(ws.row_sum_.data(), B);
     }
@@ -276,13 +267,8 @@ struct Engine {
     ws.lse_.resize(B);
     ws.row_loss_.resize(B);
     for (Index i = 0; i < B; ++i) {
-      ws.lse_(i) = ws.row_max_(i) + static_cast<T>(std::log(ws.row_sum_(i)));
-      // The target logit rounded to T exactly as the sweep stored it: with FMA contraction
-      // (-march=native, -mfma, clang's default) lse_i - S f(t) would be computed with the exact
-      // product against an lse made of the rounded one, leaving the product's rounding error
-      // (e.g. -1.5e12 at |x| = 1e20, where the exact loss is 0). The cross-entropy is >= 0.
-      const T z_target = rounded_product(policy.scale(ws.x_norm_(i)), terms[i].target.value);
-      ws.row_loss_(i) = std::max(T(0), ws.lse_(i) - z_target);
+      ws.lse_(i) = finish_lse(ws.row_max_(i), ws.row_sum_(i));
+      ws.row_loss_(i) = row_loss(ws.lse_(i), terms[i], policy.scale(ws.x_norm_(i)));
     }
     // Sequential sum: the loss does not depend on the thread count.
     double total = 0;
@@ -404,11 +390,11 @@ struct Engine {
           for (Index i = 0; i < B; ++i) {
             T* c = K.row(i).data();
             if (!one_block)
-              for (Index j = 0; j < n; ++j) c[j] = clamp_cosine(c[j] * w_inv[j]);
+              for (Index j = 0; j < n; ++j) c[j] = cosine_from_dot(c[j], w_inv[j]);
             const T S = policy.scale(ws.x_norm_(i));
             const Index target = ws.labels_(i) - ws.class_offset_ - g0;
             const double sz = span_gradient(policy, terms[i], S, c, n, target, ws.lse_(i), coef, w_inv, c, radial, abs_acc);
-            if (feature_norm) dscale[i] += static_cast<T>(sz / static_cast<double>(S));
+            if (feature_norm) dscale[i] += dscale_share(sz, coef, S);
           }
           // K now holds G' = dL/dc / |w_j|.
           dx_part.noalias() += K * Wt;

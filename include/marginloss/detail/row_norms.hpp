@@ -8,39 +8,15 @@
 #include "../types.hpp"
 #include "checks.hpp"
 #include "norm_range.hpp"
+#include "row_kernel.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
 namespace detail {
 
-// ||row|| computed in double; rescaled by the largest magnitude when the plain sum of squares
-// would under- or overflow (only double inputs far from 1 take that path).
+// ||row|| in double, by one thread (row_kernel.hpp's rescaled_row_norm, shared with the GPU).
 template <typename T>
 inline double stable_row_norm(const T* row, Index n) {
-  // Eight independent partial sums: the compiler vectorises them (one serial chain of double
-  // adds would not), and the fixed order keeps the result independent of threads.
-  constexpr Index lanes = 8;
-  double part[lanes] = {0, 0, 0, 0, 0, 0, 0, 0};
-  Index k = 0;
-  for (; k + lanes <= n; k += lanes)
-    for (Index u = 0; u < lanes; ++u) {
-      const double v = static_cast<double>(row[k + u]);
-      part[u] += v * v;
-    }
-  for (Index u = 0; k < n; ++k, ++u) {
-    const double v = static_cast<double>(row[k]);
-    part[u] += v * v;
-  }
-  const double sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-  if (sum > 1e-290 && sum < 1e290) return std::sqrt(sum);
-  double big = 0;
-  for (Index j = 0; j < n; ++j) big = std::fmax(big, std::fabs(static_cast<double>(row[j])));
-  if (!(big > 0) || !std::isfinite(big)) return std::isnan(big) ? big : (big > 0 ? big : 0.0);
-  double scaled = 0;
-  for (Index j = 0; j < n; ++j) {
-    const double v = static_cast<double>(row[j]) / big;
-    scaled += v * v;
-  }
-  return big * std::sqrt(scaled);
+  return rescaled_row_norm(row, n, 0, 1, SerialReduce{});
 }
 
 // Reports the first bad row of `name` (sequentially, so the message does not depend on threads).

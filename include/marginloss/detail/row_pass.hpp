@@ -1,6 +1,6 @@
-// marginloss: the per-row chain rule, the only place it is written. Every engine (dense,
-// class-chunked, cosine-level; later sharded and CUDA) calls these functions on a span of one
-// row's cosines. docs/formulas.md §1:
+// marginloss: the CPU's row pass -- the row kernel (row_kernel.hpp, shared with the CUDA
+// kernels) applied to a span of one row's cosines, a tile at a time, with Eigen's vectorised exp.
+// Every CPU engine (dense, class-chunked, sharded, cosine-level) calls it. docs/formulas.md §1:
 //   z_ij = S_i phi_ij,  phi_iy = f(t_i),  phi_ij = h(c_ij; row_i)
 //   L_i  = logsumexp_j z_ij - z_iy            (evaluated with the row maximum subtracted)
 //   dL/dc_ij = coef (p_ij - delta_{j,y_i}) S_i phi'_ij,  coef = upstream gradient / B
@@ -18,6 +18,7 @@
 
 #include "../types.hpp"
 #include "math.hpp"
+#include "row_kernel.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
 namespace detail {
@@ -30,12 +31,8 @@ using row_terms_t = typename P::row_type;
 // z = S phi over one tile; the target column gets S f(t).
 template <typename P, typename T = typename P::value_type>
 inline void tile_logits(const P& policy, const row_terms_t<P>& terms, T S, const T* c, Index n, Index target, T* z) {
-  if constexpr (P::plain_non_target) {
-    for (Index j = 0; j < n; ++j) z[j] = S * c[j];
-  } else {
-    for (Index j = 0; j < n; ++j) z[j] = S * policy.non_target(c[j], terms).value;
-  }
-  if (target >= 0 && target < n) z[target] = S * terms.target.value;
+  for (Index j = 0; j < n; ++j) z[j] = non_target_logit(policy, terms, S, c[j]);
+  if (target >= 0 && target < n) z[target] = target_logit(terms, S);
 }
 
 // max_j z_ij over the span (-inf for an empty span).
@@ -76,7 +73,7 @@ inline std::pair<T, double> span_max_sum_exp(const P& policy, const row_terms_t<
   if (n <= 0) return {-std::numeric_limits<T>::infinity(), 0.0};
   if (n > kRowTile) {
     if (col_scale)
-      for (Index j = 0; j < n; ++j) c[j] = clamp_cosine(c[j] * col_scale[j]);
+      for (Index j = 0; j < n; ++j) c[j] = cosine_from_dot(c[j], col_scale[j]);
     const T m = span_max_logit(policy, terms, S, c, n, target);
     return {m, span_sum_exp(policy, terms, S, c, n, target, m)};
   }
@@ -84,17 +81,17 @@ inline std::pair<T, double> span_max_sum_exp(const P& policy, const row_terms_t<
   if constexpr (P::plain_non_target) {
     if (col_scale) {
       for (Index j = 0; j < n; ++j) {
-        const T v = clamp_cosine(c[j] * col_scale[j]);
+        const T v = cosine_from_dot(c[j], col_scale[j]);
         c[j] = v;
-        z[j] = S * v;
+        z[j] = non_target_logit(policy, terms, S, v);
       }
-      if (target >= 0 && target < n) z[target] = S * terms.target.value;
+      if (target >= 0 && target < n) z[target] = target_logit(terms, S);
     } else {
       tile_logits(policy, terms, S, c, n, target, z);
     }
   } else {
     if (col_scale)
-      for (Index j = 0; j < n; ++j) c[j] = clamp_cosine(c[j] * col_scale[j]);
+      for (Index j = 0; j < n; ++j) c[j] = cosine_from_dot(c[j], col_scale[j]);
     tile_logits(policy, terms, S, c, n, target, z);
   }
   Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> zt(z, n);
@@ -103,9 +100,10 @@ inline std::pair<T, double> span_max_sum_exp(const P& policy, const row_terms_t<
 }
 
 // Writes out[j] = g_j = dL/dc_ij * col_scale[j] (col_scale may be null: 1) for the span, given
-// the row's log-partition `lse`. `out` may alias `c`. Returns sum_j (p_ij - delta) z_ij * coef,
-// i.e. S_i dL/dS_i, from which the feature-norm engines take dL/dS_i (0 when the policy's scale
-// is not the feature norm).
+// the row's log-partition `lse`: row_kernel.hpp's gradient_entry, with p = exp(z - lse) taken
+// vectorised. `out` may alias `c`. Returns sum_j (p_ij - delta) z_ij, from which the
+// feature-norm engines take dL/dS_i (dscale_share; 0 when the policy's scale is not the
+// feature norm).
 // Optional accumulators for the engine's W-side projection (null: not computed):
 //   col_radial[j] += g_j c_ij   (summed over rows: the radial part of column j's dW, since
 //                                <x^_i, w^_j> = c_ij)
@@ -130,30 +128,40 @@ inline double span_gradient(const P& policy, const row_terms_t<P>& terms, T S, c
       tile_logits(policy, terms, S, c + j0, len, tj, z);
     } else {
       for (Index j = 0; j < len; ++j) {
-        const ValueSlope<T> vs = policy.non_target(c[j0 + j], terms);
-        z[j] = S * vs.value;
+        const ValueSlope<T> vs = logit_and_slope(policy, terms, S, c[j0 + j], false);
+        z[j] = vs.value;
         slope[j] = vs.slope;
       }
-      if (has_target) z[tj] = S * terms.target.value;
+      if (has_target) z[tj] = target_logit(terms, S);
     }
     Eigen::Map<const Arr> zt(z, len);
     Eigen::Map<Arr> g(p, len);
     g = (zt - lse).exp();
-    if (has_target) p[tj] -= T(1);
+    if (has_target) p[tj] = prob_minus_delta(p[tj], true);
     if (want_z_weighted) z_weighted += static_cast<double>((g * zt).sum());
-    // g: p - delta -> dL/dc * col_scale. The target's slope is the policy's f'(t).
-    const T target_g = has_target ? cs * p[tj] * terms.target.slope * (col_scale ? col_scale[target] : T(1)) : T(0);
-    if constexpr (!P::plain_non_target) g *= Eigen::Map<const Arr>(slope, len);
-    if (col_scale)
-      g *= cs * Eigen::Map<const Arr>(col_scale + j0, len);
-    else
-      g *= cs;
+    // p - delta -> G'. The target's slope is the policy's f'(t), not h'(c_iy).
+    const T target_g =
+        has_target ? gradient_entry(p[tj], terms.target.slope, col_scale ? cs * col_scale[target] : cs) : T(0);
+    const auto slope_at = [&](Index j) {
+      if constexpr (P::plain_non_target) {
+        (void)j;
+        return T(1);
+      } else {
+        return slope[j];
+      }
+    };
+    if (col_scale) {
+      const T* cj = col_scale + j0;
+      for (Index j = 0; j < len; ++j) p[j] = gradient_entry(p[j], slope_at(j), cs * cj[j]);
+    } else {
+      for (Index j = 0; j < len; ++j) p[j] = gradient_entry(p[j], slope_at(j), cs);
+    }
     if (has_target) p[tj] = target_g;
     if (col_radial) Eigen::Map<Arr>(col_radial + j0, len) += g * Eigen::Map<const Arr>(c + j0, len);
     if (abs_sum) *abs_sum += static_cast<double>(g.abs().sum());
     Eigen::Map<Arr>(out + j0, len) = g;
   }
-  return z_weighted * static_cast<double>(coef);
+  return z_weighted;
 }
 
 }  // namespace detail

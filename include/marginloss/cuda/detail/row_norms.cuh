@@ -1,11 +1,13 @@
 // marginloss::cuda: row norms of X and W in double with the CPU's checks (detail/row_norms.hpp):
 // a row is rejected when its norm is zero, non-finite or outside NormLimits<T>; the first
 // rejected row is recorded (atomicMin) and described for the host's message. Also writes
-// X^ = X / |x| and keeps |x_i|, 1/|x_i| (and 1/|w_j|) for the backward.
+// X^ = X / |x| and keeps |x_i|, 1/|x_i| (and 1/|w_j|) for the backward. The norm itself is the
+// row kernel's rescaled_row_norm.
 #pragma once
 
 #include <cmath>
 
+#include "../../detail/row_kernel.hpp"
 #include "../../value_slope.hpp"
 #include "norm_limits.cuh"
 #include "reduce.cuh"
@@ -15,45 +17,17 @@ MARGINLOSS_NAMESPACE_BEGIN
 namespace cuda {
 namespace detail {
 
-// ||row|| in double by one warp (every lane gets it). The plain sum of squares, and where that
-// under- or overflows (double inputs far from 1 only) the sum rescaled by the largest
-// magnitude, as stable_row_norm on the CPU.
+// A warp's lanes combining their partial sums and maxima (every lane gets the result).
+struct WarpReduce {
+  __device__ double sum(double v) const { return warp_sum(v); }
+  __device__ double max(double v) const { return warp_fmax(v); }
+};
+
+// ||row|| in double by one warp (every lane gets it): the CPU's rescaled_row_norm
+// (detail/row_kernel.hpp) over the lane's strided entries, reduced across the warp.
 template <typename T>
 __device__ inline double warp_row_norm(const T* row, Index n, int lane) {
-  double sum = 0;
-  for (Index k = lane; k < n; k += kWarp) {
-    const double v = static_cast<double>(row[k]);
-    sum += v * v;
-  }
-  sum = warp_sum(sum);
-  if (sum > 1e-290 && sum < 1e290) return sqrt(sum);
-  double big = 0;
-  for (Index k = lane; k < n; k += kWarp) big = fmax(big, fabs(static_cast<double>(row[k])));
-  big = warp_fmax(big);
-  if (!(big > 0) || !isfinite(big)) return isnan(big) ? big : (big > 0 ? big : 0.0);
-  double scaled = 0;
-  for (Index k = lane; k < n; k += kWarp) {
-    const double v = static_cast<double>(row[k]) / big;
-    scaled += v * v;
-  }
-  return big * sqrt(warp_sum(scaled));
-}
-
-// The same by one thread, for the error message only.
-template <typename T>
-__device__ inline double serial_row_norm(const T* row, Index n) {
-  double sum = 0;
-  for (Index k = 0; k < n; ++k) sum += static_cast<double>(row[k]) * static_cast<double>(row[k]);
-  if (sum > 1e-290 && sum < 1e290) return sqrt(sum);
-  double big = 0;
-  for (Index k = 0; k < n; ++k) big = fmax(big, fabs(static_cast<double>(row[k])));
-  if (!(big > 0) || !isfinite(big)) return isnan(big) ? big : (big > 0 ? big : 0.0);
-  double scaled = 0;
-  for (Index k = 0; k < n; ++k) {
-    const double v = static_cast<double>(row[k]) / big;
-    scaled += v * v;
-  }
-  return big * sqrt(scaled);
+  return marginloss::detail::rescaled_row_norm(row, n, lane, kWarp, WarpReduce{});
 }
 
 // One warp per row of M (rows x cols, leading dimension ld): inv_norm[r] = 1/|m_r| (0 for a
@@ -95,7 +69,7 @@ __device__ inline void describe_bad_row(const T* M, Index cols, Index ld, unsign
       bad.value = static_cast<double>(row[k]);
       break;
     }
-  bad.norm = serial_row_norm(row, cols);
+  bad.norm = marginloss::detail::rescaled_row_norm(row, cols, 0, 1, marginloss::detail::SerialReduce{});
 }
 
 }  // namespace detail

@@ -1,6 +1,7 @@
 // marginloss::cuda: the per-row pass on the device, the same algorithm as the CPU engine
 // (detail/engine.hpp, detail/row_pass.hpp; docs/formulas.md §1, §7) with the per-logit
-// expressions shared through detail/logit.hpp and the policies' MARGINLOSS_HD functions:
+// expressions shared through the row kernel (detail/row_kernel.hpp) and the policies'
+// MARGINLOSS_HD functions:
 //
 //   t_i        from its own dot product x^_i . w_{y_i} / |w_{y_i}| (on the rank owning y_i),
 //              so the once-per-row terms (margined target, mining threshold) are known first;
@@ -18,7 +19,7 @@
 
 #include <cmath>
 
-#include "../../detail/logit.hpp"
+#include "../../detail/row_kernel.hpp"
 #include "../../detail/math.hpp"
 #include "../../value_slope.hpp"
 #include "reduce.cuh"
@@ -79,7 +80,7 @@ __global__ void __launch_bounds__(kThreads)
     double dot = 0;
     for (Index k = lane; k < dim; k += kWarp) dot += static_cast<double>(xh[k]) * static_cast<double>(w[k]);
     dot = warp_sum(dot);
-    t = marginloss::detail::clamp_cosine(static_cast<T>(dot) * w_inv[local]);
+    t = marginloss::detail::cosine_from_dot(static_cast<T>(dot), w_inv[local]);
   }
   if (lane == 0) {
     target[i] = t;
@@ -103,7 +104,7 @@ __global__ void __launch_bounds__(kThreads)
 
   T m = negative_infinity<T>();
   for (Index j = r.begin + threadIdx.x; j < r.end; j += kThreads) {
-    const T cj = marginloss::detail::clamp_cosine(r.c[j] * w_inv[j]);
+    const T cj = marginloss::detail::cosine_from_dot(r.c[j], w_inv[j]);
     r.c[j] = cj;
     const T z = marginloss::detail::logit(policy, r.terms, r.S, cj, j == r.target_col);
     m = z > m ? z : m;
@@ -146,8 +147,7 @@ __global__ void __launch_bounds__(kThreads)
     rescale_to_global_max_kernel(Index batch, const T* global_max, T* row_max, double* row_sum) {
   const Index i = static_cast<Index>(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= batch) return;
-  const double s = row_sum[i];
-  row_sum[i] = s == 0 ? 0.0 : s * exp(static_cast<double>(row_max[i] - global_max[i]));
+  row_sum[i] = marginloss::detail::rescale_sum_to_max(row_max[i], row_sum[i], global_max[i]);
   row_max[i] = global_max[i];
 }
 
@@ -161,10 +161,10 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ double scratch[kWarpsPerBlock];
   double total = 0;
   for (Index i = threadIdx.x; i < batch; i += kThreads) {
-    const T l = row_max[i] + static_cast<T>(log(row_sum[i]));
+    const T l = marginloss::detail::finish_lse(row_max[i], row_sum[i]);
     lse[i] = l;
     const auto terms = policy.row(target[i], static_cast<Index>(labels[i]));
-    total += static_cast<double>(l - policy.scale(x_norm[i]) * terms.target.value);
+    total += static_cast<double>(marginloss::detail::row_loss(l, terms, policy.scale(x_norm[i])));
   }
   total = block_sum(total, scratch);
   if (threadIdx.x == 0) {
@@ -215,19 +215,18 @@ __global__ void __launch_bounds__(kThreads)
 
   double z_weighted = 0;
   for (Index j = r.begin + threadIdx.x; j < r.end; j += kThreads) {
-    const T cj = recompute ? marginloss::detail::clamp_cosine(r.c[j] * w_inv[j]) : r.c[j];
+    const T cj = recompute ? marginloss::detail::cosine_from_dot(r.c[j], w_inv[j]) : r.c[j];
     const bool is_target = j == r.target_col;
     const ValueSlope<T> zs = marginloss::detail::logit_and_slope(policy, r.terms, r.S, cj, is_target);
-    T p = std::exp(zs.value - row_lse);
-    if (is_target) p -= T(1);
+    const T p = marginloss::detail::prob_minus_delta(static_cast<T>(std::exp(zs.value - row_lse)), is_target);
     z_weighted += static_cast<double>(p * zs.value);
-    r.c[j] = cs * p * zs.slope * w_inv[j];
+    r.c[j] = marginloss::detail::gradient_entry(p, zs.slope, cs * w_inv[j]);
   }
   if (feature_norm) {  // uniform over the block
     z_weighted = block_sum(z_weighted, scratch);
     if (threadIdx.x == 0) {
       if (segments == 1)
-        dscale[r.i] += static_cast<T>(z_weighted * static_cast<double>(coef) / static_cast<double>(r.S));
+        dscale[r.i] += marginloss::detail::dscale_share(z_weighted, coef, r.S);
       else
         part_sum[r.i * segments + r.seg] = z_weighted;
     }
@@ -244,8 +243,7 @@ __global__ void __launch_bounds__(kThreads)
   double z_weighted = 0;
   for (Index seg = 0; seg < segments; ++seg) z_weighted += part_sum[i * segments + seg];
   const T coef = state->grad_loss / static_cast<T>(batch);
-  const T S = policy.scale(x_norm[i]);
-  dscale[i] += static_cast<T>(z_weighted * static_cast<double>(coef) / static_cast<double>(S));
+  dscale[i] += marginloss::detail::dscale_share(z_weighted, coef, policy.scale(x_norm[i]));
 }
 
 }  // namespace detail
