@@ -14,9 +14,10 @@
 #
 # Options (declared in the top-level CMakeLists.txt):
 #   MARGINLOSS_CUDA            ON: find nvcc (FATAL_ERROR with instructions when missing).
-#   CMAKE_CUDA_ARCHITECTURES   when marginloss is the top-level project and none is given:
-#                              "80;90" (A100, H100). Under add_subdirectory() the parent
-#                              project's setting (or CMake's default) is left alone.
+#   CMAKE_CUDA_ARCHITECTURES   when marginloss is the top-level project and none is given
+#                              (neither -DCMAKE_CUDA_ARCHITECTURES nor the CUDAARCHS environment
+#                              variable): "80;90" (A100, H100). Under add_subdirectory() the
+#                              parent project's setting (or CMake's default) is left alone.
 #   MARGINLOSS_NCCL            AUTO (default: provide marginloss::nccl when nccl.h and libnccl
 #                              are found, cmake/MarginlossFindNCCL.cmake), ON (required) or OFF.
 #   MARGINLOSS_BUILD_CUDA_BENCHMARKS  build bench/cuda (default: MARGINLOSS_BUILD_BENCHMARKS).
@@ -46,7 +47,10 @@ if(MARGINLOSS_CUDA)
       "-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc (or set the CUDACXX environment variable). "
       "Configure with -DMARGINLOSS_CUDA=OFF to build without the CUDA backend.")
   endif()
-  if(MARGINLOSS_TOP_LEVEL AND (NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR "${CMAKE_CUDA_ARCHITECTURES}" STREQUAL ""))
+  # Only a default, and only for marginloss's own build: a value the user gives (cache entry or
+  # CUDAARCHS, which enable_language(CUDA) reads from CMake 3.20 on) or a parent project's is
+  # never replaced.
+  if(MARGINLOSS_TOP_LEVEL AND NOT DEFINED CMAKE_CUDA_ARCHITECTURES AND "$ENV{CUDAARCHS}" STREQUAL "")
     set(CMAKE_CUDA_ARCHITECTURES "80;90" CACHE STRING "CUDA architectures to compile for (default 80;90: A100, H100)")
   endif()
   enable_language(CUDA)

@@ -8,7 +8,8 @@
 # MARGINLOSS_DOCS_WERROR=ON it extracts only documented entities (/// or /** */ comments), warns
 # about each undocumented one and makes every Doxygen warning an error of the docs target. Doxygen's warnings are also written to
 # <build>/docs/doxygen-warnings.txt.
-option(MARGINLOSS_DOCS_WERROR "Make Doxygen's warnings (undocumented entities too) errors of the docs target" OFF)
+#
+# Options (declared in the top-level CMakeLists.txt): MARGINLOSS_DOCS, MARGINLOSS_DOCS_WERROR.
 find_package(Doxygen QUIET)
 if(DOXYGEN_FOUND)
   set(MARGINLOSS_DOXYGEN_OUTPUT_DIR ${CMAKE_CURRENT_BINARY_DIR}/docs)
