@@ -10,11 +10,12 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
-// Thrown for every invalid input: shapes, labels, non-finite or zero-norm rows, hyper-parameters.
-// The message always names the offending argument and its value. Derived from
-// std::invalid_argument so callers that catch the standard type still see it.
+/// Thrown for every invalid input: shapes, labels, non-finite or zero-norm rows, hyper-parameters.
+/// The message always names the offending argument and its value. Derived from
+/// std::invalid_argument so callers that catch the standard type still see it.
 class invalid_argument : public std::invalid_argument {
  public:
+  /// `what()` is "marginloss: " followed by `what`, so messages say where they come from.
   explicit invalid_argument(const std::string& what) : std::invalid_argument("marginloss: " + what) {}
 };
 

@@ -31,30 +31,31 @@ MARGINLOSS_NAMESPACE_BEGIN
   "marginloss: this policy has learnable margins (AdaptiveMargin): pass a dmargins output (C entries) so " \
   "they get their gradient, or use ml::class_margins(ml::CosFace<T>{s, 0}, margins) to keep them fixed"
 
-// Loss and gradients of forward_backward().
+/// Loss and gradients of forward_backward().
 template <typename T>
 struct Result {
-  T loss;          // mean over the batch of the cross-entropy of the margined logits, plus
-                   // `regulariser` for policies with learnable margins (the loss minimised)
-  T regulariser = T(0);  // the margins' regulariser R included in `loss` (AdaptiveMargin), else 0
-  RowMatrix<T> dX; // dL/dX, B x D, with respect to the raw features
-  RowMatrix<T> dW; // dL/dW, C x D, with respect to the raw class weights
-  Vector<T> dmargins;  // dL/dmargins, C, for policies with learnable margins (else empty)
+  /// Mean over the batch of the cross-entropy of the margined logits, plus `regulariser` for
+  /// policies with learnable margins (the loss minimised).
+  T loss;
+  T regulariser = T(0);  ///< the margins' regulariser R included in `loss` (AdaptiveMargin), else 0
+  RowMatrix<T> dX; ///< dL/dX, B x D, with respect to the raw features
+  RowMatrix<T> dW; ///< dL/dW, C x D, with respect to the raw class weights
+  Vector<T> dmargins;  ///< dL/dmargins, C, for policies with learnable margins (else empty)
 };
 
-// Gradients of backward().
+/// Gradients of backward().
 template <typename T>
 struct Gradients {
-  RowMatrix<T> dX;
-  RowMatrix<T> dW;
-  Vector<T> dmargins;  // for policies with learnable margins (else empty)
+  RowMatrix<T> dX;  ///< dL/dX, B x D, with respect to the raw features, times grad_loss
+  RowMatrix<T> dW;  ///< dL/dW, C x D, with respect to the raw class weights, times grad_loss
+  Vector<T> dmargins;  ///< for policies with learnable margins (else empty)
 };
 
-// Loss and gradient of cosine_forward_backward().
+/// Loss and gradient of cosine_forward_backward().
 template <typename T>
 struct CosineResult {
-  T loss;
-  RowMatrix<T> dcos;  // dL/dcos, B x C
+  T loss;  ///< mean over the batch of the cross-entropy of the margined logits
+  RowMatrix<T> dcos;  ///< dL/dcos, B x C
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -68,6 +69,9 @@ struct CosineResult {
 // Workspace of another scalar, labels that are not integers) reports the library's message
 // first rather than "no matching function".
 
+/// The loss L = mean_i CE(z_i, y_i) over the margined, scaled logits z_ij (plus the margins'
+/// regulariser for learnable margins), leaving in `ws` what backward() needs. X (B x D) and
+/// W (C x D) are raw; labels are B integers in [0, C).
 template <typename P, typename DX, typename DW, typename L, typename U>
 typename P::value_type forward(const P& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
                                const L& labels, Workspace<U>& ws, const Options& options = {}) {
@@ -82,8 +86,9 @@ typename P::value_type forward(const P& policy, const Eigen::MatrixBase<DX>& X, 
                                  detail::resolve_class_block<T>(options, X.rows(), W.rows()), ws);
 }
 
-// Writes dX (B x D) and dW (C x D). W must be the forward's (same memory; checked), with the
-// same contents (not checked: step the optimiser after the backward).
+/// Writes dX (B x D) and dW (C x D), the gradients times the upstream gradient grad_loss =
+/// dL_total/dL. W must be the forward's (same memory; checked), with the same contents (not
+/// checked: step the optimiser after the backward).
 template <typename P, typename DW, typename U, typename DXo, typename DWo>
 void backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<U>& ws, typename P::value_type grad_loss,
               DXo&& dX, DWo&& dW) {
@@ -98,7 +103,7 @@ void backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<U>& ws,
                            Eigen::Ref<RowMatrix<T>>(dX), Eigen::Ref<RowMatrix<T>>(dW));
 }
 
-// Policies with learnable margins (AdaptiveMargin) also write dL/dmargins (C entries).
+/// Policies with learnable margins (AdaptiveMargin) also write dL/dmargins (C entries).
 template <typename P, typename DW, typename U, typename DXo, typename DWo, typename DMo>
 void backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<U>& ws, typename P::value_type grad_loss,
               DXo&& dX, DWo&& dW, DMo&& dmargins) {
@@ -115,6 +120,7 @@ void backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<U>& ws,
                            Eigen::Ref<RowMatrix<T>>(dX), Eigen::Ref<RowMatrix<T>>(dW), dm.data(), dm.size());
 }
 
+/// Allocating form: returns dX, dW and, for learnable margins, dmargins.
 template <typename P, typename DW, typename U>
 Gradients<typename P::value_type> backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<U>& ws,
                                            typename P::value_type grad_loss = 1) {
@@ -134,8 +140,8 @@ Gradients<typename P::value_type> backward(const P& policy, const Eigen::MatrixB
 // ---------------------------------------------------------------------------------------------
 // Forward and backward in one call.
 
-// Writes into caller-owned dX (B x D) and dW (C x D) using `ws`: after the first step of a
-// training loop nothing is allocated. Returns the loss.
+/// Writes into caller-owned dX (B x D) and dW (C x D) using `ws`: after the first step of a
+/// training loop nothing is allocated. Returns the loss.
 template <typename P, typename DX, typename DW, typename L, typename DXo, typename DWo, typename U>
 typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
                                         const Eigen::MatrixBase<DW>& W, const L& labels, DXo&& dX, DWo&& dW,
@@ -152,8 +158,8 @@ typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase
   return loss;
 }
 
-// The same for policies with learnable margins, also writing dL/dmargins (C entries). The loss
-// returned includes the margin regulariser (ws.regulariser() tells it apart).
+/// The same for policies with learnable margins, also writing dL/dmargins (C entries). The loss
+/// returned includes the margin regulariser (ws.regulariser() tells it apart).
 template <typename P, typename DX, typename DW, typename L, typename DXo, typename DWo, typename DMo, typename U>
 typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
                                         const Eigen::MatrixBase<DW>& W, const L& labels, DXo&& dX, DWo&& dW,
@@ -171,7 +177,7 @@ typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase
   return loss;
 }
 
-// Allocating convenience form.
+/// Allocating convenience form: a Result with the loss, dX, dW (and dmargins).
 template <typename P, typename DX, typename DW, typename L>
 Result<typename P::value_type> forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
                                                 const Eigen::MatrixBase<DW>& W, const L& labels,
@@ -194,9 +200,9 @@ Result<typename P::value_type> forward_backward(const P& policy, const Eigen::Ma
 }
 
 // ---------------------------------------------------------------------------------------------
-// The target cosines t_i = cos(x_i, w_{y_i}) of a batch, clamped to [-1, 1], in O(B D): what
-// running statistics such as CurricularFace's tau are updated from before a forward. This form
-// writes into `out` (B entries) and allocates nothing.
+/// The target cosines t_i = cos(x_i, w_{y_i}) of a batch, clamped to [-1, 1], in O(B D): what
+/// running statistics such as CurricularFace's tau are updated from before a forward. This form
+/// writes into `out` (B entries) and allocates nothing.
 template <typename DX, typename DW, typename L, typename Out>
 void target_cosines(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W, const L& labels, Out&& out) {
   using T = typename DX::Scalar;
@@ -223,6 +229,7 @@ void target_cosines(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>&
   }
 }
 
+/// Allocating form: returns the B target cosines.
 template <typename DX, typename DW, typename L>
 Vector<typename DX::Scalar> target_cosines(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
                                            const L& labels) {
@@ -313,8 +320,10 @@ T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::
 
 }  // namespace detail
 
-// Fixed-scale policies: writes dL/dcos into `dcos` (B x C; it may alias `cos`, which is then
-// overwritten), returns the loss.
+/// The loss from a B x C matrix of cosines, for engines that normalise and multiply
+/// themselves (values are clamped to [-1, 1]; beyond 1 + 1e-3 in magnitude they are rejected).
+/// Fixed-scale policies: writes dL/dcos into `dcos` (B x C; it may alias `cos`, which is then
+/// overwritten), returns the loss.
 template <typename P, typename DC, typename DL>
 typename P::value_type cosine_forward_backward(const P& policy, const Eigen::MatrixBase<DC>& cos,
                                                const Eigen::MatrixBase<DL>& labels,
@@ -323,8 +332,8 @@ typename P::value_type cosine_forward_backward(const P& policy, const Eigen::Mat
                                static_cast<typename P::value_type*>(nullptr));
 }
 
-// Any policy, with the per-row scales (used by feature-norm policies, S_i = scales_i) and their
-// gradient dL/dscales (zero for fixed-scale policies).
+/// Any policy, with the per-row scales (used by feature-norm policies, S_i = scales_i) and their
+/// gradient dL/dscales (zero for fixed-scale policies).
 template <typename P, typename DC, typename DL>
 typename P::value_type cosine_forward_backward(const P& policy, const Eigen::MatrixBase<DC>& cos,
                                                const Eigen::MatrixBase<DL>& labels,
@@ -336,7 +345,7 @@ typename P::value_type cosine_forward_backward(const P& policy, const Eigen::Mat
   return detail::cosine_engine(policy, cos, labels, scales.data(), dcos, dscales.data());
 }
 
-// Allocating form for fixed-scale policies.
+/// Allocating form for fixed-scale policies.
 template <typename P, typename DC, typename DL>
 CosineResult<typename P::value_type> cosine_forward_backward(const P& policy, const Eigen::MatrixBase<DC>& cos,
                                                              const Eigen::MatrixBase<DL>& labels) {

@@ -11,11 +11,12 @@ MARGINLOSS_NAMESPACE_BEGIN
 
 static_assert(std::is_same_v<Index, Eigen::Index>, "marginloss::Index must be Eigen's index type");
 
-// Row-major storage: one sample (X) or one class (W) per contiguous row, the layout every
-// deep-learning framework uses, so buffers from elsewhere map without a copy.
+/// Row-major storage: one sample (X) or one class (W) per contiguous row, the layout every
+/// deep-learning framework uses, so buffers from elsewhere map without a copy.
 template <typename T>
 using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+/// Column vector: per-row (B) or per-class (C) values such as margins and their gradient.
 template <typename T>
 using Vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 

@@ -8,15 +8,15 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
-// Sizes and indices: Eigen's default index type (checked in types.hpp).
+/// Sizes and indices: Eigen's default index type (checked in types.hpp).
 using Index = std::ptrdiff_t;
 
-// The value of a transformed logit (before the scale) and its derivative in the cosine, as
-// used by the backward pass (the "slope": the exact derivative, or 1 in straight-through mode).
+/// The value of a transformed logit (before the scale) and its derivative in the cosine, as
+/// used by the backward pass (the "slope": the exact derivative, or 1 in straight-through mode).
 template <typename T>
 struct ValueSlope {
-  T value;
-  T slope;
+  T value;  ///< f(c) or h(c): the logit divided by the scale S_i
+  T slope;  ///< the df/dc or dh/dc the backward pass multiplies by
 };
 
 MARGINLOSS_NAMESPACE_END

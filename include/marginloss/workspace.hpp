@@ -11,6 +11,8 @@
 #include "options.hpp"
 #include "types.hpp"
 
+/// Classes per tile of the CPU engine's sweeps (Workspace::class_tile), in [1, 256]; define it
+/// before the first include to tune for another cache size.
 #ifndef MARGINLOSS_CLASS_TILE
 #define MARGINLOSS_CLASS_TILE 256
 #endif
@@ -36,27 +38,28 @@ class InUseFlag {
 };
 }  // namespace detail
 
-// Holds everything a forward pass leaves for its backward pass: the normalised features, the
-// cosine buffer (B x C on the dense path, the only B x C buffer, which the backward overwrites
-// with dL/dcos; B x block when classes are processed in blocks), the norms and the per-row
-// log-partition values. Buffers are reused: a training loop that keeps one Workspace allocates
-// nothing per step after the first while B and D stay the same; class-sized buffers only grow,
-// so a class count that changes every step (active-class subsets) reuses them.
-// A Workspace may be used by one call at a time (a second call on it while one runs, from
-// another thread, throws instead of mixing their buffers); distinct workspaces are independent.
+/// Holds everything a forward pass leaves for its backward pass: the normalised features, the
+/// cosine buffer (B x C on the dense path, the only B x C buffer, which the backward overwrites
+/// with dL/dcos; B x block when classes are processed in blocks), the norms and the per-row
+/// log-partition values. Buffers are reused: a training loop that keeps one Workspace allocates
+/// nothing per step after the first while B and D stay the same; class-sized buffers only grow,
+/// so a class count that changes every step (active-class subsets) reuses them.
+/// A Workspace may be used by one call at a time (a second call on it while one runs, from
+/// another thread, throws instead of mixing their buffers); distinct workspaces are independent.
 template <typename T>
 class Workspace {
  public:
+  /// An empty workspace; the first call sizes it.
   Workspace() = default;
 
-  // Bytes the engine needs for a batch of B samples, C classes (of this process) and feature
-  // dimension D, with classes processed in blocks of `block` -- the meaning of
-  // Options::class_block: 0 (default) the automatic choice for `memory_budget` (Options'
-  // default budget), >= C dense -- when run with `threads` OpenMP threads (default: as many as a
-  // parallel region would get now). Besides the B x block cosines it counts, per thread beyond
-  // the first, a B x D partial dX, and per class tile of a block a (max, sum) pair per row; the
-  // policy's once-per-row terms (a few scalars per row) are not counted. Sharded runs add B x D
-  // for the partial dX.
+  /// Bytes the engine needs for a batch of B samples, C classes (of this process) and feature
+  /// dimension D, with classes processed in blocks of `block` -- the meaning of
+  /// Options::class_block: 0 (default) the automatic choice for `memory_budget` (Options'
+  /// default budget), >= C dense -- when run with `threads` OpenMP threads (default: as many as a
+  /// parallel region would get now). Besides the B x block cosines it counts, per thread beyond
+  /// the first, a B x D partial dX, and per class tile of a block a (max, sum) pair per row; the
+  /// policy's once-per-row terms (a few scalars per row) are not counted. Sharded runs add B x D
+  /// for the partial dX.
   static std::size_t bytes_required(Index batch, Index dim, Index classes, Index block = 0, int threads = 0,
                                     std::size_t memory_budget = Options{}.memory_budget) {
     const auto b = static_cast<std::size_t>(batch), d = static_cast<std::size_t>(dim),
@@ -70,24 +73,24 @@ class Workspace {
            (t - 1) * b * d * sizeof(T) + t * b * sizeof(T) + tiles * b * (sizeof(T) + sizeof(double));
   }
 
-  // Classes per tile of the engine's sweeps: each thread takes tiles of this many classes and
-  // does all the work of a tile (products, norms, row pass, projections) while the tile's rows
-  // of W and its B x tile cosines are in its cache. Measured at B = 256, D = 512 (fp32, Eigen):
-  // 128-256 classes are fastest for the three products, which also run ~2x faster in tiles than
-  // as one B x C product.
-  // Override with -DMARGINLOSS_CLASS_TILE=N (1 <= N <= 256) to tune for another cache size.
+  /// Classes per tile of the engine's sweeps: each thread takes tiles of this many classes and
+  /// does all the work of a tile (products, norms, row pass, projections) while the tile's rows
+  /// of W and its B x tile cosines are in its cache. Measured at B = 256, D = 512 (fp32, Eigen):
+  /// 128-256 classes are fastest for the three products, which also run ~2x faster in tiles than
+  /// as one B x C product.
+  /// Override with -DMARGINLOSS_CLASS_TILE=N (1 <= N <= 256) to tune for another cache size.
   static constexpr Index class_tile = MARGINLOSS_CLASS_TILE;
 
-  // Classes per tile for blocks of `block` classes: class_tile, or an eighth of the block (at
-  // least 32) when the block is small, so that up to 8 threads find work. Independent of the
-  // thread count, and so are the tiles' products and (max, sum) pairs: the loss and dW do not
-  // change with it.
+  /// Classes per tile for blocks of `block` classes: class_tile, or an eighth of the block (at
+  /// least 32) when the block is small, so that up to 8 threads find work. Independent of the
+  /// thread count, and so are the tiles' products and (max, sum) pairs: the loss and dW do not
+  /// change with it.
   static Index tile_for_block(Index block) {
     return std::min<Index>(class_tile, std::max<Index>(32, (block + 7) / 8));
   }
 
-  // Allocates for the given shape up front (optional: calls size the buffers themselves);
-  // `block` as in bytes_required().
+  /// Allocates for the given shape up front (optional: calls size the buffers themselves);
+  /// `block` as in bytes_required().
   void reserve(Index batch, Index dim, Index classes, Index block = 0,
                std::size_t memory_budget = Options{}.memory_budget) {
     const Index resolved = block_for(batch, classes, block, memory_budget);
@@ -105,19 +108,23 @@ class Workspace {
     labels_.resize(batch);
   }
 
-  // True between a forward() and the backward() that consumes it.
+  /// True between a forward() and the backward() that consumes it.
   bool holds_forward() const { return holds_forward_; }
+  /// Batch size B of the last forward (or reserve()).
   Index batch() const { return xhat_.rows(); }
+  /// Feature dimension D of the last forward (or reserve()).
   Index dim() const { return xhat_.cols(); }
-  // All classes, classes of this process (all of them unless sharded), and the block size of
-  // the last forward.
+  /// All classes of the last forward, of every rank when sharded: C.
   Index num_classes() const { return num_classes_; }
+  /// Classes of this process in the last forward: C, or the shard's rows when sharded.
   Index classes() const { return local_classes_; }
+  /// Classes per block of the last forward: Options::class_block resolved, classes() on the
+  /// dense path.
   Index class_block() const { return block_; }
-  // The loss of the last forward: the batch mean of the cross-entropy, plus regulariser() for
-  // policies with learnable margins.
+  /// The loss of the last forward: the batch mean of the cross-entropy, plus regulariser() for
+  /// policies with learnable margins.
   T loss() const { return loss_; }
-  // The margin regulariser included in loss() (AdaptiveMargin); 0 for other policies.
+  /// The margin regulariser included in loss() (AdaptiveMargin); 0 for other policies.
   T regulariser() const { return regulariser_; }
 
  private:

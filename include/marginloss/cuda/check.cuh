@@ -16,8 +16,12 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
+/// Thrown by the CUDA backend when a CUDA runtime, cuBLAS or NCCL call fails (no device, out of
+/// memory, an illegal address, ...); the message names the call, the status and its
+/// description. Bad input throws marginloss::invalid_argument instead, as on the CPU.
 class cuda_error : public std::runtime_error {
  public:
+  /// `what()` is "marginloss: " followed by `what`.
   explicit cuda_error(const std::string& what) : std::runtime_error("marginloss: " + what) {}
 };
 
@@ -51,6 +55,11 @@ inline void check_launch(const char* kernel, const char* file, int line) {
 
 MARGINLOSS_NAMESPACE_END
 
+/// Evaluates a CUDA runtime call; on failure throws cuda_error naming the call, the status and
+/// the file and line.
 #define MARGINLOSS_CUDA_CHECK(call) ::marginloss::cuda::detail::check_cuda((call), #call, __FILE__, __LINE__)
+/// Evaluates a cuBLAS call; on failure throws cuda_error as MARGINLOSS_CUDA_CHECK.
 #define MARGINLOSS_CUBLAS_CHECK(call) ::marginloss::cuda::detail::check_cublas((call), #call, __FILE__, __LINE__)
+/// After a kernel launch: throws cuda_error naming `kernel` when the launch (or an earlier
+/// asynchronous operation) failed.
 #define MARGINLOSS_CUDA_CHECK_LAUNCH(kernel) ::marginloss::cuda::detail::check_launch(kernel, __FILE__, __LINE__)

@@ -37,6 +37,7 @@
 MARGINLOSS_NAMESPACE_BEGIN
 namespace cuda {
 
+/// The scalar type of policy P (float or double): the type of every matrix and of the loss.
 template <typename P>
 using value_t = typename P::value_type;
 
@@ -44,7 +45,8 @@ using value_t = typename P::value_type;
 // Split forward / backward (autograd engines): forward leaves in `ws` what backward needs.
 // Pass the same policy and W to both; one backward per forward.
 
-// Returns the batch-mean loss (waits for the stream).
+/// The forward: returns the batch-mean loss (waits for the stream) and leaves in `ws` what
+/// backward() needs.
 template <typename P, typename L>
 value_t<P> forward(const P& policy, DeviceMatrix<const value_t<P>> X, DeviceMatrix<const value_t<P>> W, const L* labels,
                    Workspace<value_t<P>>& ws, cudaStream_t stream, cublasHandle_t cublas, const Options& options = {}) {
@@ -54,7 +56,7 @@ value_t<P> forward(const P& policy, DeviceMatrix<const value_t<P>> X, DeviceMatr
   return detail::Engine::check(ws, stream).loss;
 }
 
-// Writes the loss to loss_out (device memory; may be null) without waiting for the device.
+/// Writes the loss to loss_out (device memory; may be null) without waiting for the device.
 template <typename P, typename L>
 void forward_async(const P& policy, DeviceMatrix<const value_t<P>> X, DeviceMatrix<const value_t<P>> W, const L* labels,
                    Workspace<value_t<P>>& ws, value_t<P>* loss_out, cudaStream_t stream, cublasHandle_t cublas,
@@ -63,8 +65,8 @@ void forward_async(const P& policy, DeviceMatrix<const value_t<P>> X, DeviceMatr
   detail::Engine::forward(policy, X, W, Index(0), W.rows, labels, comm, cublas, options, ws, loss_out);
 }
 
-// dX (B x D) and dW (C x D) from the upstream gradient grad_loss = dL_total/dL (waits for the
-// stream; also reports the errors of an unchecked forward_async).
+/// dX (B x D) and dW (C x D) from the upstream gradient grad_loss = dL_total/dL (waits for the
+/// stream; also reports the errors of an unchecked forward_async).
 template <typename P>
 void backward(const P& policy, DeviceMatrix<const value_t<P>> W, Workspace<value_t<P>>& ws, value_t<P> grad_loss,
               DeviceMatrix<value_t<P>> dX, DeviceMatrix<value_t<P>> dW, cudaStream_t stream, cublasHandle_t cublas) {
@@ -73,8 +75,8 @@ void backward(const P& policy, DeviceMatrix<const value_t<P>> W, Workspace<value
   detail::Engine::check(ws, stream);
 }
 
-// The same without waiting; the upstream gradient is read on the device from
-// grad_loss_device[0] (e.g. an autograd engine's output gradient), or is 1 when that is null.
+/// The same without waiting; the upstream gradient is read on the device from
+/// grad_loss_device[0] (e.g. an autograd engine's output gradient), or is 1 when that is null.
 template <typename P>
 void backward_async(const P& policy, DeviceMatrix<const value_t<P>> W, Workspace<value_t<P>>& ws,
                     const value_t<P>* grad_loss_device, DeviceMatrix<value_t<P>> dX, DeviceMatrix<value_t<P>> dW,
@@ -86,7 +88,8 @@ void backward_async(const P& policy, DeviceMatrix<const value_t<P>> W, Workspace
 // ---------------------------------------------------------------------------------------------
 // Forward and backward in one call (upstream gradient 1).
 
-// Returns the loss; one wait for the stream, at the end.
+/// Forward and backward with upstream gradient 1: writes dX and dW, returns the loss; one wait
+/// for the stream, at the end.
 template <typename P, typename L>
 value_t<P> forward_backward(const P& policy, DeviceMatrix<const value_t<P>> X, DeviceMatrix<const value_t<P>> W,
                             const L* labels, DeviceMatrix<value_t<P>> dX, DeviceMatrix<value_t<P>> dW,
@@ -99,7 +102,7 @@ value_t<P> forward_backward(const P& policy, DeviceMatrix<const value_t<P>> X, D
   return detail::Engine::check(ws, stream).loss;
 }
 
-// The same with a workspace given as memory and size (e.g. from a caching allocator).
+/// The same with a workspace given as memory and size (e.g. from a caching allocator).
 template <typename P, typename L>
 value_t<P> forward_backward(const P& policy, DeviceMatrix<const value_t<P>> X, DeviceMatrix<const value_t<P>> W,
                             const L* labels, DeviceMatrix<value_t<P>> dX, DeviceMatrix<value_t<P>> dW, void* workspace,
@@ -109,7 +112,7 @@ value_t<P> forward_backward(const P& policy, DeviceMatrix<const value_t<P>> X, D
   return forward_backward(policy, X, W, labels, dX, dW, ws, stream, cublas, options);
 }
 
-// Without waiting: the loss goes to loss_out (device memory; may be null).
+/// Without waiting: the loss goes to loss_out (device memory; may be null).
 template <typename P, typename L>
 void forward_backward_async(const P& policy, DeviceMatrix<const value_t<P>> X, DeviceMatrix<const value_t<P>> W,
                             const L* labels, DeviceMatrix<value_t<P>> dX, DeviceMatrix<value_t<P>> dW,
@@ -120,9 +123,9 @@ void forward_backward_async(const P& policy, DeviceMatrix<const value_t<P>> X, D
   detail::Engine::backward(policy, W, comm, ws, value_t<P>(1), static_cast<const value_t<P>*>(nullptr), dX, dW, cublas);
 }
 
-// Waits for `stream` and throws what the asynchronous calls on `ws` recorded since the last
-// check (marginloss::invalid_argument with the synchronous calls' messages). Returns nothing
-// when all is well. Cheap: one small copy.
+/// Waits for `stream` and throws what the asynchronous calls on `ws` recorded since the last
+/// check (marginloss::invalid_argument with the synchronous calls' messages). Returns nothing
+/// when all is well. Cheap: one small copy.
 template <typename T>
 void check_errors(Workspace<T>& ws, cudaStream_t stream) {
   detail::Engine::check(ws, stream);

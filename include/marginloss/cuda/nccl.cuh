@@ -44,12 +44,17 @@ constexpr ncclDataType_t nccl_type() {
 
 }  // namespace detail
 
+/// Evaluates an NCCL call; on failure (other than ncclInProgress) throws cuda_error naming the
+/// call, NCCL's message and, when `comm` is not null, its last error.
 #define MARGINLOSS_NCCL_CHECK(comm, call) ::marginloss::cuda::detail::check_nccl((call), (comm), #call, __FILE__, __LINE__)
 
+/// The communicator of the class-sharded GPU loss over NCCL: in-place ncclAllReduce on its
+/// stream, bit-identical on every rank for a fixed communicator. One GPU per rank. Move-only;
+/// failures throw cuda_error naming the call and NCCL's last error.
 class NcclCommunicator {
  public:
-  // Wraps an initialised communicator, which stays the caller's (not destroyed here), and the
-  // stream every sharded call with this communicator runs on.
+  /// Wraps an initialised communicator, which stays the caller's (not destroyed here), and the
+  /// stream every sharded call with this communicator runs on.
   NcclCommunicator(ncclComm_t comm, cudaStream_t stream) : comm_(comm), stream_(stream) {
     if (!comm_) marginloss::detail::fail("NcclCommunicator: the ncclComm_t is null");
     MARGINLOSS_NCCL_CHECK(comm_, ncclCommCount(comm_, &size_));
@@ -58,8 +63,8 @@ class NcclCommunicator {
     MARGINLOSS_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&flag_), sizeof(double)));
   }
 
-  // Creates and owns rank `rank` of `ranks` on the current device (ncclCommInitRank); it is
-  // destroyed with this object.
+  /// Creates and owns rank `rank` of `ranks` on the current device (ncclCommInitRank); it is
+  /// destroyed with this object.
   static NcclCommunicator create(int ranks, const ncclUniqueId& id, int rank, cudaStream_t stream) {
     ncclComm_t comm = nullptr;
     MARGINLOSS_NCCL_CHECK(static_cast<ncclComm_t>(nullptr), ncclCommInitRank(&comm, ranks, id, rank));
@@ -75,7 +80,9 @@ class NcclCommunicator {
 
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+  /// Takes over `other`'s communicator, stream and device flag; `other` is left empty.
   NcclCommunicator(NcclCommunicator&& other) noexcept { swap(other); }
+  /// Releases what this one holds, then takes over `other`'s.
   NcclCommunicator& operator=(NcclCommunicator&& other) noexcept {
     if (this != &other) {
       release();
@@ -85,22 +92,25 @@ class NcclCommunicator {
   }
   ~NcclCommunicator() { release(); }
 
-  int rank() const { return rank_; }
-  int size() const { return size_; }
-  cudaStream_t stream() const { return stream_; }
-  ncclComm_t get() const { return comm_; }
+  int rank() const { return rank_; }  ///< this rank (ncclCommUserRank)
+  int size() const { return size_; }  ///< the number of ranks (ncclCommCount)
+  cudaStream_t stream() const { return stream_; }  ///< the stream the collectives and the sharded calls run on
+  ncclComm_t get() const { return comm_; }  ///< the NCCL communicator (owned only when made by create())
 
-  // In place, on stream(), every rank; T = float or double.
+  /// device_data[0..n) <- the element-wise sum over the ranks: in place, on stream(), every
+  /// rank; T = float or double.
   template <typename T>
   void allreduce_sum(T* device_data, Index n) {
     reduce(device_data, n, ncclSum);
   }
+  /// device_data[0..n) <- the element-wise max over the ranks, as allreduce_sum().
   template <typename T>
   void allreduce_max(T* device_data, Index n) {
     reduce(device_data, n, ncclMax);
   }
 
-  // The number of ranks that passed `true` (waits for the stream).
+  /// The number of ranks that passed `true` (waits for the stream): how every rank learns that
+  /// one rejected its arguments before any collective of the loss.
   double count_failures(bool this_rank_failed) {
     double v = this_rank_failed ? 1.0 : 0.0;
     MARGINLOSS_CUDA_CHECK(cudaMemcpyAsync(flag_, &v, sizeof(double), cudaMemcpyHostToDevice, stream_));

@@ -29,6 +29,9 @@
 MARGINLOSS_NAMESPACE_BEGIN
 namespace cuda {
 
+/// The forward of the class-sharded loss on this rank's rows W_shard (global classes
+/// [class_offset, class_offset + W_shard.rows) of num_classes), on comm.stream(); returns the
+/// loss, the same on every rank (waits for the stream).
 template <typename P, typename L, typename Comm>
 value_t<P> sharded_forward(const P& policy, DeviceMatrix<const value_t<P>> X, DeviceMatrix<const value_t<P>> W_shard,
                            Index class_offset, Index num_classes, const L* labels, Comm& comm, Workspace<value_t<P>>& ws,
@@ -38,6 +41,8 @@ value_t<P> sharded_forward(const P& policy, DeviceMatrix<const value_t<P>> X, De
   return detail::Engine::check(ws, comm.stream()).loss;
 }
 
+/// dX (B x D, the same on every rank) and dW_shard (this rank's rows), scaled by grad_loss
+/// (waits for the stream).
 template <typename P, typename Comm>
 void sharded_backward(const P& policy, DeviceMatrix<const value_t<P>> W_shard, Comm& comm, Workspace<value_t<P>>& ws,
                       value_t<P> grad_loss, DeviceMatrix<value_t<P>> dX, DeviceMatrix<value_t<P>> dW_shard,
@@ -47,6 +52,7 @@ void sharded_backward(const P& policy, DeviceMatrix<const value_t<P>> W_shard, C
   detail::Engine::check(ws, comm.stream());
 }
 
+/// Forward and backward with upstream gradient 1: writes dX and dW_shard, returns the loss.
 template <typename P, typename L, typename Comm>
 value_t<P> sharded_forward_backward(const P& policy, DeviceMatrix<const value_t<P>> X,
                                     DeviceMatrix<const value_t<P>> W_shard, Index class_offset, Index num_classes,

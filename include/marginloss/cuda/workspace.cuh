@@ -158,42 +158,50 @@ std::size_t checked_workspace_bytes(const char* who, Index batch, Index dim, Ind
 
 }  // namespace detail
 
-// Device bytes the calls need for a batch of B samples of dimension D over C classes, with the
-// classes processed as `options` says. Pass at least this many bytes to Workspace.
+/// Device bytes the calls need for a batch of B samples of dimension D over C classes, with the
+/// classes processed as `options` says. Pass at least this many bytes to Workspace.
 template <typename T>
 std::size_t workspace_bytes(Index batch, Index dim, Index classes, const Options& options = {}) {
   return detail::checked_workspace_bytes<T>("workspace_bytes", batch, dim, classes, options, false);
 }
 
-// The same for one rank of the class-sharded loss (cuda/sharded.cuh) owning `shard_classes`
-// classes: adds the B x D partial dX that is all-reduced across ranks.
+/// The same for one rank of the class-sharded loss (cuda/sharded.cuh) owning `shard_classes`
+/// classes: adds the B x D partial dX that is all-reduced across ranks.
 template <typename T>
 std::size_t sharded_workspace_bytes(Index batch, Index dim, Index shard_classes, const Options& options = {}) {
   return detail::checked_workspace_bytes<T>("sharded_workspace_bytes", batch, dim, shard_classes, options, true);
 }
 
-// A host-side view of caller-owned device memory, plus what a forward leaves for its backward
-// (shapes, block size, whether a forward is held). It owns nothing: free the memory yourself,
-// after the stream's work is done. One call at a time per workspace; a workspace used on one
-// stream must not be used on another before that stream's work is finished.
+/// A host-side view of caller-owned device memory, plus what a forward leaves for its backward
+/// (shapes, block size, whether a forward is held). It owns nothing: free the memory yourself,
+/// after the stream's work is done. One call at a time per workspace; a workspace used on one
+/// stream must not be used on another before that stream's work is finished.
 template <typename T>
 class Workspace {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "marginloss::cuda: T is float or double");
 
  public:
+  /// A workspace without memory: every call rejects it until one with memory is assigned.
   Workspace() = default;
+  /// A view of `bytes` bytes of device memory at `device_memory` (any alignment: the buffers
+  /// start at the next 256-byte boundary, which workspace_bytes() allows for).
   Workspace(void* device_memory, std::size_t bytes) : memory_(device_memory), bytes_(bytes) {}
 
-  void* data() const { return memory_; }
-  std::size_t bytes() const { return bytes_; }
+  void* data() const { return memory_; }  ///< the device memory given to the constructor
+  std::size_t bytes() const { return bytes_; }  ///< its size in bytes
 
-  // True between a forward and the backward that consumes it.
+  /// True between a forward and the backward that consumes it.
   bool holds_forward() const { return holds_forward_; }
-  // Shapes of the last forward: batch, dimension, all classes, classes of this rank, block.
+  /// Batch size B of the last forward.
   Index batch() const { return batch_; }
+  /// Feature dimension D of the last forward.
   Index dim() const { return dim_; }
+  /// All classes of the last forward, of every rank when sharded: C.
   Index num_classes() const { return num_classes_; }
+  /// Classes of this rank in the last forward: C, or the shard's rows when sharded.
   Index classes() const { return local_classes_; }
+  /// Classes per block of the last forward: Options::class_block resolved, classes() on the
+  /// dense path.
   Index class_block() const { return layout_.block; }
 
  private:

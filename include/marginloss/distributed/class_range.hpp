@@ -8,12 +8,13 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
-// The contiguous class range of `rank` when num_classes are split as evenly as possible over
-// `ranks` processes: {offset, count}.
+/// A contiguous range of classes, [offset, offset + count): the rows W_shard of one rank.
 struct ClassRange {
-  Index offset;
-  Index count;
+  Index offset;  ///< global index of the first class
+  Index count;   ///< number of classes
 };
+/// The contiguous class range of `rank` when num_classes are split as evenly as possible over
+/// `ranks` processes: the first num_classes % ranks ranks get one class more.
 inline ClassRange even_class_range(Index num_classes, int ranks, int rank) {
   if (num_classes < 0) detail::fail("even_class_range: num_classes = ", num_classes, " must be >= 0");
   if (ranks < 1) detail::fail("even_class_range: ranks = ", ranks, " must be >= 1");

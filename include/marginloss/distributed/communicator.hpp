@@ -14,12 +14,15 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
-// One process owning every class: the reductions are the identity.
+/// One process owning every class: the reductions are the identity. The communicator the
+/// non-sharded entry points use.
 struct LocalCommunicator {
-  int rank() const { return 0; }
-  int size() const { return 1; }
+  int rank() const { return 0; }  ///< always 0
+  int size() const { return 1; }  ///< always 1
+  /// Nothing to do: the max over one rank is the value itself.
   template <typename T>
   void allreduce_max(T*, Index) {}
+  /// Nothing to do: the sum over one rank is the value itself.
   template <typename T>
   void allreduce_sum(T*, Index) {}
 };

@@ -11,20 +11,27 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
+/// The Communicator of the class-sharded loss over MPI: in-place MPI_Allreduce on `comm`
+/// (bit-identical on every rank for a fixed process count and implementation). Failures throw
+/// std::runtime_error naming the call and MPI's message.
 class MPICommunicator {
  public:
+  /// Uses `comm` (not duplicated, not freed): rank and size are read once, here.
   explicit MPICommunicator(MPI_Comm comm = MPI_COMM_WORLD) : comm_(comm) {
     check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
   }
-  int rank() const { return rank_; }
-  int size() const { return size_; }
-  MPI_Comm comm() const { return comm_; }
+  int rank() const { return rank_; }  ///< this process's rank in comm()
+  int size() const { return size_; }  ///< the number of processes in comm()
+  MPI_Comm comm() const { return comm_; }  ///< the communicator the reductions use
 
+  /// data[0..n) <- the element-wise max over the ranks, in place; T = float or double. n may
+  /// exceed INT_MAX (reduced in pieces of 2^30).
   template <typename T>
   void allreduce_max(T* data, Index n) {
     reduce(data, n, MPI_MAX, "MPI_Allreduce(MPI_MAX)");
   }
+  /// data[0..n) <- the element-wise sum over the ranks, in place; T = float or double.
   template <typename T>
   void allreduce_sum(T* data, Index n) {
     reduce(data, n, MPI_SUM, "MPI_Allreduce(MPI_SUM)");

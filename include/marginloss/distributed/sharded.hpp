@@ -19,6 +19,10 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
+/// The forward of the class-sharded loss on this rank's rows W_shard (global classes
+/// [class_offset, class_offset + W_shard.rows()) of num_classes), with the whole batch X and
+/// global labels. Returns the loss, the same on every rank; leaves in `ws` what
+/// sharded_backward() needs.
 template <typename P, typename DX, typename DW, typename L, typename Comm, typename U>
 typename P::value_type sharded_forward(const P& policy, const Eigen::MatrixBase<DX>& X,
                                        const Eigen::MatrixBase<DW>& W_shard, Index class_offset, Index num_classes,
@@ -33,6 +37,8 @@ typename P::value_type sharded_forward(const P& policy, const Eigen::MatrixBase<
                                  detail::resolve_class_block<T>(options, X.rows(), W_shard.rows()), ws);
 }
 
+/// Writes dX (B x D, the same on every rank; one all-reduce) and dW_shard (this rank's rows),
+/// scaled by the upstream gradient grad_loss. Not for learnable margins.
 template <typename P, typename DW, typename Comm, typename U, typename DXo, typename DWo>
 void sharded_backward(const P& policy, const Eigen::MatrixBase<DW>& W_shard, Comm& comm, Workspace<U>& ws,
                       typename P::value_type grad_loss, DXo&& dX, DWo&& dW_shard) {
@@ -46,6 +52,7 @@ void sharded_backward(const P& policy, const Eigen::MatrixBase<DW>& W_shard, Com
                            Eigen::Ref<RowMatrix<T>>(dX), Eigen::Ref<RowMatrix<T>>(dW_shard));
 }
 
+/// sharded_forward() then sharded_backward() with grad_loss = 1; returns the loss.
 template <typename P, typename DX, typename DW, typename L, typename Comm, typename DXo, typename DWo, typename U>
 typename P::value_type sharded_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
                                                 const Eigen::MatrixBase<DW>& W_shard, Index class_offset,

@@ -31,7 +31,11 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
-enum class RegulariserScope { all_classes, batch_classes };
+/// The classes J the regulariser R = -lambda_m mean_{j in J} m_j of AdaptiveMargin averages over.
+enum class RegulariserScope {
+  all_classes,    ///< every class (the paper and FaceX-Zoo): dR/dm_k = -lambda_m / C for all k
+  batch_classes   ///< the batch's distinct labels: absent classes get no gradient
+};
 
 namespace detail {
 template <typename T>
@@ -42,22 +46,29 @@ inline void check_margins(const char* name, const Vector<T>& margins) {
 }
 }  // namespace detail
 
+/// AdaM-Softmax of AdaptiveFace (Liu et al., CVPR 2019; docs/formulas.md §6): CosFace with one
+/// learnable margin per class, z_iy = s (t_i - m_{y_i}), z_ij = s c_ij, and the regulariser
+/// R = -lambda_m mean_{j in J} m_j that pushes the margins up (L = CE + R). The entry points
+/// return dL/dmargins; project the margins after each optimiser step with project_margins().
 template <typename T>
 struct AdaptiveMargin {
-  using value_type = T;
+  using value_type = T;  ///< float or double
+  /// Once-per-row terms: the target and, for the margins' gradient, its derivative in m_{y_i}.
   struct row_type {
-    ValueSlope<T> target;
-    T dtarget_dmargin;  // d f / d m_{y_i}
+    ValueSlope<T> target;  ///< f(t_i) = t_i - m_{y_i}, slope 1
+    T dtarget_dmargin;  ///< d f / d m_{y_i}
   };
-  static constexpr bool plain_non_target = true;
-  static constexpr bool learnable_margins = true;
-  static constexpr const char* name = "AdaptiveMargin";
+  static constexpr bool plain_non_target = true;  ///< h(c) = c: the engines skip non_target()
+  static constexpr bool learnable_margins = true;  ///< the entry points need a dmargins output
+  static constexpr const char* name = "AdaptiveMargin";  ///< the policy's name in error messages
 
-  T s = T(30);               // FaceX-Zoo; its training config uses 32
-  Vector<T> margins;         // one per class; FaceX-Zoo initialises U(0.3, 0.4)
-  T lambda_m = T(70);        // FaceX-Zoo
-  RegulariserScope scope = RegulariserScope::all_classes;
+  T s = T(30);               ///< scale of the logits: FaceX-Zoo; its training config uses 32
+  Vector<T> margins;         ///< one per class (C entries); FaceX-Zoo initialises U(0.3, 0.4)
+  T lambda_m = T(70);        ///< weight of the regulariser (FaceX-Zoo)
+  RegulariserScope scope = RegulariserScope::all_classes;  ///< the classes R averages over
 
+  /// Throws invalid_argument unless s > 0, lambda_m >= 0, margins is non-empty and finite and
+  /// scope is a RegulariserScope value.
   void validate() const {
     detail::require_positive(name, "s", s);
     detail::require_non_negative(name, "lambda_m", lambda_m);
@@ -65,21 +76,26 @@ struct AdaptiveMargin {
     if (scope != RegulariserScope::all_classes && scope != RegulariserScope::batch_classes)
       detail::fail(name, ": scope = ", static_cast<int>(scope), " is not a RegulariserScope value");
   }
+  /// margins.size(), checked against the number of classes C.
   Index class_count() const { return margins.size(); }
 
+  /// f(t) = t - m_label, slope 1, df/dm = -1.
   row_type row(T t, Index label) const { return {{t - margins(label), T(1)}, T(-1)}; }
+  /// h(c) = c, slope 1.
   ValueSlope<T> non_target(T c, const row_type&) const { return {c, T(1)}; }
+  /// S_i = s, whatever the feature norm.
   T scale(T /*x_norm*/) const { return s; }
+  /// false: the scale is the fixed s, so dS/dx does not enter dX.
   bool scale_is_feature_norm() const { return false; }
 
-  // R over the given classes (the batch's distinct labels), or over all classes.
+  /// R over the given classes (the batch's distinct labels), or over all classes.
   T regulariser(const Index* batch_classes, Index n) const {
     if (scope == RegulariserScope::all_classes) return -lambda_m * margins.mean();
     T sum = 0;
     for (Index k = 0; k < n; ++k) sum += margins(batch_classes[k]);
     return -lambda_m * sum / static_cast<T>(n);
   }
-  // dm += weight * dR/dm.
+  /// dm += weight * dR/dm (dm has C entries; batch_classes as in regulariser()).
   void add_regulariser_gradient(T weight, const Index* batch_classes, Index n, T* dm) const {
     if (scope == RegulariserScope::all_classes) {
       const T g = -weight * lambda_m / static_cast<T>(margins.size());
@@ -91,20 +107,23 @@ struct AdaptiveMargin {
   }
 };
 
-// Fixed per-class margins on top of a policy with a margin member `m`.
+/// Fixed per-class margins on top of a policy with a margin member `m` (CosFace, ArcFace,
+/// SV/MV-Softmax, CurricularFace, AMM-Softmax): the row of sample i uses m = margins(y_i), e.g.
+/// the LDAM margins of margins_from_class_counts().
 template <typename Base>
 struct ClassMargins {
   static_assert(std::is_floating_point_v<decltype(Base::m)>,
                 "marginloss: class_margins needs a policy with a real-valued margin member m (SphereFace's "
                 "integer m cannot take per-class margins)");
-  using value_type = typename Base::value_type;
-  using row_type = typename Base::row_type;
-  static constexpr bool plain_non_target = Base::plain_non_target;
-  static constexpr const char* name = Base::name;
+  using value_type = typename Base::value_type;  ///< the base policy's
+  using row_type = typename Base::row_type;  ///< the base policy's
+  static constexpr bool plain_non_target = Base::plain_non_target;  ///< the base policy's
+  static constexpr const char* name = Base::name;  ///< the base policy's name in error messages
 
-  Base base;
-  Vector<value_type> margins;  // one per class, >= 0
+  Base base;  ///< the policy whose `m` is replaced per class; its other parameters apply to all
+  Vector<value_type> margins;  ///< one per class, >= 0
 
+  /// Validates the base policy and, for every class, the base policy with m = margins(k).
   void validate() const {
     base.validate();
     detail::check_margins(name, margins);
@@ -122,25 +141,31 @@ struct ClassMargins {
       }
     }
   }
+  /// margins.size(), checked against the number of classes C.
   Index class_count() const { return margins.size(); }
 
+  /// The base policy's row with m = margins(label).
   row_type row(value_type t, Index label) const {
     Base b = base;
     b.m = margins(label);
     return b.row(t, label);
   }
+  /// The base policy's h(c).
   ValueSlope<value_type> non_target(value_type c, const row_type& r) const { return base.non_target(c, r); }
+  /// The base policy's S_i.
   value_type scale(value_type x_norm) const { return base.scale(x_norm); }
+  /// The base policy's.
   bool scale_is_feature_norm() const { return base.scale_is_feature_norm(); }
 };
 
+/// ClassMargins<Base>{base, margins}, with Base deduced.
 template <typename Base>
 ClassMargins<Base> class_margins(const Base& base, Vector<typename Base::value_type> margins) {
   return {base, std::move(margins)};
 }
 
-// LDAM margins (Cao et al., NeurIPS 2019): m_j = max_margin (n_min / n_j)^(1/4), the largest
-// for the rarest class. Every count must be >= 1.
+/// LDAM margins (Cao et al., NeurIPS 2019): m_j = max_margin (n_min / n_j)^(1/4), the largest
+/// for the rarest class. Every count must be >= 1.
 template <typename T, typename Derived>
 Vector<T> margins_from_class_counts(const Eigen::MatrixBase<Derived>& counts, T max_margin) {
   detail::require_non_negative("margins_from_class_counts", "max_margin", max_margin);
@@ -157,7 +182,7 @@ Vector<T> margins_from_class_counts(const Eigen::MatrixBase<Derived>& counts, T 
   return m;
 }
 
-// The projection after an optimiser step: margins clamped to [lo, hi] (AdaptiveFace: [0, 1]).
+/// The projection after an optimiser step: margins clamped to [lo, hi] (AdaptiveFace: [0, 1]).
 template <typename T>
 void project_margins(Vector<T>& margins, T lo = T(0), T hi = T(1)) {
   if (!(lo <= hi)) detail::fail("project_margins: lo = ", lo, " must be <= hi = ", hi);

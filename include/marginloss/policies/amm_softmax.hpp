@@ -36,19 +36,25 @@ MARGINLOSS_HD inline ValueSlope<T> amm_hard_vector(T c, T m_h) {
 
 }  // namespace detail
 
+/// AMM-Softmax (Lee, Wang, Cho, IEEE Access 2022; docs/formulas.md §5), RECONSTRUCTED from
+/// the abstract: ArcFace target f(t) = cos(theta + m); hard non-targets (c_ij > cos(theta_i + m))
+/// get their angle shrunk by m_h, h(c) = cos(max(theta_ij - m_h, 0)). No published results are
+/// quoted for it.
 template <typename T>
 struct AMMSoftmax {
-  using value_type = T;
-  using row_type = detail::MiningRow<T>;
-  static constexpr bool plain_non_target = false;
-  static constexpr const char* name = "AMMSoftmax";
+  using value_type = T;  ///< float or double
+  using row_type = detail::MiningRow<T>;  ///< once-per-row terms: the target f(t_i), its slope and the hard threshold
+  static constexpr bool plain_non_target = false;  ///< hard non-targets are transformed by non_target()
+  static constexpr const char* name = "AMMSoftmax";  ///< the policy's name in error messages
 
-  T s = T(64);
-  T m = T(0.5);
-  T m_h = T(0.1);
-  Fallback fallback = Fallback::hard_threshold;
-  Gradient gradient = Gradient::exact;
+  T s = T(64);     ///< scale of the logits
+  T m = T(0.5);    ///< angular margin of the target, in [0, pi)
+  T m_h = T(0.1);  ///< angular margin taken off the hard non-targets, in [0, pi)
+  Fallback fallback = Fallback::hard_threshold;  ///< of the ArcFace target
+  Gradient gradient = Gradient::exact;  ///< of the ArcFace target
 
+  /// Throws invalid_argument unless s > 0, m and m_h are in [0, pi) and the enumerations hold
+  /// valid values.
   void validate() const {
     detail::require_positive(name, "s", s);
     detail::check_enums(name, fallback, gradient);
@@ -58,14 +64,19 @@ struct AMMSoftmax {
     if (!(m_h < T(detail::pi))) detail::fail(name, ": m_h = ", m_h, " must be < pi");
   }
 
+  /// f(t) = cos(theta + m) as ArcFace; the hard threshold is the raw cos(theta + m).
   MARGINLOSS_HD row_type row(T t, Index /*label*/) const {
     return detail::mining_target(t, m, MarginTarget::additive_angular, fallback, false, gradient);
   }
+  /// Hard (c above the threshold): h(c) = cos(max(theta - m_h, 0)),
+  /// h'(c) = sin(theta - m_h) / sin(theta) for theta > m_h, else 0; otherwise h(c) = c.
   MARGINLOSS_HD ValueSlope<T> non_target(T c, const row_type& r) const {
     if (!(c > r.threshold)) return {c, T(1)};
     return detail::amm_hard_vector(c, m_h);
   }
+  /// S_i = s, whatever the feature norm.
   MARGINLOSS_HD T scale(T /*x_norm*/) const { return s; }
+  /// false: the scale is the fixed s, so dS/dx does not enter dX.
   MARGINLOSS_HD bool scale_is_feature_norm() const { return false; }
 };
 

@@ -25,31 +25,33 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
-// How the backward pass differentiates a margined target.
+/// How the backward pass differentiates a margined target.
 enum class Gradient {
-  exact,             // the true derivative of the forward (default)
-  straight_through,  // value margined, derivative taken as 1: current insightface arcface_torch
-                     // (margin applied under no_grad) and opensphere's "detached" margins
+  exact,             ///< the true derivative of the forward (default)
+  straight_through,  ///< value margined, derivative taken as 1: current insightface arcface_torch
+                     ///< (margin applied under no_grad) and opensphere's "detached" margins
 };
 
-// What the additive angular margin does where theta + m passes pi and cos(theta + m) stops
-// decreasing (docs/formulas.md §3).
+/// What the additive angular margin does where theta + m passes pi and cos(theta + m) stops
+/// decreasing (docs/formulas.md §3).
 enum class Fallback {
-  hard_threshold,  // t > cos(pi - m): cos(theta + m), else t - m sin m  (older insightface, CurricularFace)
-  easy_margin,     // t > 0: cos(theta + m), else t
-  none,            // always cos(theta + m) (current arcface_torch, the original MXNet code)
+  hard_threshold,  ///< t > cos(pi - m): cos(theta + m), else t - m sin m  (older insightface, CurricularFace)
+  easy_margin,     ///< t > 0: cos(theta + m), else t
+  none,            ///< always cos(theta + m) (current arcface_torch, the original MXNet code)
 };
 
-// The margined target of the mining policies (SV-, MV-Softmax): additive cosine (AM, t - m)
-// or additive angular (Arc, cos(theta + m)).
+/// The margined target of the mining policies (SV-, MV-Softmax): additive cosine (AM, t - m)
+/// or additive angular (Arc, cos(theta + m)).
 enum class MarginTarget {
-  additive_cosine,
-  additive_angular,
+  additive_cosine,   ///< AM: f(t) = t - m; hard non-targets are c > t - m
+  additive_angular,  ///< Arc: f(t) = cos(theta + m); hard non-targets are c > cos(theta + m)
 };
 
+/// The enumerator's name as written in the source ("exact", "straight_through"), for messages.
 inline const char* to_string(Gradient g) {
   return g == Gradient::exact ? "exact" : "straight_through";
 }
+/// The enumerator's name as written in the source ("hard_threshold", ...), for messages.
 inline const char* to_string(Fallback f) {
   return f == Fallback::hard_threshold ? "hard_threshold" : (f == Fallback::easy_margin ? "easy_margin" : "none");
 }
@@ -100,10 +102,14 @@ struct has_learnable_margins<P, std::void_t<decltype(P::learnable_margins)>> : s
 
 }  // namespace detail
 
-// True when P satisfies the contract above with a float or double value_type.
+/// True when P satisfies the policy contract (stated at the top of policies/common.hpp:
+/// value_type, row_type, plain_non_target, name, validate(), row(), non_target(), scale(),
+/// scale_is_feature_norm()) with a float or double value_type. The entry points check it with
+/// a static_assert.
 template <typename P>
 struct is_margin_policy : detail::has_policy_members<P> {};
 
+/// `is_margin_policy<P>::value`.
 template <typename P>
 inline constexpr bool is_margin_policy_v = is_margin_policy<P>::value;
 

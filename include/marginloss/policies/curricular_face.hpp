@@ -17,20 +17,25 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
+/// CurricularFace (Huang et al., CVPR 2020; docs/formulas.md §5): ArcFace target; hard
+/// non-targets (c_ij > cos(theta_i + m)) get h(c) = c (tau + c), where tau, a running mean of
+/// the target cosines, weights the hard examples more as training progresses.
 template <typename T>
 struct CurricularFace {
-  using value_type = T;
-  using row_type = detail::MiningRow<T>;
-  static constexpr bool plain_non_target = false;
-  static constexpr const char* name = "CurricularFace";
+  using value_type = T;  ///< float or double
+  using row_type = detail::MiningRow<T>;  ///< once-per-row terms: the target f(t_i), its slope and the hard threshold
+  static constexpr bool plain_non_target = false;  ///< hard non-targets are transformed by non_target()
+  static constexpr const char* name = "CurricularFace";  ///< the policy's name in error messages
 
-  T s = T(64);
-  T m = T(0.5);
-  T tau = T(0);          // running statistic t of the paper; save it with the checkpoint
-  T momentum = T(0.99);  // weight of the old tau in update_tau
-  Fallback fallback = Fallback::hard_threshold;
-  Gradient gradient = Gradient::exact;
+  T s = T(64);           ///< scale of the logits (paper and official code)
+  T m = T(0.5);          ///< angular margin of the target, in [0, pi) (paper and official code)
+  T tau = T(0);          ///< running statistic t of the paper; save it with the checkpoint
+  T momentum = T(0.99);  ///< weight of the old tau in update_tau
+  Fallback fallback = Fallback::hard_threshold;  ///< of the ArcFace target (the official code's)
+  Gradient gradient = Gradient::exact;  ///< of the ArcFace target
 
+  /// Throws invalid_argument unless s > 0, 0 <= m < pi, tau is finite, momentum is in [0, 1]
+  /// and the enumerations hold valid values.
   void validate() const {
     detail::require_positive(name, "s", s);
     detail::check_enums(name, fallback, gradient);
@@ -40,12 +45,14 @@ struct CurricularFace {
     if (!(momentum >= T(0) && momentum <= T(1))) detail::fail(name, ": momentum = ", momentum, " must be in [0, 1]");
   }
 
-  // tau <- (1 - momentum) mean + momentum tau.
+  /// tau <- (1 - momentum) mean + momentum tau. In data-parallel training pass the mean
+  /// all-reduced over the ranks.
   void update_tau_with_mean(T mean_target_cosine) {
     detail::require_finite(name, "mean_target_cosine", mean_target_cosine);
     tau = (T(1) - momentum) * mean_target_cosine + momentum * tau;
   }
-  // From a vector of target cosines (e.g. ml::target_cosines(X, W, labels)).
+  /// The same from a vector of target cosines (e.g. ml::target_cosines(X, W, labels)): call
+  /// it before each forward, as the official code updates tau before using it.
   template <typename Vec>
   void update_tau(const Vec& target_cosines) {
     if (target_cosines.size() == 0) detail::fail(name, ": update_tau needs at least one target cosine");
@@ -54,14 +61,20 @@ struct CurricularFace {
     update_tau_with_mean(static_cast<T>(sum / static_cast<double>(target_cosines.size())));
   }
 
+  /// f(t) = cos(theta + m) as ArcFace; the hard threshold is the raw cos(theta + m), never
+  /// the fallback value (official code).
   MARGINLOSS_HD row_type row(T t, Index /*label*/) const {
     return detail::mining_target(t, m, MarginTarget::additive_angular, fallback, false, gradient);
   }
+  /// Hard (c > cos(theta_i + m)): h(c) = c (tau + c), h' = tau + 2c (tau not differentiated);
+  /// otherwise h(c) = c.
   MARGINLOSS_HD ValueSlope<T> non_target(T c, const row_type& r) const {
     if (!(c > r.threshold)) return {c, T(1)};
     return {c * (tau + c), tau + T(2) * c};
   }
+  /// S_i = s, whatever the feature norm.
   MARGINLOSS_HD T scale(T /*x_norm*/) const { return s; }
+  /// false: the scale is the fixed s, so dS/dx does not enter dX.
   MARGINLOSS_HD bool scale_is_feature_norm() const { return false; }
 };
 

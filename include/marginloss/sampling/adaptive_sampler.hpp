@@ -39,17 +39,23 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
+/// The weight update of AdaptiveSampler (this library's choices: the paper's were not recovered).
 struct AdaptiveSamplerOptions {
-  double down = 0.8;              // factor for a correctly classified sample, in (0, 1]
-  double up = 1.5;                // factor for a misclassified sample, >= 1
-  double floor = 0.1;             // lowest weight, > 0
-  double cap = 10.0;              // highest weight, >= floor
-  double noise_threshold = -1.0;  // target cosine below which a sample is treated as noise
-  double noise_factor = 0.05;     // factor for a suspected noisy sample, in (0, 1]
+  double down = 0.8;              ///< factor for a correctly classified sample, in (0, 1]
+  double up = 1.5;                ///< factor for a misclassified sample, >= 1
+  double floor = 0.1;             ///< lowest weight, > 0
+  double cap = 10.0;              ///< highest weight, >= floor
+  double noise_threshold = -1.0;  ///< target cosine below which a sample is treated as noise (-1: off)
+  double noise_factor = 0.05;     ///< factor for a suspected noisy sample, in (0, 1]
 };
 
+/// Adaptive Data Sampling of AdaptiveFace (Liu et al., CVPR 2019; docs/formulas.md §6): sample
+/// n is drawn with probability p_n = w_n / sum_m w_m, and its weight shrinks when it was
+/// classified correctly and grows when not, so training sees the hard samples more often. The
+/// weights sit in a sum tree: an update of B samples costs O(B log N), a draw O(log N).
 class AdaptiveSampler {
  public:
+  /// N = num_samples samples, every weight 1 (uniform draws at first).
   AdaptiveSampler(Index num_samples, std::uint64_t seed = 0, const AdaptiveSamplerOptions& options = {})
       : o_(options), n_(num_samples), rng_(seed) {
     if (num_samples < 1) detail::fail("AdaptiveSampler: num_samples = ", num_samples, " must be >= 1");
@@ -66,28 +72,34 @@ class AdaptiveSampler {
     reset_weights();
   }
 
-  const AdaptiveSamplerOptions& options() const { return o_; }
-  Index size() const { return n_; }
+  const AdaptiveSamplerOptions& options() const { return o_; }  ///< the update's constants
+  Index size() const { return n_; }  ///< N, the number of samples
+  /// w_n (throws for n outside [0, N)).
   double weight(Index n) const { return tree_[static_cast<std::size_t>(leaves_ + check(n))]; }
-  double total_weight() const { return tree_[1]; }
+  double total_weight() const { return tree_[1]; }  ///< sum_m w_m, the sum tree's root
+  /// p_n = w_n / sum_m w_m, the probability that one draw returns n.
   double probability(Index n) const { return weight(n) / total_weight(); }
 
-  // All weights back to 1.
+  /// All weights back to 1.
   void reset_weights() {
     tree_.assign(static_cast<std::size_t>(2 * leaves_), 0.0);
     for (Index n = 0; n < n_; ++n) tree_[static_cast<std::size_t>(leaves_ + n)] = 1.0;
     for (Index p = leaves_ - 1; p >= 1; --p) pull(p);
   }
+  /// Restarts the generator of the draws; the weights are kept.
   void reseed(std::uint64_t seed) { rng_.reseed(seed); }
+  /// The generator of the draws (e.g. to share one stream or to save its state).
   Xoshiro256& generator() { return rng_; }
 
-  // Sets w_n (clamped to [floor, cap]), e.g. to restore a checkpoint.
+  /// Sets w_n (clamped to [floor, cap]), e.g. to restore a checkpoint.
   void set_weight(Index n, double w) {
     if (!std::isfinite(w)) detail::fail("AdaptiveSampler: weight ", w, " must be finite");
     assign(check(n), w);
   }
 
-  // Feedback of one step: indices[i] was classified correctly iff correct[i] != 0.
+  /// Feedback of one step: indices[i] was classified correctly iff correct[i] != 0; its weight
+  /// is multiplied by `down` or `up` and clamped to [floor, cap]. Every index is checked before
+  /// any weight changes.
   template <typename DI, typename DC>
   void update(const Eigen::MatrixBase<DI>& indices, const Eigen::MatrixBase<DC>& correct) {
     if (correct.size() != indices.size())
@@ -100,7 +112,7 @@ class AdaptiveSampler {
     }
   }
 
-  // The same with the samples' target cosines t_i: t_i < noise_threshold takes the noise factor.
+  /// The same with the samples' target cosines t_i: t_i < noise_threshold takes the noise factor.
   template <typename DI, typename DC, typename DT>
   void update(const Eigen::MatrixBase<DI>& indices, const Eigen::MatrixBase<DC>& correct,
               const Eigen::MatrixBase<DT>& target_cosines) {
@@ -118,7 +130,7 @@ class AdaptiveSampler {
     }
   }
 
-  // One index drawn with probability p_n.
+  /// One index drawn with probability p_n: one uniform double, one descent of the sum tree.
   Index draw_one() {
     double u = rng_.uniform() * tree_[1];
     Index p = 1;
@@ -135,12 +147,13 @@ class AdaptiveSampler {
     return n < n_ ? n : n_ - 1;
   }
 
-  // `count` indices drawn independently (with replacement) into `out` (resized).
+  /// `count` indices drawn independently (with replacement) into `out` (resized).
   void draw(Index count, IndexVector& out) {
     if (count < 0) detail::fail("AdaptiveSampler: count = ", count, " must be >= 0");
     out.resize(count);
     for (Index i = 0; i < count; ++i) out(i) = draw_one();
   }
+  /// Allocating form: returns `count` indices drawn independently (with replacement).
   IndexVector draw(Index count) {
     IndexVector out;
     draw(count, out);

@@ -61,19 +61,28 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
+/// The settings of HardPrototypeMiner (this library's choices: the paper's were not recovered).
 struct HardPrototypeMinerOptions {
-  Index k = 10;                  // nearest prototypes per class (at most C - 1 are used)
-  double h = 0.0;                // similarity threshold of the queues
-  Index queue_capacity = 0;      // classes per queue; 0: 2k
-  Index refresh_every = 1000;    // steps between rebuilds of the neighbours; 0: never
-  Index max_active = 0;          // cap on the active set; 0: none
-  Index tile_rows = 256;          // build(): similarities are computed in tiles of
-  Index tile_cols = 2048;         //   tile_rows x tile_cols, one per thread
+  Index k = 10;                  ///< nearest prototypes per class (at most C - 1 are used)
+  double h = 0.0;                ///< similarity threshold of the queues
+  Index queue_capacity = 0;      ///< classes per queue; 0: 2k
+  Index refresh_every = 1000;    ///< steps between rebuilds of the neighbours; 0: never
+  Index max_active = 0;          ///< cap on the active set; 0: none
+  /// build(): similarities are computed in tiles of tile_rows x tile_cols, one per thread.
+  Index tile_rows = 256;
+  Index tile_cols = 2048;        ///< see tile_rows
 };
 
+/// Hard Prototype Mining of AdaptiveFace (Liu et al., CVPR 2019; docs/formulas.md §6): every
+/// class j keeps a queue Q_j of hard classes (prototypes = normalised rows of W, similarity =
+/// their cosine); each step trains on the batch's classes and their queues (active_set()), and
+/// update() pushes the classes that beat a sample's target to the front of its class's queue.
+/// The rules are stated at the top of sampling/hard_prototype_miner.hpp. Deterministic.
 template <typename T>
 class HardPrototypeMiner {
  public:
+  /// Throws invalid_argument unless k >= 1, h is finite, tile sizes >= 1 and the other counts
+  /// are >= 0. Call build(W) (or step(W)) before the first active_set().
   explicit HardPrototypeMiner(const HardPrototypeMinerOptions& options = {}) : o_(options) {
     if (o_.k < 1) detail::fail("HardPrototypeMiner: k = ", o_.k, " must be >= 1");
     if (o_.queue_capacity < 0) detail::fail("HardPrototypeMiner: queue_capacity = ", o_.queue_capacity, " must be >= 0");
@@ -85,27 +94,32 @@ class HardPrototypeMiner {
     if (o_.queue_capacity == 0) o_.queue_capacity = 2 * o_.k;
   }
 
+  /// The settings, with queue_capacity resolved (0 becomes 2k).
   const HardPrototypeMinerOptions& options() const { return o_; }
-  Index num_classes() const { return C_; }
-  Index k() const { return k_; }  // min(options().k, C - 1)
-  double threshold() const { return o_.h; }
+  Index num_classes() const { return C_; }  ///< C of the last build; 0 before the first
+  Index k() const { return k_; }  ///< min(options().k, C - 1)
+  double threshold() const { return o_.h; }  ///< h, the similarity a queued class must exceed
+  /// Sets h for the rules that follow (raising it over training mines harder classes); queues
+  /// are pruned by it as they are touched, or all at once by prune_all().
   void set_threshold(double h) {
     if (!std::isfinite(h)) detail::fail("HardPrototypeMiner: h = ", h, " must be finite");
     o_.h = h;
   }
+  /// Steps counted by step() since the last build or refresh.
   Index steps_since_build() const { return steps_; }
 
-  // Row j: the k most similar other classes of j, by decreasing similarity (C x k).
+  /// Row j: the k most similar other classes of j, by decreasing similarity (C x k).
   const Eigen::Matrix<Index, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>& neighbours() const { return nbr_; }
+  /// The cosines of neighbours(), same layout (C x k).
   const RowMatrix<T>& neighbour_similarities() const { return nsim_; }
 
-  // The queue of class j, front first.
+  /// The queue of class j, front first.
   Eigen::Map<const IndexVector> queue(Index j) const {
     check_class(j);
     return {q_.data() + j * cap_, qn_[static_cast<std::size_t>(j)]};
   }
 
-  // Computes the neighbours of every class and resets each queue to them (similarity > h).
+  /// Computes the neighbours of every class and resets each queue to them (similarity > h).
   template <typename DW>
   void build(const Eigen::MatrixBase<DW>& W) {
     compute_neighbours(W);
@@ -118,7 +132,7 @@ class HardPrototypeMiner {
     }
   }
 
-  // Recomputes the neighbours; Q_j = new neighbours, then its old members that pass h.
+  /// Recomputes the neighbours; Q_j = new neighbours, then its old members that pass h.
   template <typename DW>
   void refresh(const Eigen::MatrixBase<DW>& W) {
     if (C_ == 0) return build(W);
@@ -139,8 +153,9 @@ class HardPrototypeMiner {
     }
   }
 
-  // Counts one training step and refreshes when refresh_every steps have passed since the
-  // last build; builds on the first call. Returns true when it (re)built.
+  /// Counts one training step and refreshes when refresh_every steps have passed since the
+  /// last build; builds on the first call (and when W's row count changes). Returns true when
+  /// it (re)built.
   template <typename DW>
   bool step(const Eigen::MatrixBase<DW>& W) {
     if (C_ == 0 || C_ != W.rows()) {
@@ -157,13 +172,17 @@ class HardPrototypeMiner {
     return false;
   }
 
-  // The active set of a batch: its distinct labels, then queue members (see above).
+  /// The active set of a batch: its distinct labels in order of first appearance, then queue
+  /// members in rounds (first members of each queue, then second, ...) while the set is below
+  /// max_active (every label is kept).
+  /// Held by the miner until the next call.
   template <typename DL>
   const ActiveSet& active_set(const Eigen::MatrixBase<DL>& labels) {
     active_set(labels, set_);
     return set_;
   }
 
+  /// The same into a caller-owned ActiveSet.
   template <typename DL>
   void active_set(const Eigen::MatrixBase<DL>& labels, ActiveSet& out) {
     detail::check_label_vector<DL>();
@@ -201,8 +220,8 @@ class HardPrototypeMiner {
     for (Index a = 0; a < A; ++a) pos_[static_cast<std::size_t>(order_[static_cast<std::size_t>(a)])] = -1;
   }
 
-  // The queue rule from this step's cosines over the active set (X raw, B x D; W raw, C x D).
-  // Costs one B x |A| x D product; update_from_scores() takes scores computed elsewhere.
+  /// The queue rule from this step's cosines over the active set (X raw, B x D; W raw, C x D).
+  /// Costs one B x |A| x D product; update_from_scores() takes scores computed elsewhere.
   template <typename DX, typename DW>
   void update(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W, const ActiveSet& set) {
     detail::check_row_major_matrix<DX, T>();
@@ -232,7 +251,9 @@ class HardPrototypeMiner {
     update_from_scores(S, W, set);
   }
 
-  // The queue rule from a B x |A| score matrix (cosines, or any score with the same order).
+  /// The queue rule from a B x |A| score matrix (cosines, or any score with the same order):
+  /// for a misclassified sample, each class scoring above its label goes to the front of
+  /// Q_{y_i} if its similarity to y_i exceeds h; then the touched queues are pruned.
   template <typename DS, typename DW>
   void update_from_scores(const Eigen::MatrixBase<DS>& scores, const Eigen::MatrixBase<DW>& W, const ActiveSet& set) {
     require_built();
@@ -264,7 +285,7 @@ class HardPrototypeMiner {
     for (Index j : touched_) prune(W, j);
   }
 
-  // Removes from every queue the classes whose similarity to its owner is <= h.
+  /// Removes from every queue the classes whose similarity to its owner is <= h.
   template <typename DW>
   void prune_all(const Eigen::MatrixBase<DW>& W) {
     require_built();

@@ -38,8 +38,13 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
+/// Partial FC class sampling (An et al., insightface; docs/formulas.md §7): each step keeps the
+/// batch's distinct labels and draws uniform negatives without replacement until the set has
+/// quota() = round(r C) classes, so |A| = max(|positives|, round(r C)). The classes come sorted
+/// ascending, with the labels re-indexed into them.
 class PartialFCSampler {
  public:
+  /// Over classes [0, num_classes) with sample rate r in (0, 1] (0.1: the paper's setting).
   PartialFCSampler(Index num_classes, double sample_rate = 0.1, std::uint64_t seed = 0)
       : C_(num_classes), r_(sample_rate), rng_(seed) {
     if (num_classes < 1) detail::fail("PartialFCSampler: num_classes = ", num_classes, " must be >= 1");
@@ -52,17 +57,22 @@ class PartialFCSampler {
     for (Index j = 0; j < C_; ++j) pool_[static_cast<std::size_t>(j)] = pos_[static_cast<std::size_t>(j)] = j;
   }
 
-  Index num_classes() const { return C_; }
-  double sample_rate() const { return r_; }
-  Index quota() const { return quota_; }  // round(r C), in [1, C]
+  Index num_classes() const { return C_; }  ///< C
+  double sample_rate() const { return r_; }  ///< r
+  Index quota() const { return quota_; }  ///< round(r C), in [1, C]
+  /// Restarts the generator; the permutation the negatives are drawn from is kept, so the sets
+  /// depend on the seed and on the steps before it.
   void reseed(std::uint64_t seed) { rng_.reseed(seed); }
 
+  /// The active set of a batch (positives + uniform negatives), held by the sampler until the
+  /// next call.
   template <typename DL>
   const ActiveSet& sample(const Eigen::MatrixBase<DL>& labels) {
     sample(labels, set_);
     return set_;
   }
 
+  /// The same into a caller-owned ActiveSet.
   template <typename DL>
   void sample(const Eigen::MatrixBase<DL>& labels, ActiveSet& out) {
     detail::check_label_vector<DL>();

@@ -14,15 +14,23 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
+/// xoshiro256** (Blackman and Vigna, 2018) seeded through splitmix64, with its own uniform
+/// double and unbiased integer draws: integer arithmetic only, so a seed gives the same stream
+/// on every platform and compiler (the standard library's distributions are
+/// implementation-defined).
 class Xoshiro256 {
  public:
+  /// Seeded with reseed(seed).
   explicit Xoshiro256(std::uint64_t seed = 0) { reseed(seed); }
 
+  /// Restarts the stream: the four state words are four splitmix64 outputs from `seed`, so no
+  /// seed (0 included) gives the all-zero state.
   void reseed(std::uint64_t seed) {
     std::uint64_t z = seed;
     for (auto& w : s_) w = splitmix64(z);
   }
 
+  /// The next 64 random bits: rotl(s1 * 5, 7) * 9, then the xoshiro256 state transition.
   std::uint64_t next() {
     const std::uint64_t result = rotl(s_[1] * 5, 7) * 9;
     const std::uint64_t t = s_[1] << 17;
@@ -35,10 +43,10 @@ class Xoshiro256 {
     return result;
   }
 
-  // Uniform in [0, 1) with 53 random bits.
+  /// Uniform in [0, 1) with 53 random bits.
   double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
 
-  // Uniform integer in [0, n), n >= 1, without modulo bias (rejection of the short last range).
+  /// Uniform integer in [0, n), n >= 1, without modulo bias (rejection of the short last range).
   std::uint64_t below(std::uint64_t n) {
     if (n == 0) detail::fail("Xoshiro256::below: n must be >= 1");
     const std::uint64_t threshold = (0 - n) % n;  // 2^64 mod n
@@ -48,7 +56,7 @@ class Xoshiro256 {
     }
   }
 
-  // splitmix64 step: advances `state` and returns the next output.
+  /// splitmix64 step: advances `state` and returns the next output.
   static std::uint64_t splitmix64(std::uint64_t& state) {
     state += 0x9E3779B97F4A7C15ULL;
     std::uint64_t z = state;

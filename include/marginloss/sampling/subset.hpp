@@ -51,41 +51,50 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
+/// A vector of class or sample indices.
 using IndexVector = Eigen::Matrix<Index, Eigen::Dynamic, 1>;
 
-// The classes of one training step and the batch's labels re-indexed into them.
+/// The classes of one training step and the batch's labels re-indexed into them.
 struct ActiveSet {
-  IndexVector classes;       // distinct global class ids; row a of the subset is classes(a)
-  IndexVector local_labels;  // B entries: position of each sample's class in `classes`
-  Index size() const { return classes.size(); }
+  IndexVector classes;       ///< distinct global class ids; row a of the subset is classes(a)
+  IndexVector local_labels;  ///< B entries: position of each sample's class in `classes`
+  Index size() const { return classes.size(); }  ///< |A|, the number of active classes
 };
 
-// What the margin regulariser of AdaptiveMargin covers on a subset (see above).
+/// What the margin regulariser of AdaptiveMargin covers on a subset (see the top of
+/// sampling/subset.hpp).
 enum class SubsetRegulariser {
-  as_policy,       // the policy's scope on the full margin vector (default: the defined loss)
-  active_classes,  // mean over the active classes only
+  as_policy,       ///< the policy's scope on the full margin vector (default: the defined loss)
+  active_classes,  ///< mean over the active classes only
 };
 
+/// Options of subset_forward_backward().
 struct SubsetOptions {
-  bool zero_inactive_rows = false;  // false: dW rows outside the active set are untouched
-  SubsetRegulariser regulariser = SubsetRegulariser::as_policy;
-  Options engine = {};  // class blocks / memory budget of the engine, on the subset
+  bool zero_inactive_rows = false;  ///< false: dW rows outside the active set are untouched
+  SubsetRegulariser regulariser = SubsetRegulariser::as_policy;  ///< AdaptiveMargin's R on the subset
+  Options engine = {};  ///< class blocks / memory budget of the engine, on the subset
 };
 
+/// Caller-owned memory of subset_forward_backward(): the gathered active rows of W, their
+/// gradient, the active margins and the engine's Workspace, grown to the largest active set
+/// seen and reused across steps.
 template <typename T>
 class SubsetWorkspace {
  public:
-  // The engine's workspace of the last subset call (its shape is B x |A|).
+  /// The engine's workspace of the last subset call (its shape is B x |A|).
   const Workspace<T>& engine() const { return ws_; }
+  /// The same, mutable (e.g. to reserve() it up front).
   Workspace<T>& engine() { return ws_; }
-  // The gathered active rows of the last call (|A| x D).
+  /// The gathered active rows of the last call (|A| x D).
   Eigen::Map<const RowMatrix<T>> gathered() const { return {w_.data(), rows_, dim_}; }
 
-  // Internal storage (grows, never shrinks).
+  /// \cond INTERNAL
+  // Internal storage (grows, never shrinks): public for detail::subset_run, not part of the API.
   std::vector<T> w_, dw_, margins_, dmargins_;
   std::vector<unsigned char> seen_;
   Workspace<T> ws_;
   Index rows_ = 0, dim_ = 0;
+  /// \endcond
 };
 
 namespace detail {
@@ -278,8 +287,9 @@ T subset_run(const P& policy, const Eigen::MatrixBase<DX>& X, const Eigen::Matri
 
 }  // namespace detail
 
-// The loss over the active classes; writes dX (B x D), the active rows of dW (C x D) and,
-// with zero_inactive_rows, zeros elsewhere. Returns the loss. Not for learnable margins.
+/// The loss over the active classes A (row a is W.row(active[a]); local_labels in [0, |A|)),
+/// without a user-visible copy of W; writes dX (B x D), the active rows of dW (C x D) and,
+/// with zero_inactive_rows, zeros elsewhere. Returns the loss. Not for learnable margins.
 template <typename P, typename DX, typename DW, typename DA, typename DL>
 typename P::value_type subset_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
                                                const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DA>& active,
@@ -294,7 +304,8 @@ typename P::value_type subset_forward_backward(const P& policy, const Eigen::Mat
                             static_cast<typename P::value_type*>(nullptr), Index(0), sws, options);
 }
 
-// AdaptiveMargin: also writes dL/dmargins, all C entries (see the regulariser above).
+/// AdaptiveMargin: also writes dL/dmargins, all C entries (the regulariser can reach classes
+/// outside A; see SubsetOptions::regulariser).
 template <typename P, typename DX, typename DW, typename DA, typename DL>
 typename P::value_type subset_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
                                                const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DA>& active,
@@ -308,7 +319,7 @@ typename P::value_type subset_forward_backward(const P& policy, const Eigen::Mat
   return detail::subset_run(policy, X, W, active, local_labels, dX, dW, dmargins.data(), dmargins.size(), sws, options);
 }
 
-// The same with an ActiveSet (classes + local labels).
+/// The same with an ActiveSet (classes + local labels).
 template <typename P, typename DX, typename DW>
 typename P::value_type subset_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
                                                const Eigen::MatrixBase<DW>& W, const ActiveSet& set,
@@ -319,6 +330,7 @@ typename P::value_type subset_forward_backward(const P& policy, const Eigen::Mat
   return subset_forward_backward(policy, X, W, set.classes, set.local_labels, dX, dW, sws, options);
 }
 
+/// AdaptiveMargin with an ActiveSet: also writes dL/dmargins, all C entries.
 template <typename P, typename DX, typename DW>
 typename P::value_type subset_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
                                                const Eigen::MatrixBase<DW>& W, const ActiveSet& set,
