@@ -14,6 +14,7 @@ machine, or MARGINLOSS_MARCH=none for the compiler's default (SSE2 on x86-64), w
 wheel for other machines needs. MARGINLOSS_OPENMP=0 builds without OpenMP.
 """
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -43,9 +44,27 @@ def eigen_include():
              "or set EIGEN3_INCLUDE_DIR to the directory holding Eigen/Core)")
 
 
+def library_version():
+    """MAJOR.MINOR.PATCH of the C++ library, from the three #defines of include/marginloss/config.hpp:
+    the version is written only there (CMakeLists.txt reads the same lines), so the package and
+    the library it compiles cannot disagree."""
+    path = os.path.join(LIB_INCLUDE, "marginloss", "config.hpp")
+    parts = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"#define MARGINLOSS_VERSION_(MAJOR|MINOR|PATCH) +([0-9]+) *$", line.rstrip("\n"))
+            if m:
+                parts[m.group(1)] = m.group(2)
+    missing = [p for p in ("MAJOR", "MINOR", "PATCH") if p not in parts]
+    if missing:
+        sys.exit("marginloss: no '#define MARGINLOSS_VERSION_%s <number>' in %s" % (missing[0], path))
+    return "%s.%s.%s" % (parts["MAJOR"], parts["MINOR"], parts["PATCH"])
+
+
 if not os.path.isfile(os.path.join(LIB_INCLUDE, "marginloss", "marginloss.hpp")):
     sys.exit("marginloss: %s/marginloss/marginloss.hpp not found: build the package from a checkout of the "
              "repository (pip install --no-build-isolation ./python)" % LIB_INCLUDE)
+VERSION = library_version()
 
 # torch is imported only now: `setup.py --version` and the like work without it.
 from torch.utils.cpp_extension import BuildExtension, CppExtension  # noqa: E402
@@ -63,7 +82,7 @@ if openmp:
 
 setup(
     name="marginloss",
-    version="0.1.0",
+    version=VERSION,
     description="Margin-based normalised-softmax losses (ArcFace, CosFace, ...) for PyTorch, "
                 "with analytic gradients from the marginloss C++ library",
     packages=["marginloss"],
