@@ -83,7 +83,7 @@ typename P::value_type forward(const P& policy, const Eigen::MatrixBase<DX>& X, 
   LocalCommunicator local;
   return detail::Engine::forward(policy, Eigen::Ref<const RowMatrix<T>>(X.derived()),
                                  Eigen::Ref<const RowMatrix<T>>(W.derived()), 0, W.rows(), Labels::view(labels), local,
-                                 detail::resolve_class_block<T>(options, X.rows(), W.rows()), ws);
+                                 detail::resolve_class_block<T>(options, X.rows(), W.rows(), detail::kCpuBlockBytes), ws);
 }
 
 /// Writes dX (B x D) and dW (C x D), the gradients times the upstream gradient grad_loss =

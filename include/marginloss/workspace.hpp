@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "detail/plan.hpp"
 #include "detail/threads.hpp"
 #include "options.hpp"
 #include "types.hpp"
@@ -56,21 +57,14 @@ class Workspace {
   /// dimension D, with classes processed in blocks of `block` -- the meaning of
   /// Options::class_block: 0 (default) the automatic choice for `memory_budget` (Options'
   /// default budget), >= C dense -- when run with `threads` OpenMP threads (default: as many as a
-  /// parallel region would get now). Besides the B x block cosines it counts, per thread beyond
-  /// the first, a B x D partial dX, and per class tile of a block a (max, sum) pair per row; the
-  /// policy's once-per-row terms (a few scalars per row) are not counted. Sharded runs add B x D
-  /// for the partial dX.
+  /// parallel region would get now); `sharded` for one rank of the class-sharded loss. Besides
+  /// the B x block cosines it counts, per thread beyond the first, a B x D partial dX, per class
+  /// tile of a block a (max, sum) pair per row, the policy's once-per-row terms (64 bytes per row)
+  /// and, sharded, the B x D partial dX that is all-reduced. The same plan (detail/plan.hpp)
+  /// sizes reserve() and every call, so this is what they allocate.
   static std::size_t bytes_required(Index batch, Index dim, Index classes, Index block = 0, int threads = 0,
-                                    std::size_t memory_budget = Options{}.memory_budget) {
-    const auto b = static_cast<std::size_t>(batch), d = static_cast<std::size_t>(dim),
-               c = static_cast<std::size_t>(classes);
-    const Index resolved = block_for(batch, classes, block, memory_budget);
-    const auto k = resolved >= classes ? c : static_cast<std::size_t>(resolved);
-    const auto t = static_cast<std::size_t>(threads > 0 ? threads : detail::max_threads());
-    const auto tile = static_cast<std::size_t>(tile_for_block(static_cast<Index>(k)));
-    const auto tiles = (k + tile - 1) / tile;
-    return sizeof(T) * (b * d + b * k + 7 * b + c) + sizeof(double) * b + sizeof(Index) * b +
-           (t - 1) * b * d * sizeof(T) + t * b * sizeof(T) + tiles * b * (sizeof(T) + sizeof(double));
+                                    std::size_t memory_budget = Options{}.memory_budget, bool sharded = false) {
+    return plan(batch, dim, classes, block_for(batch, classes, block, memory_budget), threads, sharded).bytes();
   }
 
   /// Classes per tile of the engine's sweeps: each thread takes tiles of this many classes and
@@ -85,27 +79,13 @@ class Workspace {
   /// least 32) when the block is small, so that up to 8 threads find work. Independent of the
   /// thread count, and so are the tiles' products and (max, sum) pairs: the loss and dW do not
   /// change with it.
-  static Index tile_for_block(Index block) {
-    return std::min<Index>(class_tile, std::max<Index>(32, (block + 7) / 8));
-  }
+  static Index tile_for_block(Index block) { return detail::tile_for_block(block, class_tile); }
 
-  /// Allocates for the given shape up front (optional: calls size the buffers themselves);
-  /// `block` as in bytes_required().
+  /// Allocates for the given shape up front, forward and backward buffers alike (optional: calls
+  /// size the buffers themselves); `block` and the rest as in bytes_required().
   void reserve(Index batch, Index dim, Index classes, Index block = 0,
-               std::size_t memory_budget = Options{}.memory_budget) {
-    const Index resolved = block_for(batch, classes, block, memory_budget);
-    xhat_.resize(batch, dim);
-    grow(cosine_storage_, batch * (resolved >= classes ? classes : resolved));
-    row_max_.resize(batch);
-    row_sum_.resize(batch);
-    x_norm_.resize(batch);
-    x_inv_norm_.resize(batch);
-    target_cos_.resize(batch);
-    lse_.resize(batch);
-    row_loss_.resize(batch);
-    dscale_.resize(batch);
-    grow(w_inv_norm_, classes);
-    labels_.resize(batch);
+               std::size_t memory_budget = Options{}.memory_budget, bool sharded = false) {
+    prepare(plan(batch, dim, classes, block_for(batch, classes, block, memory_budget), 0, sharded));
   }
 
   /// True between a forward() and the backward() that consumes it.
@@ -160,8 +140,31 @@ class Workspace {
     Options o;
     o.class_block = block;
     o.memory_budget = memory_budget;
-    return detail::resolve_class_block<T>(o, batch, classes);
-  }  // classes per tile of the current block
+    return detail::resolve_class_block<T>(o, batch, classes, detail::kCpuBlockBytes);
+  }
+  // threads <= 0: as many as a parallel region would get now.
+  static detail::CpuPlan<T> plan(Index batch, Index dim, Index classes, Index block, int threads, bool sharded) {
+    return detail::make_cpu_plan<T>(batch, dim, classes, block, class_tile, threads > 0 ? threads : detail::max_threads(),
+                                    sharded);
+  }
+  // Sizes every buffer of the plan; storage that only grows keeps what it has.
+  void prepare(const detail::CpuPlan<T>& p) {
+    const Index B = p.batch;
+    xhat_.resize(B, p.dim);
+    grow(cosine_storage_, static_cast<Index>(p.cosines()));
+    grow(w_inv_norm_, p.classes);
+    grow(tile_max_, static_cast<Index>(p.tile_pairs()));
+    if (tile_sum_.size() < static_cast<Index>(p.tile_pairs())) tile_sum_.resize(static_cast<Index>(p.tile_pairs()));
+    for (Vector<T>* v : {&x_norm_, &x_inv_norm_, &target_cos_, &lse_, &row_max_, &row_loss_, &dscale_}) v->resize(B);
+    row_sum_.resize(B);
+    labels_.resize(B);
+    if (p.threads > 1 && (thread_dx_.rows() < static_cast<Index>(p.thread_dx_rows()) || thread_dx_.cols() != p.dim))
+      thread_dx_.resize(static_cast<Index>(p.thread_dx_rows()), p.dim);
+    grow(thread_dscale_, static_cast<Index>(p.thread_dscale()));
+    if (p.sharded) dx_partial_.resize(B, p.dim);
+    const std::size_t slots = (p.row_terms_bytes() + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t);
+    if (row_terms_.size() < slots) row_terms_.resize(slots);
+  }
   static void grow(Vector<T>& v, Index n) {
     if (v.size() < n) v.resize(n);
   }

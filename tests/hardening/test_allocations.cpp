@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <new>
 
@@ -67,6 +68,31 @@ TEST_CASE("a training step with a kept Workspace allocates nothing after the fir
             (void)ml::forward(ml::SphereFace<float>{}, X, W, c.labels, ws, o);
             ml::backward(ml::SphereFace<float>{}, W, ws, 1.0f, dX, dW);
           }) == 0);
+  }
+}
+
+// One plan (detail/plan.hpp) sizes Workspace::reserve, Workspace::bytes_required and the engine's
+// buffers: after reserve() even the first step allocates nothing, and the reserved buffers hold
+// at most bytes_required.
+TEST_CASE("after Workspace::reserve the first step allocates nothing, dense and in blocks") {
+  const Case c = random_case(32, 16, 300, 603);
+  const Mat<float> X = c.X.cast<float>(), W = c.W.cast<float>();
+  Mat<float> dX(32, 16), dW(300, 16);
+  for (const ml::Index block : {ml::Index(0), ml::Index(300), ml::Index(64), ml::Index(7)}) {
+    ml::Options o;
+    o.class_block = block;
+    ml::Workspace<float> ws;
+    ws.reserve(32, 16, 300, block);
+    const long before = g_allocations.load();
+    const float loss = ml::forward(ml::ArcFace<float>{}, X, W, c.labels, ws, o);
+    ml::backward(ml::ArcFace<float>{}, W, ws, 1.0f, dX, dW);
+    (void)ml::forward_backward(ml::SphereFace<float>{}, X, W, c.labels, dX, dW, ws, o);
+    CHECK(g_allocations.load() - before == 0);
+    CHECK(std::isfinite(loss));
+    // The plan's byte count is what a step of that shape needs, not a loose bound: a block of 7
+    // classes needs far less than the dense path.
+    if (block == 7)
+      CHECK(ml::Workspace<float>::bytes_required(32, 16, 300, 7) < ml::Workspace<float>::bytes_required(32, 16, 300, 300));
   }
 }
 

@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "../config.hpp"
+#include "../options.hpp"
 #include "../value_slope.hpp"
 
 /// \namespace marginloss::v0::cuda
@@ -33,19 +34,8 @@ struct DeviceMatrix {
   DeviceMatrix(const DeviceMatrix<U>& other) : data(other.data), rows(other.rows), cols(other.cols), ld(other.ld) {}
 };
 
-/// How the classes are processed; the same meaning as marginloss::Options on the CPU.
-struct Options {
-  /// Classes per block. 0 (default): automatic -- the dense path (one B x C cosine buffer in
-  /// the workspace) while that buffer fits in `memory_budget` bytes, otherwise the largest
-  /// blocks whose B x block buffer fits it (large products keep the GPU busy; at least 256
-  /// classes). A value >= C is the dense path; smaller values force blocks: an online
-  /// logsumexp over the blocks in the forward and a second product per block in the backward,
-  /// with a workspace of O(B x block + B x D + C) instead of O(B x C).
-  Index class_block = 0;
-  /// Bytes the cosine buffer may take with class_block = 0 (default 512 MiB): B x C while it
-  /// fits, else the largest B x block that does.
-  std::size_t memory_budget = std::size_t(512) << 20;
-};
+/// How the classes are processed: marginloss::Options, the CPU's type (options.hpp).
+using Options = marginloss::Options;
 
 }  // namespace cuda
 MARGINLOSS_NAMESPACE_END

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../detail/plan.hpp"
 #include "../errors.hpp"
 #include "detail/reduce.cuh"
 #include "detail/state.cuh"
@@ -38,16 +39,11 @@ inline constexpr Index kMaxSegments = 65535;
 
 inline std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
-// Classes per block, from the options (0: automatic, see Options).
+// Classes per block, from the options: detail/plan.hpp's rule, with the whole budget as the
+// GPU's block preference.
 template <typename T>
 inline Index resolve_class_block(const Options& o, Index batch, Index classes) {
-  if (o.class_block < 0) marginloss::detail::fail("Options::class_block = ", o.class_block, " must be >= 0");
-  if (classes <= 0) return 0;
-  if (o.class_block > 0) return o.class_block >= classes ? classes : o.class_block;
-  const auto row_bytes = static_cast<std::size_t>(batch > 0 ? batch : 1) * sizeof(T);
-  if (static_cast<std::size_t>(classes) * row_bytes <= o.memory_budget) return classes;
-  const auto block = static_cast<Index>(o.memory_budget / row_bytes);
-  return block < 256 ? (classes < 256 ? classes : 256) : block;
+  return marginloss::detail::resolve_class_block<T>(o, batch, classes, marginloss::detail::kCudaBlockBytes);
 }
 
 // Columns per segment of the row pass for blocks of `block` classes: kSegment, or more when a

@@ -159,6 +159,8 @@ struct Engine {
       if constexpr (has_class_count<P>::value)
         if (policy.class_count() != num_classes)
           fail(P::name, ": margins has ", policy.class_count(), " entries but there are ", num_classes, " classes");
+      // Every buffer of the call, sized once by the plan that Workspace::bytes_required counts.
+      ws.prepare(Workspace<T>::plan(B, D, C, block, 0, comm.size() > 1));
       copy_labels(labels, num_classes, ws.labels_);
       compute_row_norms<T>("X", X, &ws.x_norm_, ws.x_inv_norm_);
     } catch (const invalid_argument&) {
@@ -174,7 +176,6 @@ struct Engine {
       agree_on_call(comm, mine, error, ws.agree_);
     }
 
-    ws.xhat_.resize(B, D);
     ws.xhat_.noalias() = ws.x_inv_norm_.asDiagonal() * X;
     ws.num_classes_ = num_classes;
     ws.class_offset_ = class_offset;
@@ -182,16 +183,10 @@ struct Engine {
     ws.block_ = (block <= 0 || block >= C) ? C : block;
     [[maybe_unused]] const int threads = max_threads();  // used by the OpenMP pragmas only
     const Index tile_classes = ws.tile();
-    const Index tiles_per_block = ws.block_ > 0 ? (ws.block_ + tile_classes - 1) / tile_classes : 0;
-    Workspace<T>::grow(ws.cosine_storage_, B * ws.block_);
-    Workspace<T>::grow(ws.w_inv_norm_, C);
-    Workspace<T>::grow(ws.tile_max_, B * tiles_per_block);
-    if (ws.tile_sum_.size() < B * tiles_per_block) ws.tile_sum_.resize(B * tiles_per_block);
 
     // t_i on the rank owning y_i, zero elsewhere, then summed: exact, one owner per row. |w_y|
     // is computed here by the same function as in the sweep below, so the bits agree. A bad
     // row of W is reported after the sweep, which visits every row.
-    ws.target_cos_.resize(B);
     for (Index i = 0; i < B; ++i) {
       const Index local = ws.labels_(i) - class_offset;
       T t = T(0);
@@ -264,8 +259,6 @@ struct Engine {
       comm.allreduce_sum(ws.row_sum_.data(), B);
     }
 
-    ws.lse_.resize(B);
-    ws.row_loss_.resize(B);
     for (Index i = 0; i < B; ++i) {
       ws.lse_(i) = finish_lse(ws.row_max_(i), ws.row_sum_(i));
       ws.row_loss_(i) = row_loss(ws.lse_(i), terms[i], policy.scale(ws.x_norm_(i)));
@@ -341,14 +334,11 @@ struct Engine {
     const bool feature_norm = policy.scale_is_feature_norm();
     // Sharded: accumulate into the workspace (contiguous, for the all-reduce).
     const bool sharded = comm.size() > 1;
-    if (sharded) ws.dx_partial_.resize(B, D);
+    const int threads = max_threads();
+    ws.prepare(Workspace<T>::plan(B, D, C, ws.block_, threads, sharded));
     Eigen::Ref<RowMatrix<T>> acc = sharded ? Eigen::Ref<RowMatrix<T>>(ws.dx_partial_) : dX;
     // Threads other than the first accumulate their tiles' G W into partial dX buffers, added
     // in thread order at the end (a fixed order for a fixed thread count).
-    const int threads = max_threads();
-    if (threads > 1 && (ws.thread_dx_.rows() < (threads - 1) * B || ws.thread_dx_.cols() != D))
-      ws.thread_dx_.resize((threads - 1) * B, D);
-    Workspace<T>::grow(ws.thread_dscale_, threads * B);
     ws.thread_dscale_.head(threads * B).setZero();
     const auto* terms = store_row_terms(policy, ws);
     acc.setZero();

@@ -34,7 +34,7 @@ typename P::value_type sharded_forward(const P& policy, const Eigen::MatrixBase<
   return detail::Engine::forward(policy, Eigen::Ref<const RowMatrix<T>>(X.derived()),
                                  Eigen::Ref<const RowMatrix<T>>(W_shard.derived()), class_offset, num_classes,
                                  detail::label_argument<L>::view(labels), comm,
-                                 detail::resolve_class_block<T>(options, X.rows(), W_shard.rows()), ws);
+                                 detail::resolve_class_block<T>(options, X.rows(), W_shard.rows(), detail::kCpuBlockBytes), ws);
 }
 
 /// Writes dX (B x D, the same on every rank; one all-reduce) and dW_shard (this rank's rows),
