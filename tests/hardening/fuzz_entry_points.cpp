@@ -77,6 +77,13 @@ using Mat = ml::RowMatrix<T>;
 template <typename T>
 using StridedMap = Eigen::Map<Mat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 
+// An enumerator of E or, for one input value in count + 1, the first value past the enumeration
+// (its range from the library's own enum_info, so a new enumerator needs no change here).
+template <typename E>
+E enum_or_invalid(std::uint8_t k) {
+  return static_cast<E>(k % (ml::detail::enum_info<E>::count + 1));
+}
+
 // What the current input decoded to, printed with a finding so that it can be reproduced
 // without the fuzzer.
 std::string g_desc;
@@ -786,13 +793,13 @@ void subset_with(const P& policy, FuzzedDataProvider& in, const MX& X, const MW&
   const auto flags = in.ConsumeIntegral<std::uint8_t>();
   ml::SubsetOptions so;
   so.zero_inactive_rows = flags & 1;
-  so.regulariser = static_cast<ml::SubsetRegulariser>((flags >> 1) % 3);  // 2: not an enumerator
+  so.regulariser = enum_or_invalid<ml::SubsetRegulariser>(static_cast<std::uint8_t>(flags >> 1));
   so.engine = options_of(in.ConsumeIntegral<std::uint8_t>());
   const bool use_set = (flags & 8) && std::is_same_v<AV, ml::IndexVector>;
   const bool wrong_dm = learnable_v<P> && (flags & 16);
   note(" A=%ld zero_inactive=%d regulariser=%d active_set=%d", static_cast<long>(A), int(so.zero_inactive_rows),
        int(so.regulariser), int(use_set));
-  bool must_throw = !valid_active || !valid_labels || static_cast<int>(so.regulariser) > 1 || so.engine.class_block < 0 ||
+  bool must_throw = !valid_active || !valid_labels || static_cast<int>(so.regulariser) >= ml::detail::enum_info<ml::SubsetRegulariser>::count || so.engine.class_block < 0 ||
                     wrong_dm;
   if constexpr (is_class_margins<P>::value || is_adaptive<P>::value) must_throw = must_throw || policy.margins.size() != C;
   struct Restore {
@@ -1256,9 +1263,9 @@ void run_policy(P policy, FuzzedDataProvider& in, bool cosine_level) {
   }
 }
 
-ml::Fallback fallback_of(std::uint8_t k) { return static_cast<ml::Fallback>(k % 4); }  // 3: not an enumerator
-ml::Gradient gradient_of(std::uint8_t k) { return static_cast<ml::Gradient>(k % 3); }  // 2: not an enumerator
-ml::MarginTarget target_of(std::uint8_t k) { return static_cast<ml::MarginTarget>(k % 3); }  // 2: not an enumerator
+ml::Fallback fallback_of(std::uint8_t k) { return enum_or_invalid<ml::Fallback>(k); }
+ml::Gradient gradient_of(std::uint8_t k) { return enum_or_invalid<ml::Gradient>(k); }
+ml::MarginTarget target_of(std::uint8_t k) { return enum_or_invalid<ml::MarginTarget>(k); }
 
 template <typename P>
 void fallback_and_gradient(P& p, FuzzedDataProvider& in) {
@@ -1302,7 +1309,7 @@ ml::MVSoftmax<T> make_mv(FuzzedDataProvider& in) {
   p.m = hyper<T>(in, 0.35, "m");
   p.t = hyper<T>(in, 1.2, "t");
   p.target = target_of(in.ConsumeIntegral<std::uint8_t>());
-  p.variant = static_cast<ml::MVVariant>(in.ConsumeIntegral<std::uint8_t>() % 3);  // 2: not an enumerator
+  p.variant = enum_or_invalid<ml::MVVariant>(in.ConsumeIntegral<std::uint8_t>());
   p.conditional_margin = in.ConsumeBool();
   note(" target=%d variant=%d conditional=%d", int(p.target), int(p.variant), int(p.conditional_margin));
   fallback_and_gradient(p, in);
@@ -1369,7 +1376,7 @@ void run(FuzzedDataProvider& in, unsigned which, bool cosine_level) {
       ml::AdaptiveMargin<T> p;
       p.s = hyper<T>(in, 30, "s");
       p.lambda_m = hyper<T>(in, 70, "lambda_m");
-      p.scope = static_cast<ml::RegulariserScope>(in.ConsumeIntegral<std::uint8_t>() % 3);  // 2: not an enumerator
+      p.scope = enum_or_invalid<ml::RegulariserScope>(in.ConsumeIntegral<std::uint8_t>());
       note(" scope=%d", int(p.scope));
       run_policy(p, in, cosine_level);  // margins: set once C is known
       break;

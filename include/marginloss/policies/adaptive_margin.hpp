@@ -38,6 +38,12 @@ enum class RegulariserScope {
 };
 
 namespace detail {
+template <>
+struct enum_info<RegulariserScope> {
+  static constexpr int count = 2;
+  static constexpr const char* name = "RegulariserScope";
+};
+
 template <typename T>
 inline void check_margins(const char* name, const Vector<T>& margins) {
   if (margins.size() == 0) fail(name, ": margins is empty: it needs one entry per class");
@@ -73,8 +79,7 @@ struct AdaptiveMargin {
     detail::require_positive(name, "s", s);
     detail::require_non_negative(name, "lambda_m", lambda_m);
     detail::check_margins(name, margins);
-    if (scope != RegulariserScope::all_classes && scope != RegulariserScope::batch_classes)
-      detail::fail(name, ": scope = ", static_cast<int>(scope), " is not a RegulariserScope value");
+    detail::check_enum(name, "scope", scope);
   }
   /// margins.size(), checked against the number of classes C.
   Index class_count() const { return margins.size(); }

@@ -15,6 +15,18 @@
 //   T scale(T x_norm) const;                      // S_i: fixed s, or the feature norm
 //   bool scale_is_feature_norm() const;           // S_i = |x_i| (then dS/dx enters dX)
 // row(), non_target() and scale() are MARGINLOSS_HD so the CUDA backend runs the same code.
+// Optional members, each detected by a trait below and called by the engines when present:
+//   Index class_count() const;                    // per-class data: its length, checked == C
+//                                                 // (has_class_count)
+//   static constexpr bool learnable_margins;      // true: the row type also carries
+//                                                 // T dtarget_dmargin = d f / d m_{y_i}, the
+//                                                 // entry points take a dmargins output, and
+//                                                 // the policy has the two members below
+//                                                 // (has_learnable_margins)
+//   T regulariser(const Index* batch_classes, Index n) const;   // R, added to the loss
+//   void add_regulariser_gradient(T weight, const Index* batch_classes, Index n, T* dm) const;
+//                                                 // dm += weight dR/dm
+// Policies that wrap another (ClassMargins<Base>) forward these as they apply.
 #pragma once
 
 #include <type_traits>
@@ -24,6 +36,21 @@
 #include "../value_slope.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
+
+namespace detail {
+// The enumerator count and the type's name of every public enumeration, specialised next to the
+// enumeration (update it with it): the one range check_enum and the fuzzer's out-of-range values
+// read.
+template <typename E>
+struct enum_info;
+
+// Enumerations arrive from configuration files and bindings too: reject values outside them.
+template <typename E>
+inline void check_enum(const char* owner, const char* member, E value) {
+  const int v = static_cast<int>(value);
+  if (v < 0 || v >= enum_info<E>::count) fail(owner, ": ", member, " = ", v, " is not a ", enum_info<E>::name, " value");
+}
+}  // namespace detail
 
 /// How the backward pass differentiates a margined target.
 enum class Gradient {
@@ -47,6 +74,24 @@ enum class MarginTarget {
   additive_angular,  ///< Arc: f(t) = cos(theta + m); hard non-targets are c > cos(theta + m)
 };
 
+namespace detail {
+template <>
+struct enum_info<Gradient> {
+  static constexpr int count = 2;
+  static constexpr const char* name = "Gradient";
+};
+template <>
+struct enum_info<Fallback> {
+  static constexpr int count = 3;
+  static constexpr const char* name = "Fallback";
+};
+template <>
+struct enum_info<MarginTarget> {
+  static constexpr int count = 2;
+  static constexpr const char* name = "MarginTarget";
+};
+}  // namespace detail
+
 /// The enumerator's name as written in the source ("exact", "straight_through"), for messages.
 inline const char* to_string(Gradient g) {
   return g == Gradient::exact ? "exact" : "straight_through";
@@ -58,11 +103,10 @@ inline const char* to_string(Fallback f) {
 
 namespace detail {
 
-// Enumerations arrive from configuration files and bindings too: reject values outside them.
+// The two enumerations of every angular-margin policy.
 inline void check_enums(const char* policy, Fallback f, Gradient g) {
-  const int fv = static_cast<int>(f), gv = static_cast<int>(g);
-  if (fv < 0 || fv > 2) fail(policy, ": fallback = ", fv, " is not a Fallback value");
-  if (gv < 0 || gv > 1) fail(policy, ": gradient = ", gv, " is not a Gradient value");
+  check_enum(policy, "fallback", f);
+  check_enum(policy, "gradient", g);
 }
 
 // Row terms of a policy whose non-target logits are the plain cosines.

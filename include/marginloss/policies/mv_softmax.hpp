@@ -22,6 +22,14 @@ enum class MVVariant {
   fixed      ///< h(c) = c + t - 1, h' = 1
 };
 
+namespace detail {
+template <>
+struct enum_info<MVVariant> {
+  static constexpr int count = 2;
+  static constexpr const char* name = "MVVariant";
+};
+}  // namespace detail
+
 /// The official code's increment t' to this library's t = t' + 1.
 template <typename T>
 constexpr T mv_t_from_increment(T increment) {
@@ -61,9 +69,8 @@ struct MVSoftmax {
   void validate() const {
     detail::check_mining_target(name, s, m, target, fallback, conditional_margin);
     detail::check_enums(name, fallback, gradient);
-    if (static_cast<int>(target) < 0 || static_cast<int>(target) > 1 || static_cast<int>(variant) < 0 ||
-        static_cast<int>(variant) > 1)
-      detail::fail(name, ": target or variant is not a valid enumerator");
+    detail::check_enum(name, "target", target);
+    detail::check_enum(name, "variant", variant);
     detail::require_finite(name, "t", t);
     if (!(t >= T(1)))
       detail::fail(name, ": t = ", t, " must be >= 1 (t = 1 is the plain margin loss; the official code's t' = ", t,

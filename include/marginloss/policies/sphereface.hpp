@@ -20,6 +20,11 @@ enum class Scale {
 };
 
 namespace detail {
+template <>
+struct enum_info<Scale> {
+  static constexpr int count = 2;
+  static constexpr const char* name = "Scale";
+};
 
 // psi_m(t) and dpsi/dt without arccos: cos(m theta) = T_m(t) (Chebyshev), and k is counted
 // from comparisons with cos(j pi / m), never from floor(m theta / pi), which returns k = m at
@@ -68,8 +73,7 @@ struct SphereFace {
   void validate() const {
     if (m < 1 || m > 5) detail::fail(name, ": m = ", m, " must be an integer in 1..5");
     detail::require_non_negative(name, "lambda", lambda);
-    if (scale_mode != Scale::feature_norm && scale_mode != Scale::fixed)
-      detail::fail(name, ": scale_mode = ", static_cast<int>(scale_mode), " is not a Scale value");
+    detail::check_enum(name, "scale_mode", scale_mode);
     if (scale_mode == Scale::fixed) detail::require_positive(name, "s", s);
   }
 

@@ -33,8 +33,7 @@ struct SVSoftmax {
   void validate() const {
     detail::check_mining_target(name, s, m, target, fallback, false);
     detail::check_enums(name, fallback, gradient);
-    if (static_cast<int>(target) < 0 || static_cast<int>(target) > 1)
-      detail::fail(name, ": target = ", static_cast<int>(target), " is not a MarginTarget value");
+    detail::check_enum(name, "target", target);
     detail::require_finite(name, "t", t);
     if (!(t >= T(1))) detail::fail(name, ": t = ", t, " must be >= 1 (t = 1 is the plain softmax)");
   }

@@ -68,6 +68,14 @@ enum class SubsetRegulariser {
   active_classes,  ///< mean over the active classes only
 };
 
+namespace detail {
+template <>
+struct enum_info<SubsetRegulariser> {
+  static constexpr int count = 2;
+  static constexpr const char* name = "SubsetRegulariser";
+};
+}  // namespace detail
+
 /// Options of subset_forward_backward().
 struct SubsetOptions {
   bool zero_inactive_rows = false;  ///< false: dW rows outside the active set are untouched
@@ -229,8 +237,7 @@ T subset_run(const P& policy, const Eigen::MatrixBase<DX>& X, const Eigen::Matri
   check_label_vector<DA>();
   check_label_vector<DL>();
   const Index C = W.rows(), D = W.cols();
-  if (options.regulariser != SubsetRegulariser::as_policy && options.regulariser != SubsetRegulariser::active_classes)
-    fail("SubsetOptions::regulariser = ", static_cast<int>(options.regulariser), " is not a SubsetRegulariser value");
+  check_enum("SubsetOptions", "regulariser", options.regulariser);
   if (C == 0) fail("W has 0 rows: there must be at least one class");
   check_output_shape("dW", dW.rows(), dW.cols(), C, D);
   if constexpr (has_class_count<P>::value) {
