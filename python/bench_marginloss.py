@@ -59,6 +59,25 @@ def eager_loss(policy):
     raise ValueError("unknown policy %r (normface, cosface, arcface)" % policy)
 
 
+def torch_blas():
+    """The BLAS library torch's matrix products run on, read from this process's memory map after
+    a product. Debian's python3-torch calls whatever the libblas.so.3 alternative points to: the
+    reference (netlib) BLAS unless an optimised one is installed (libopenblas0-pthread, libblis4,
+    MKL), and the reference BLAS is 10-30x slower, which makes any comparison meaningless."""
+    torch.ones(64, 64) @ torch.ones(64, 64)
+    found = set()
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1] if len(line.split()) >= 6 else ""
+                name = os.path.basename(path)
+                if any(k in name for k in ("blas", "blis", "mkl_rt", "mkl_core", "dnnl")):
+                    found.add(os.path.realpath(path))
+    except OSError:
+        return "unknown (no /proc/self/maps)"
+    return ", ".join(sorted(found)) or "none found (torch's own kernels)"
+
+
 def make_step(fn, X, W, y):
     def step():
         X.grad = None
@@ -93,6 +112,11 @@ def main(argv):
     if not has_compile:
         print("torch.compile: %s" % ("skipped (--no-compile)" if args.no_compile else
                                      "not available in torch %s (2.0 and later have it)" % torch.__version__))
+    blas = torch_blas()
+    print("torch's BLAS: %s" % blas)
+    if "/blas/libblas.so" in blas:
+        print("WARNING: torch runs on the reference (netlib) BLAS: PyTorch's times are not representative. "
+              "Install an optimised BLAS (apt-get install libopenblas0-pthread) and rerun.")
     print("load average before: %.2f %.2f %.2f" % os.getloadavg())
 
     rows = []
