@@ -135,6 +135,23 @@ def make_step(loss_fn, X, W, y):
     return step
 
 
+def loaded_blas():
+    """The BLAS libraries this process has mapped (after torch ran a product): Debian's torch
+    calls whatever the libblas.so.3 alternative points to, the reference (netlib) BLAS unless an
+    optimised one is installed, and its times then say nothing about PyTorch."""
+    found = set()
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                parts = line.split()
+                name = os.path.basename(parts[-1]) if len(parts) >= 6 else ""
+                if any(k in name for k in ("blas", "blis", "mkl_rt", "mkl_core", "dnnl")):
+                    found.add(os.path.realpath(parts[-1]))
+    except OSError:
+        return "unknown"
+    return ", ".join(sorted(found)) or "none"
+
+
 def child(policy, B, D, C, min_time, threads):
     import torch
     import torch.nn.functional as F
@@ -162,7 +179,7 @@ def child(policy, B, D, C, min_time, threads):
         "policy": policy, "B": B, "D": D, "C": C, "loss": value,
         "ms": 1e3 * statistics.median(times), "steps": len(times),
         "peak_delta": peak - base, "peak_reset": reset,
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "blas": loaded_blas(),
     }))
 
 
@@ -254,6 +271,11 @@ def main(argv):
                 print("skip %s %s: not in the JSON" % (p, shape_str(B, D, C)), file=sys.stderr)
                 continue
             t = run_child(script, args.python, p, B, D, C, args.min_time, args.threads)
+            if not results:
+                print("PyTorch %s, BLAS: %s" % (t.get("torch"), t.get("blas")), file=sys.stderr)
+                if "/blas/libblas.so" in t.get("blas", ""):
+                    print("WARNING: PyTorch runs on the reference (netlib) BLAS; its times are not representative "
+                          "(apt-get install libopenblas0-pthread)", file=sys.stderr)
             if args.peak_bin:
                 pk = run_peak(args.peak_bin, p, B, D, C)
                 ml_peak, exact = pk["peak_delta"], True
