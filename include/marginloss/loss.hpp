@@ -217,11 +217,11 @@ void target_cosines(const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>&
     if (!detail::label_in_range(y.coeff(i), C)) detail::fail_label(i, y.coeff(i), C);
   for (Index i = 0; i < B; ++i) {
     const double xn = detail::stable_row_norm(X.derived().row(i).data(), D);
-    if (!detail::norm_in_range(xn, detail::NormRange<T>::lo, detail::NormRange<T>::hi))
+    if (!detail::norm_accepted<T>(xn))
       detail::fail_bad_row<T>("X", X.derived(), i, xn);
     const auto k = static_cast<Index>(y.coeff(i));
     const double wn = detail::stable_row_norm(W.derived().row(k).data(), D);
-    if (!detail::norm_in_range(wn, detail::NormRange<T>::lo, detail::NormRange<T>::hi))
+    if (!detail::norm_accepted<T>(wn))
       detail::fail_bad_row<T>("W", W.derived(), k, wn);
     const T xi = static_cast<T>(1.0 / xn);
     // The engine's t_i (row_kernel.hpp), bit for bit.

@@ -135,7 +135,6 @@ class Workspace {
   // The policy's once-per-row terms (P::row_type, trivially copyable), B of them.
   std::vector<std::max_align_t> row_terms_;
 
-  Index tile() const { return tile_for_block(block_); }
   static Index block_for(Index batch, Index classes, Index block, std::size_t memory_budget) {
     Options o;
     o.class_block = block;

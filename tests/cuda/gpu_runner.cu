@@ -548,11 +548,11 @@ std::size_t sharded_workspace_bytes(Index batch, Index dim, Index classes, Index
 
 template <typename T>
 double norm_limit_lo() {
-  return mc::detail::NormLimits<T>::lo;
+  return ml::detail::NormRange<T>::lo;
 }
 template <typename T>
 double norm_limit_hi() {
-  return mc::detail::NormLimits<T>::hi;
+  return ml::detail::NormRange<T>::hi;
 }
 
 #define MLCUDA_TEST_INSTANTIATE(P)                                                                               \

@@ -108,7 +108,7 @@ std::size_t workspace_bytes(Index batch, Index dim, Index classes, Index class_b
 template <typename T>
 std::size_t sharded_workspace_bytes(Index batch, Index dim, Index classes, Index class_block);
 
-// ml::cuda::detail::NormLimits<T>.
+// ml::detail::NormRange<T>.
 template <typename T>
 double norm_limit_lo();
 template <typename T>

@@ -151,6 +151,7 @@ struct Engine {
     WorkspaceGuard guard(ws.in_use_);
     ws.holds_forward_ = false;
     const Index B = X.rows(), D = X.cols(), C = W.rows();
+    CpuPlan<T> plan;
     std::exception_ptr error;
     try {
       policy.validate();
@@ -160,7 +161,8 @@ struct Engine {
         if (policy.class_count() != num_classes)
           fail(P::name, ": margins has ", policy.class_count(), " entries but there are ", num_classes, " classes");
       // Every buffer of the call, sized once by the plan that Workspace::bytes_required counts.
-      ws.prepare(Workspace<T>::plan(B, D, C, block, 0, comm.size() > 1));
+      plan = Workspace<T>::plan(B, D, C, block, max_threads(), comm.size() > 1);
+      ws.prepare(plan);
       copy_labels(labels, num_classes, ws.labels_);
       compute_row_norms<T>("X", X, &ws.x_norm_, ws.x_inv_norm_);
     } catch (const invalid_argument&) {
@@ -180,9 +182,9 @@ struct Engine {
     ws.num_classes_ = num_classes;
     ws.class_offset_ = class_offset;
     ws.local_classes_ = C;
-    ws.block_ = (block <= 0 || block >= C) ? C : block;
-    [[maybe_unused]] const int threads = max_threads();  // used by the OpenMP pragmas only
-    const Index tile_classes = ws.tile();
+    ws.block_ = plan.block;
+    [[maybe_unused]] const int threads = plan.threads;  // used by the OpenMP pragmas only
+    const Index tile_classes = plan.tile;
 
     // t_i on the rank owning y_i, zero elsewhere, then summed: exact, one owner per row. |w_y|
     // is computed here by the same function as in the sweep below, so the bits agree. A bad
@@ -192,7 +194,7 @@ struct Engine {
       T t = T(0);
       if (local >= 0 && local < C) {
         const double n = stable_row_norm(W.row(local).data(), D);
-        if (norm_in_range(n, NormRange<T>::lo, NormRange<T>::hi))
+        if (norm_accepted<T>(n))
           t = cosine_from_dot(ws.xhat_.row(i).dot(W.row(local)), static_cast<T>(1.0 / n));
       }
       ws.target_cos_(i) = t;
@@ -216,7 +218,7 @@ struct Engine {
         T* w_inv = ws.w_inv_norm_.data() + g0;
         for (Index j = 0; j < n; ++j) {
           const double norm = stable_row_norm(W.row(g0 + j).data(), D);
-          const bool ok = norm_in_range(norm, NormRange<T>::lo, NormRange<T>::hi);
+          const bool ok = norm_accepted<T>(norm);
           bad_w = bad_w || !ok;
           w_inv[j] = ok ? static_cast<T>(1.0 / norm) : T(0);
         }
@@ -243,7 +245,7 @@ struct Engine {
       if (bad_w)
         for (Index j = 0; j < C; ++j) {
           const double norm = stable_row_norm(W.row(j).data(), D);
-          if (!norm_in_range(norm, NormRange<T>::lo, NormRange<T>::hi)) fail_bad_row<T>("W", W, j, norm);
+          if (!norm_accepted<T>(norm)) fail_bad_row<T>("W", W, j, norm);
         }
     } catch (const invalid_argument&) {
       error = std::current_exception();
@@ -334,8 +336,9 @@ struct Engine {
     const bool feature_norm = policy.scale_is_feature_norm();
     // Sharded: accumulate into the workspace (contiguous, for the all-reduce).
     const bool sharded = comm.size() > 1;
-    const int threads = max_threads();
-    ws.prepare(Workspace<T>::plan(B, D, C, ws.block_, threads, sharded));
+    const CpuPlan<T> plan = Workspace<T>::plan(B, D, C, ws.block_, max_threads(), sharded);
+    ws.prepare(plan);
+    const int threads = plan.threads;
     Eigen::Ref<RowMatrix<T>> acc = sharded ? Eigen::Ref<RowMatrix<T>>(ws.dx_partial_) : dX;
     // Threads other than the first accumulate their tiles' G W into partial dX buffers, added
     // in thread order at the end (a fixed order for a fixed thread count).
@@ -348,7 +351,7 @@ struct Engine {
       row_bound += 2.0 * std::fabs(static_cast<double>(coef) * static_cast<double>(policy.scale(ws.x_norm_(i)))) *
                    (1.0 + std::fabs(static_cast<double>(terms[i].target.slope)));
     bool overflow = false;
-    const Index tile_classes = ws.tile();
+    const Index tile_classes = plan.tile;
     for (Index b0 = 0; b0 < C; b0 += ws.block_) {
       const Index nbk = std::min(ws.block_, C - b0);
       const Index ntiles = (nbk + tile_classes - 1) / tile_classes;

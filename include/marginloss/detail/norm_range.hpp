@@ -23,5 +23,11 @@ struct NormRange<double> {
   static constexpr double hi = 1.0715086071862673e301;  // 2^1000
 };
 
+// True when a row of norm `norm` (computed in double) may be normalised in T.
+template <typename T>
+MARGINLOSS_HD inline bool norm_accepted(double norm) {
+  return norm >= NormRange<T>::lo && norm <= NormRange<T>::hi;
+}
+
 }  // namespace detail
 MARGINLOSS_NAMESPACE_END

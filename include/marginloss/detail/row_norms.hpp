@@ -27,8 +27,6 @@ template <typename T, typename RowsRef>
   fail_bad_row<T>(name, i, -1, 0.0, norm);
 }
 
-inline bool norm_in_range(double norm, double lo, double hi) { return norm >= lo && norm <= hi; }
-
 // Writes inv_norm[i] = 1/||m_i|| (and norm[i] when norm is not null; both sized by the caller)
 // and throws on the first bad row.
 template <typename T>
@@ -40,7 +38,7 @@ inline void compute_row_norms(const char* name, const Eigen::Ref<const RowMatrix
 #endif
   for (Index i = 0; i < rows; ++i) {
     const double n = stable_row_norm(m.row(i).data(), m.cols());
-    if (!norm_in_range(n, NormRange<T>::lo, NormRange<T>::hi)) {
+    if (!norm_accepted<T>(n)) {
       bad = true;
       continue;
     }
@@ -50,7 +48,7 @@ inline void compute_row_norms(const char* name, const Eigen::Ref<const RowMatrix
   if (!bad) return;
   for (Index i = 0; i < rows; ++i) {
     const double n = stable_row_norm(m.row(i).data(), m.cols());
-    if (!norm_in_range(n, NormRange<T>::lo, NormRange<T>::hi)) fail_bad_row<T>(name, m, i, n);
+    if (!norm_accepted<T>(n)) fail_bad_row<T>(name, m, i, n);
   }
 }
 

@@ -240,7 +240,7 @@ class HardPrototypeMiner {
     for (Index a = 0; a < A; ++a) Wa.row(a) = W.derived().row(set.classes(a));
     for (Index a = 0; a < A; ++a) {
       const double n = detail::stable_row_norm(Wa.row(a).data(), D);
-      if (!detail::norm_in_range(n, detail::NormRange<T>::lo, detail::NormRange<T>::hi))
+      if (!detail::norm_accepted<T>(n))
         detail::fail_bad_row<T>("W", W.derived(), set.classes(a), n);
       ainv_[static_cast<std::size_t>(a)] = static_cast<T>(1.0 / n);
       Wa.row(a) *= ainv_[static_cast<std::size_t>(a)];  // normalised before the product, as in the loss

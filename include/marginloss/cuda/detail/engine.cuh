@@ -26,7 +26,7 @@
 #include "../workspace.cuh"
 #include "gemm.cuh"
 #include "labels.cuh"
-#include "norm_limits.cuh"
+#include "../../detail/norm_range.hpp"
 #include "projections.cuh"
 #include "row_norms.cuh"
 #include "row_pass.cuh"

@@ -1,5 +1,5 @@
 // marginloss::cuda: row norms of X and W in double with the CPU's checks (detail/row_norms.hpp):
-// a row is rejected when its norm is zero, non-finite or outside NormLimits<T>; the first
+// a row is rejected when its norm is zero, non-finite or outside detail::NormRange<T>; the first
 // rejected row is recorded (atomicMin) and described for the host's message. Also writes
 // X^ = X / |x| and keeps |x_i|, 1/|x_i| (and 1/|w_j|) for the backward. The norm itself is the
 // row kernel's rescaled_row_norm.
@@ -9,7 +9,7 @@
 
 #include "../../detail/row_kernel.hpp"
 #include "../../value_slope.hpp"
-#include "norm_limits.cuh"
+#include "../../detail/norm_range.hpp"
 #include "reduce.cuh"
 #include "state.cuh"
 
@@ -42,7 +42,7 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = static_cast<int>(threadIdx.x % kWarp);
   const T* row = M + r * ld;
   const double n = warp_row_norm(row, cols, lane);
-  const bool ok = norm_accepted<T>(n);
+  const bool ok = marginloss::detail::norm_accepted<T>(n);
   const T inv = ok ? static_cast<T>(1.0 / n) : T(0);
   if (lane == 0) {
     inv_norm[r] = inv;
