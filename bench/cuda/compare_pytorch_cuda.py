@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""marginloss's CUDA backend against PyTorch eager autograd on the GPU: fp32 forward + backward.
+"""marginloss's CUDA backend against PyTorch on the GPU (eager autograd and torch.compile): fp32
+forward + backward.
 
-    /usr/bin/python3 bench/cuda/compare_pytorch_cuda.py [cuda.json] \\
+    python3 bench/cuda/compare_pytorch_cuda.py [cuda.json] \\
         [--policies CosFace,ArcFace,SphereFace] [--shapes 256x512x100000,512x512x100000] \\
-        [--min-time 2] [--markdown]
+        [--min-time 2] [--no-compile] [--markdown]
 
 cuda.json is marginloss_bench_cuda's --benchmark_out (see bench_cuda.cu): with it, the table
 shows marginloss's median loss time beside PyTorch's and the speed-up; without it, PyTorch only.
@@ -12,7 +13,9 @@ PyTorch side: each policy written the way its usual PyTorch ports write it, as o
 graph on the GPU (normalise X and W inside the graph, cosines by F.linear, clamp, the margined
 target gathered and scattered back, scale, F.cross_entropy, .backward()). Two warm-up steps,
 then steps timed with CUDA events until --min-time seconds and at least 5 steps have run; the
-median is reported. Gradients are set to None before every step, so each step allocates its
+median is reported. torch.compile (when torch has it, unless --no-compile) compiles the same loss
+function, timed the same way after its warm-up steps (which compile). Neither side enables TF32.
+Gradients are set to None before every step, so each step allocates its
 dX and dW. Peak memory: torch.cuda.max_memory_allocated() during one step, minus the memory
 allocated before it (inputs), i.e. everything the step allocates, gradients included.
 
@@ -30,13 +33,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from compare_pytorch import MiB, POLICIES, make_loss, make_step  # noqa: E402
 
 
-def time_pytorch(torch, F, policy, B, D, C, min_time):
+def time_pytorch(torch, F, policy, B, D, C, min_time, compiled=False):
     dev = torch.device("cuda")
     gen = torch.Generator(device=dev).manual_seed(0x6D617267 + C)
     X = torch.randn(B, D, device=dev, generator=gen).requires_grad_()
     W = torch.randn(C, D, device=dev, generator=gen).requires_grad_()
     y = torch.randint(0, C, (B,), device=dev, generator=gen)
-    step = make_step(make_loss(torch, F, policy), X, W, y)
+    loss_fn = make_loss(torch, F, policy)
+    if compiled:
+        loss_fn = torch.compile(loss_fn)
+    step = make_step(loss_fn, X, W, y)
 
     for _ in range(2):
         step()
@@ -84,6 +90,8 @@ def main():
     ap.add_argument("--shapes", default="256x512x100000,512x512x100000")
     ap.add_argument("--min-time", type=float, default=2.0)
     ap.add_argument("--markdown", action="store_true", help="(the table is always Markdown; kept for symmetry)")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="skip the torch.compile column (it is timed when torch has torch.compile)")
     args = ap.parse_args()
 
     try:
@@ -105,24 +113,44 @@ def main():
 
     print("Device: %s, torch %s (CUDA %s), fp32, forward + backward, median of CUDA-event timings\n"
           % (torch.cuda.get_device_name(0), torch.__version__, torch.version.cuda))
+    compiled = hasattr(torch, "compile") and not args.no_compile
+    head = "| policy | B x D x C | PyTorch eager ms |"
+    rule = "|---|---|---:|"
+    if compiled:
+        head += " torch.compile ms |"
+        rule += "---:|"
     if ml:
-        print("| policy | B x D x C | PyTorch ms | marginloss ms | speed-up | loss / products | PyTorch peak MiB | marginloss workspace MiB |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        head += " marginloss ms | speed-up vs eager |" + (" vs compile |" if compiled else "") + \
+            " loss / products | PyTorch eager peak MiB | marginloss workspace MiB |"
+        rule += "---:|---:|" + ("---:|" if compiled else "") + "---:|---:|---:|"
     else:
-        print("| policy | B x D x C | PyTorch ms | PyTorch peak MiB |")
-        print("|---|---|---:|---:|")
+        head += " PyTorch eager peak MiB |"
+        rule += "---:|"
+    print(head)
+    print(rule)
     for (B, D, C) in shapes:
         for p in policies:
             pt_ms, pt_peak = time_pytorch(torch, F, p, B, D, C, args.min_time)
+            row = "| %s | %dx%dx%d | %.3f |" % (p, B, D, C, pt_ms)
+            pc_ms = None
+            if compiled:
+                try:
+                    pc_ms, _ = time_pytorch(torch, F, p, B, D, C, args.min_time, compiled=True)
+                    row += " %.3f |" % pc_ms
+                except Exception as e:  # torch.compile needs a working Triton/C++ toolchain
+                    print("torch.compile failed for %s: %s" % (p, str(e).splitlines()[0] if str(e) else e),
+                          file=sys.stderr)
+                    row += " - |"
             key = (p, "%dx%dx%d" % (B, D, C))
             if ml:
                 ml_ms, ratio, ws = ml.get(key, (None, None, None))
-                speed = "%.2fx" % (pt_ms / ml_ms) if ml_ms else "-"
-                print("| %s | %dx%dx%d | %.3f | %s | %s | %s | %.0f | %s |"
-                      % (p, B, D, C, pt_ms, "%.3f" % ml_ms if ml_ms else "-", speed,
-                         "%.3f" % ratio if ratio else "-", pt_peak, "%.0f" % ws if ws else "-"))
+                row += " %s | %s |" % ("%.3f" % ml_ms if ml_ms else "-", "%.2fx" % (pt_ms / ml_ms) if ml_ms else "-")
+                if compiled:
+                    row += " %s |" % ("%.2fx" % (pc_ms / ml_ms) if ml_ms and pc_ms else "-")
+                row += " %s | %.0f | %s |" % ("%.3f" % ratio if ratio else "-", pt_peak, "%.0f" % ws if ws else "-")
             else:
-                print("| %s | %dx%dx%d | %.3f | %.0f |" % (p, B, D, C, pt_ms, pt_peak))
+                row += " %.0f |" % pt_peak
+            print(row)
             sys.stdout.flush()
 
 
