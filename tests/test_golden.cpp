@@ -138,7 +138,8 @@ void with_policy(const Golden& g, Fn&& fn) {
     fn(ml::SphereFace<T>{static_cast<int>(num(g, "m")), T(num(g, "lambda")),
                          str(g, "scale") == "fixed" ? ml::Scale::fixed : ml::Scale::feature_norm, T(num(g, "s"))});
   } else if (g.policy == "adaptive") {
-    fn(ml::AdaptiveMargin<T>{T(num(g, "s")), g.margins.cast<T>(), T(num(g, "lambda")),
+    const ml::Vector<T> margins = g.margins.cast<T>();  // the policy views it: alive through fn
+    fn(ml::AdaptiveMargin<T>{T(num(g, "s")), margins, T(num(g, "lambda")),
                              str(g, "scope") == "all" ? ml::RegulariserScope::all_classes
                                                       : ml::RegulariserScope::batch_classes});
   } else if (g.policy == "svsoftmax") {

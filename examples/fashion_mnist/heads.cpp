@@ -24,29 +24,29 @@ float SoftmaxHead::operator()(const Mat& X, const Mat& W, const Eigen::Ref<const
   return static_cast<float>(total / static_cast<double>(B));
 }
 
-AdaptiveHead::AdaptiveHead(float s, float m0, float lambda_m, int classes)
-    : dm(ml::Vector<float>::Zero(classes)), velocity(ml::Vector<float>::Zero(classes)) {
-  policy.s = s;
-  policy.margins = ml::Vector<float>::Constant(classes, m0);
-  policy.lambda_m = lambda_m;
-}
+AdaptiveHead::AdaptiveHead(float s_, float m0, float lambda_m_, int classes)
+    : s(s_),
+      lambda_m(lambda_m_),
+      margins(ml::Vector<float>::Constant(classes, m0)),
+      dm(ml::Vector<float>::Zero(classes)),
+      velocity(ml::Vector<float>::Zero(classes)) {}
 
 float AdaptiveHead::operator()(const Mat& X, const Mat& W, const Eigen::Ref<const Eigen::VectorXi>& y, Mat& dX,
                                Mat& dW) {
-  return ml::forward_backward(policy, X, W, y, dX, dW, dm, ws);
+  return ml::forward_backward(policy(), X, W, y, dX, dW, dm, ws);
 }
 
 void AdaptiveHead::after_step(float lr) {
   velocity = 0.9f * velocity + dm;
-  policy.margins -= lr * velocity;
-  ml::project_margins(policy.margins);
+  margins -= lr * velocity;  // in place: the next policy() views the updated values
+  ml::project_margins(margins);
 }
 
 std::string AdaptiveHead::summary() const {
   std::string out = "learned margins:";
   char buf[16];
-  for (Eigen::Index k = 0; k < policy.margins.size(); ++k) {
-    std::snprintf(buf, sizeof buf, " %.3f", static_cast<double>(policy.margins(k)));
+  for (Eigen::Index k = 0; k < margins.size(); ++k) {
+    std::snprintf(buf, sizeof buf, " %.3f", static_cast<double>(margins(k)));
     out += buf;
   }
   return out;

@@ -72,12 +72,16 @@ struct MarginHead : HeadHooks {
 // library; SGD with momentum at the network's learning rate, projected to [0, 1] after each step)
 // with Adaptive Data Sampling (see train()). Hard Prototype Mining is not used: it restricts the loss to the
 // classes nearest to the batch's, and with 7 classes every class is among them.
+// The head owns the margins (one per class, updated in place by after_step) and builds the
+// policy as a view of them for each call (policy()), so a copied or moved head never views
+// another head's margins.
 struct AdaptiveHead : HeadHooks {
   static constexpr bool adaptive_sampling = true;
-  ml::AdaptiveMargin<float> policy;
-  ml::Vector<float> dm, velocity;
+  float s, lambda_m;
+  ml::Vector<float> margins, dm, velocity;
   ml::Workspace<float> ws;
   AdaptiveHead(float s, float m0, float lambda_m, int classes);
+  ml::AdaptiveMargin<float> policy() const { return {s, margins, lambda_m}; }  // views `margins`
   float operator()(const Mat& X, const Mat& W, const Eigen::Ref<const Eigen::VectorXi>& y, Mat& dX, Mat& dW);
   void after_step(float lr);
   std::string summary() const;  // the learned margins

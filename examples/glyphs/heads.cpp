@@ -98,9 +98,11 @@ class MarginHead final : public Head {
 class AdaptiveHead final : public Head {
  public:
   AdaptiveHead(int classes, float s, float m0)
-      : dm_(ml::Vector<float>::Zero(classes)), velocity_(ml::Vector<float>::Zero(classes)), hpm_(hpm_options()) {
-    policy_.margins = ml::Vector<float>::Constant(classes, m0);
-    if (s > 0) policy_.s = s;
+      : margins_(ml::Vector<float>::Constant(classes, m0)),
+        dm_(ml::Vector<float>::Zero(classes)),
+        velocity_(ml::Vector<float>::Zero(classes)),
+        hpm_(hpm_options()) {
+    if (s > 0) s_ = s;
     sopt_.regulariser = ml::SubsetRegulariser::active_classes;
   }
   float forward_backward(const Mat& X, const Mat& W, const Eigen::VectorXi& y, Mat& dX, Mat& dW) override {
@@ -112,7 +114,7 @@ class AdaptiveHead final : public Head {
     const ml::ActiveSet& a = hpm_.active_set(y);
     dm_.setZero();
     dW.setZero();
-    const float loss = ml::subset_forward_backward(policy_, X, W, a, dX, dW, dm_, sws_, sopt_);
+    const float loss = ml::subset_forward_backward(policy(), X, W, a, dX, dW, dm_, sws_, sopt_);
     hpm_.update(X, W, a);
     active_ += static_cast<double>(a.size());
     ++steps_;
@@ -120,18 +122,17 @@ class AdaptiveHead final : public Head {
   }
   void after_step(float lr, float momentum) override {
     velocity_ = momentum * velocity_ + dm_;
-    policy_.margins -= lr * velocity_;
-    ml::project_margins(policy_.margins);
+    margins_ -= lr * velocity_;  // in place: the next policy() views the updated values
+    ml::project_margins(margins_);
   }
   bool adaptive_sampling() const override { return true; }
   std::string describe() const override {
-    return fmt("AdaptiveFace s=%g, margins from %g, lambda_m=%g, HPM k=10, ADS", static_cast<double>(policy_.s),
-               static_cast<double>(policy_.margins.size() ? policy_.margins(0) : 0.f),
-               static_cast<double>(policy_.lambda_m));
+    return fmt("AdaptiveFace s=%g, margins from %g, lambda_m=%g, HPM k=10, ADS", static_cast<double>(s_),
+               static_cast<double>(margins_.size() ? margins_(0) : 0.f), static_cast<double>(lambda_m_));
   }
   std::string summary() const override {
-    return fmt("margins mean %.3f min %.3f max %.3f, mean active classes %.0f", policy_.margins.mean(),
-               policy_.margins.minCoeff(), policy_.margins.maxCoeff(), steps_ ? active_ / steps_ : 0.0);
+    return fmt("margins mean %.3f min %.3f max %.3f, mean active classes %.0f", margins_.mean(), margins_.minCoeff(),
+               margins_.maxCoeff(), steps_ ? active_ / steps_ : 0.0);
   }
 
  private:
@@ -141,8 +142,11 @@ class AdaptiveHead final : public Head {
     o.refresh_every = 500;
     return o;
   }
-  ml::AdaptiveMargin<float> policy_;
-  ml::Vector<float> dm_, velocity_;
+  // The head owns the margins (updated in place by after_step) and builds the policy as a view
+  // of them for each call.
+  ml::AdaptiveMargin<float> policy() const { return {s_, margins_, lambda_m_}; }
+  float s_ = ml::AdaptiveMargin<float>{}.s, lambda_m_ = ml::AdaptiveMargin<float>{}.lambda_m;
+  ml::Vector<float> margins_, dm_, velocity_;
   ml::HardPrototypeMiner<float> hpm_;
   ml::SubsetWorkspace<float> sws_;
   ml::SubsetOptions sopt_;

@@ -106,6 +106,9 @@ Outcome train(const Problem& p, Run run, Index steps) {
   Mat vA = Mat::Zero(kEmbed, kInput), vW = Mat::Zero(kClasses, kEmbed);
   Vec margins = Vec::Constant(kClasses, 0.35), vm = Vec::Zero(kClasses), dm(kClasses);
   const double s = 30, lambda = 6;
+  // The policy views `margins` (ml::ClassValues): built once, it sees each in-place update of
+  // the optimiser step and the projection below.
+  const ml::AdaptiveMargin<double> adaptive{s, margins, lambda};
   const Sgd sgd{0.05, 0.9, 5e-4}, sgd_margin{0.05, 0.9, 0.0};
 
   const Index N = p.train.inputs.rows();
@@ -137,11 +140,11 @@ Outcome train(const Problem& p, Run run, Index steps) {
     if (run == Run::cosface) {
       ml::forward_backward(ml::CosFace<double>{s, 0.35}, X, W, y, dX, dW, ws);
     } else if (run == Run::adaptive) {
-      ml::forward_backward(ml::AdaptiveMargin<double>{s, margins, lambda}, X, W, y, dX, dW, dm, ws);
+      ml::forward_backward(adaptive, X, W, y, dX, dW, dm, ws);
     } else {
       hpm.step(W);
       const ml::ActiveSet& set = hpm.active_set(y);
-      ml::subset_forward_backward(ml::AdaptiveMargin<double>{s, margins, lambda}, X, W, set, dX, dW, dm, sws,
+      ml::subset_forward_backward(adaptive, X, W, set, dX, dW, dm, sws,
                                   [&] { auto o = subset_options; o.zero_inactive_rows = true; return o; }());
       hpm.update(X, W, set);
       // Feedback for the sampler: classified correctly by the nearest class weight.

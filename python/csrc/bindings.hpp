@@ -22,14 +22,16 @@ torch::Tensor run(const torch::Tensor& x, const torch::Tensor& w, const torch::T
   return marginloss_torch::margin_loss(x, w, labels, make(float{}));
 }
 
-// The same with fixed per-class margins replacing the base policy's m (ml::class_margins).
+// The same with fixed per-class margins replacing the base policy's m (ml::ClassMargins): the
+// policy views the margins tensor's memory (marginloss_torch::class_margins_loss).
 template <typename Make>
 torch::Tensor run_class_margins(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& labels,
                                 const torch::Tensor& margins, Make make) {
-  return run(x, w, labels, [&](auto zero) {
-    using T = decltype(zero);
-    return ml::class_margins(make(zero), marginloss_torch::detail::vector_arg<T>(margins, "margins"));
-  });
+  TORCH_CHECK(x.defined(), "marginloss: x is undefined");
+  if (x.scalar_type() == torch::kFloat64)
+    return marginloss_torch::class_margins_loss(x, w, labels, margins, make(double{}));
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32, "marginloss: x must be float32 or float64, got ", x.scalar_type());
+  return marginloss_torch::class_margins_loss(x, w, labels, margins, make(float{}));
 }
 
 void register_basic(py::module_& m);    // normface, cosface, arcface, combined_margin, sphereface

@@ -114,7 +114,7 @@ ml::AMMSoftmax<T> make_amm_softmax(double s, double m, double m_h, int fallback,
 
 template <typename T>
 ml::AdaptiveMargin<T> make_adaptive_margin(double s, double lambda_m, int scope) {
-  ml::AdaptiveMargin<T> p;  // margins: from the tensor
+  ml::AdaptiveMargin<T> p;  // margins: a view of the tensor, set by marginloss_torch::MarginLoss
   p.s = T(s);
   p.lambda_m = T(lambda_m);
   p.scope = to_enum<ml::RegulariserScope>(scope);

@@ -6,6 +6,8 @@
 //
 //   // learnable per-class margins (AdaM-Softmax): also differentiable in `margins`
 //   torch::Tensor loss = marginloss_torch::adaptive_margin_loss(x, w, labels, margins, ml::AdaptiveMargin<double>{});
+//   // fixed per-class margins on a base policy with a margin m (ml::ClassMargins)
+//   torch::Tensor loss = marginloss_torch::class_margins_loss(x, w, labels, margins, ml::ArcFace<double>{64});
 //
 // x (B x D) and w (C x D) are CPU tensors of the policy's scalar type (float or double); labels
 // is a 1-D int32 or int64 CPU tensor (mapped as it is: the library takes either). Contiguous
@@ -17,6 +19,13 @@
 // gradient. One backward per forward (no retain_graph double backward, no second-order
 // gradients). The library runs as many OpenMP threads as torch's intra-op pool
 // (torch::get_num_threads), so torch.set_num_threads governs both.
+//
+// Per-class margins (AdaptiveMargin, ClassMargins): the policy holds a view (ml::ClassValues)
+// of the margins tensor's memory, not a copy. The tensor is taken detached and contiguous (a copy
+// only when it is not contiguous), of the policy's dtype, and the autograd context keeps it
+// alive until the backward; it is saved for the backward, so an in-place change of the margins
+// between forward and backward (an optimiser step before loss.backward()) is reported by
+// autograd's usual "modified by an inplace operation" error instead of silently mixing values.
 //
 // Errors: a tensor of the wrong device, dtype, rank or layout fails a TORCH_CHECK (c10::Error);
 // every other bad input (shapes, labels out of range, zero or non-finite rows,
@@ -90,16 +99,22 @@ decltype(auto) with_labels(const torch::Tensor& labels, F&& f) {
   return f(LabelMap<std::int64_t>(labels.data_ptr<std::int64_t>(), labels.size(0)));
 }
 
-// A 1-D tensor of per-class values (margins) copied into the vector a policy owns.
+// A 1-D CPU tensor of per-class values (margins) of the policy's type, detached and contiguous
+// (a copy only when it is not): the tensor whose memory the policy's ml::ClassValues views. The
+// caller keeps the returned tensor alive as long as the policy is used.
 template <typename T>
-ml::Vector<T> vector_arg(const torch::Tensor& t, const char* name) {
+torch::Tensor class_values_arg(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.defined(), "marginloss: ", name, " is undefined");
   check_cpu(t, name);
   TORCH_CHECK(t.dim() == 1, "marginloss: ", name, " must be 1-D (one entry per class), got ", t.dim(), "-D");
   TORCH_CHECK(t.scalar_type() == dtype_of<T>(), "marginloss: ", name, " must be ", dtype_of<T>(),
               " (the policy's type), got ", t.scalar_type());
-  const torch::Tensor c = t.detach().contiguous();
-  return Eigen::Map<const ml::Vector<T>>(c.data_ptr<T>(), c.size(0));
+  return t.detach().contiguous();
+}
+// The view of such a tensor.
+template <typename T>
+ml::ClassValues<T> class_values_of(const torch::Tensor& c) {
+  return ml::ClassValues<T>(c.data_ptr<T>(), static_cast<ml::Index>(c.size(0)));
 }
 
 // The library's OpenMP regions take torch's intra-op thread count. (Setting it per call also
@@ -141,29 +156,33 @@ class WorkspacePool {
   std::vector<std::unique_ptr<ml::Workspace<T>>> free_;
 };
 
-// What the backward needs, kept in the autograd context as an IValue capsule: the policy and
-// the workspace the forward filled (normalised features, norms, the B x C cosines).
+// What the backward needs, kept in the autograd context as an IValue capsule: the policy, the
+// margins tensor its view points into (per-class-margin policies; undefined otherwise), and the
+// workspace the forward filled (normalised features, norms, the B x C cosines).
 template <typename Policy>
 struct State : torch::CustomClassHolder {
   using T = typename Policy::value_type;
-  explicit State(Policy p) : policy(std::move(p)), ws(WorkspacePool<T>::take()) {}
+  State(Policy p, torch::Tensor m) : policy(std::move(p)), margins(std::move(m)), ws(WorkspacePool<T>::take()) {}
   ~State() override {
     if (ws) WorkspacePool<T>::give_back(std::move(ws));
   }
   Policy policy;
+  torch::Tensor margins;  // owns the memory policy.margins views
   std::unique_ptr<ml::Workspace<T>> ws;
 };
 
 }  // namespace detail
 
-// The autograd function. `margins` is used by policies with learnable margins (AdaptiveMargin:
-// it replaces policy.margins and receives dL/dmargins); other policies ignore it (pass an empty
+// The autograd function. `margins` is used by policies with per-class margins: the policy's
+// view (policy.margins) is pointed at the tensor's memory (AdaptiveMargin also returns
+// dL/dmargins; ClassMargins' margins are constants); other policies ignore it (pass an empty
 // tensor: autograd's apply does not take undefined tensors).
 template <typename Policy>
 class MarginLoss : public torch::autograd::Function<MarginLoss<Policy>> {
  public:
   using T = typename Policy::value_type;
   static constexpr bool learnable = ml::detail::has_learnable_margins<Policy>::value;
+  static constexpr bool per_class = ml::detail::has_class_values<Policy>::value;
 
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& w, const torch::Tensor& labels, const torch::Tensor& margins,
@@ -171,21 +190,31 @@ class MarginLoss : public torch::autograd::Function<MarginLoss<Policy>> {
     const torch::Tensor xc = detail::matrix_arg<T>(x, "x");
     const torch::Tensor wc = detail::matrix_arg<T>(w, "w");
     const torch::Tensor yc = detail::labels_arg(labels);
-    if constexpr (learnable) policy.margins = detail::vector_arg<T>(margins, "margins");
+    torch::Tensor mc;
+    if constexpr (per_class) {
+      mc = detail::class_values_arg<T>(margins, "margins");
+      policy.margins = detail::class_values_of<T>(mc);  // a view: mc lives in the state
+    }
     detail::follow_torch_threads();
-    auto state = c10::make_intrusive<detail::State<Policy>>(std::move(policy));
+    auto state = c10::make_intrusive<detail::State<Policy>>(std::move(policy), mc);
     const ConstMap<T> X(xc.data_ptr<T>(), xc.size(0), xc.size(1));
     const ConstMap<T> W(wc.data_ptr<T>(), wc.size(0), wc.size(1));
     // Throws marginloss::invalid_argument on bad shapes, labels, rows or parameters.
     const T loss = detail::with_labels(yc, [&](const auto& y) { return ml::forward(state->policy, X, W, y, *state->ws); });
-    ctx->save_for_backward({wc});
+    // The margins too (per-class policies): autograd then rejects a backward after an in-place
+    // change of them, which the policy's view would otherwise see.
+    if constexpr (per_class)
+      ctx->save_for_backward({wc, mc});
+    else
+      ctx->save_for_backward({wc});
     ctx->saved_data["state"] = c10::IValue::make_capsule(std::move(state));
     return torch::scalar_tensor(loss, x.options());
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    const torch::Tensor w = ctx->get_saved_variables()[0];
+    const auto saved = ctx->get_saved_variables();  // checks the saved tensors' versions
+    const torch::Tensor w = saved[0];
     auto state = c10::static_intrusive_pointer_cast<detail::State<Policy>>(ctx->saved_data["state"].toCapsule());
     TORCH_CHECK(state->ws && state->ws->holds_forward(),
                 "marginloss: backward through the same loss twice is not supported (one backward per forward)");
@@ -217,12 +246,23 @@ torch::Tensor margin_loss(const torch::Tensor& x, const torch::Tensor& w, const 
                           const Policy& policy) {
   static_assert(!ml::detail::has_learnable_margins<Policy>::value,
                 "marginloss_torch: policies with learnable margins take them as a tensor: use adaptive_margin_loss");
+  static_assert(!ml::detail::has_class_values<Policy>::value,
+                "marginloss_torch: policies with per-class margins take them as a tensor: use class_margins_loss");
   return MarginLoss<Policy>::apply(x, w, labels, torch::empty({0}, torch::kFloat64), policy);
+}
+
+// Fixed per-class margins (ml::ClassMargins) on `base` (a policy with a margin member m): the row
+// of sample i uses m = margins[y_i], margins a tensor of C entries of the policy's type
+// (constants: no gradient reaches them). Differentiable in x and w.
+template <typename Base>
+torch::Tensor class_margins_loss(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& labels,
+                                 const torch::Tensor& margins, const Base& base) {
+  return MarginLoss<ml::ClassMargins<Base>>::apply(x, w, labels, margins, ml::ClassMargins<Base>{base, {}});
 }
 
 // AdaM-Softmax with the per-class margins as a tensor (C entries, the policy's type): the
 // loss (softmax term plus the policy's regulariser, as ml::forward returns it) is
-// differentiable in x, w and margins. policy.margins is ignored (replaced by `margins`).
+// differentiable in x, w and margins. policy.margins is ignored (replaced by a view of `margins`).
 template <typename T>
 torch::Tensor adaptive_margin_loss(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& labels,
                                    const torch::Tensor& margins, ml::AdaptiveMargin<T> policy) {

@@ -64,8 +64,13 @@ class BadInput(unittest.TestCase):
         self.raises(ValueError, "hard_threshold applies to the additive angular target", MF.sv_softmax, x, w, y,
                     fallback="hard_threshold")
         self.raises(ValueError, "momentum = 2 must be in", MF.curricular_face, x, w, y, momentum=2.0)
-        self.raises(ValueError, "margins\\(1\\) = -0.5 must be >= 0", MF.class_margins, x, w, y,
-                    torch.tensor([0.1, -0.5, 0, 0, 0, 0, 0], dtype=torch.float64))
+        self.raises(ValueError, "CosFace: margins\\(1\\) = -0.5 is not a valid margin \\(CosFace: m = -0.5 must be >= 0\\)",
+                    MF.class_margins, x, w, y, torch.tensor([0.1, -0.5, 0, 0, 0, 0, 0], dtype=torch.float64))
+        self.raises(ValueError, "ArcFace: margins\\(2\\) = 4 is not a valid margin \\(ArcFace: m = 4 must be < pi\\)",
+                    MF.class_margins, x, w, y, torch.tensor([0.1, 0.5, 4, 0, 0, 0, 0], dtype=torch.float64),
+                    base="arcface")
+        self.raises(ValueError, "AdaptiveMargin: margins\\(3\\) = nan must be finite", MF.adaptive_margin, x, w, y,
+                    torch.tensor([0.1, 0.5, 0.2, float("nan"), 0, 0, 0], dtype=torch.float64))
         self.raises(ValueError, "margins\\(0\\) = inf must be finite", MF.adaptive_margin, x, w, y,
                     torch.full((C,), float("inf"), dtype=torch.float64))
 

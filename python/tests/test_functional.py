@@ -148,6 +148,49 @@ class FunctionalAgainstPyTorch(unittest.TestCase):
         self.assertLessEqual(abs(MF.class_margins(x, w, y, const, base="cosface").item()
                                  - MF.cosface(x, w, y, m=0.35).item()), 1e-12)
 
+    def test_margins_tensor_is_viewed_not_copied(self):
+        """The C++ policy views the margins tensor's memory: a non-contiguous tensor gives the same
+        results as a contiguous one, the call leaves the tensor's values alone, and changing it in
+        place between the forward and the backward is autograd's in-place error, not a silent mix."""
+        x, w, y = make_inputs(8)
+        g = torch.Generator().manual_seed(9)
+        margins = 0.3 + 0.1 * torch.rand(C, generator=g, dtype=torch.float64)
+        strided0 = torch.stack([margins, torch.full((C,), float("nan"), dtype=torch.float64)], 1)
+        for name, fn in (("adaptive_margin", lambda a, b, c, m: MF.adaptive_margin(a, b, c, m, lambda_m=5.0)),
+                         ("class_margins", lambda a, b, c, m: MF.class_margins(a, b, c, m, base="arcface"))):
+            with self.subTest(policy=name):
+                base = grads(fn, x, w, y, margins)
+                # Every other entry of a (C, 2) tensor whose other column is NaN.
+                strided = strided0.clone()[:, 0]
+                self.assertFalse(strided.is_contiguous())
+                xs, ws, ms = x.clone().requires_grad_(True), w.clone().requires_grad_(True), \
+                    strided.requires_grad_(True)
+                loss = fn(xs, ws, y, ms)
+                (0.37 * loss).backward()
+                out = [loss.detach(), xs.grad, ws.grad] + ([ms.grad] if name == "adaptive_margin" else [])
+                self.assertLessEqual(max_diff(out, base), 0.0)
+                # The call did not write into the margins.
+                xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+                m = margins.clone().requires_grad_(name == "adaptive_margin")
+                before = m.detach().clone()
+                loss = fn(xr, wr, y, m)
+                self.assertTrue(torch.equal(m.detach(), before))
+                # An in-place change before the backward is detected.
+                with torch.no_grad():
+                    m.add_(0.01)
+                with self.assertRaisesRegex(RuntimeError, "modified by an inplace operation"):
+                    loss.backward()
+                # After the backward, a step in place is seen by the next forward.
+                m = margins.clone().requires_grad_(name == "adaptive_margin")
+                loss1 = fn(xr, wr, y, m)
+                loss1.backward()
+                with torch.no_grad():
+                    m[y[0]] -= 0.2
+                loss2 = fn(x, w, y, m)
+                fresh = fn(x, w, y, m.detach().clone())
+                self.assertNotEqual(loss2.item(), loss1.item())
+                self.assertEqual(loss2.item(), fresh.item())
+
     def test_float32(self):
         x, w, y = make_inputs(4)
         for name in CASES:

@@ -6,6 +6,7 @@ int main() {
   ml::RowMatrix<float> X(4, 8), W(10, 8), dX(4, 8), dW(10, 8);
   Eigen::VectorXi y = Eigen::VectorXi::Zero(4);
   ml::Workspace<float> ws;
-  ml::AdaptiveMargin<float> p{30, ml::Vector<float>::Constant(10, 0.3f)};
+  const ml::Vector<float> margins = ml::Vector<float>::Constant(10, 0.3f);
+  const ml::AdaptiveMargin<float> p{30, margins};
   return static_cast<int>(ml::forward_backward(p, X, W, y, dX, dW, ws));
 }

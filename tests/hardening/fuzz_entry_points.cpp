@@ -60,6 +60,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <limits>
@@ -317,9 +318,9 @@ Envelope envelope_of(const ml::AMMSoftmax<T>& p) {
   return {2 + std::fabs(double(p.m)), 2, 1 + angular_raw<T>()};
 }
 template <typename T>
-double max_abs(const ml::Vector<T>& v) {
+double max_abs(const ml::ClassValues<T>& v) {
   double m = 0;
-  for (Index k = 0; k < v.size(); ++k) m = std::max(m, std::fabs(static_cast<double>(v(k))));  // NaN: skipped
+  for (Index k = 0; k < v.size; ++k) m = std::max(m, std::fabs(static_cast<double>(v[k])));  // NaN: skipped
   return m;
 }
 template <typename T>
@@ -347,6 +348,59 @@ template <typename P>
 struct is_adaptive : std::false_type {};
 template <typename T>
 struct is_adaptive<ml::AdaptiveMargin<T>> : std::true_type {};
+
+// The per-class margins the policies view (ml::ClassValues): the harness owns them, each vector
+// alive until the next input (a deque keeps its elements in place as it grows).
+template <typename T>
+std::deque<ml::Vector<T>>& margin_store() {
+  static std::deque<ml::Vector<T>> store;
+  return store;
+}
+template <typename T>
+ml::ClassValues<T> keep_margins(ml::Vector<T> m) {
+  auto& store = margin_store<T>();
+  store.push_back(std::move(m));
+  return store.back();
+}
+// The viewed margins as an Eigen vector (read only).
+template <typename T>
+Eigen::Map<const ml::Vector<T>> margins_vector(const ml::ClassValues<T>& v) {
+  return Eigen::Map<const ml::Vector<T>>(v.data, v.size);
+}
+
+// Whether the policy must reject margin value v, from the documented rules (not the policy's
+// own predicate): AdaptiveMargin takes any finite margin; ClassMargins<Base> what Base's
+// validate() accepts as its m.
+template <typename P>
+bool margin_rejected(const P& p, typename P::value_type v) {
+  if constexpr (is_adaptive<P>::value) {
+    (void)p;
+    return !std::isfinite(v);
+  } else {
+    auto b = p.base;
+    b.m = v;
+    try {
+      b.validate();
+    } catch (const ml::invalid_argument&) {
+      return true;
+    }
+    return false;
+  }
+}
+// True when a per-class-margins policy must be rejected for C classes: a margins view of
+// another length, or an unacceptable value (a base policy that is itself invalid throws anyway).
+template <typename P>
+bool margins_must_throw(const P& p, Index C) {
+  if constexpr (is_class_margins<P>::value || is_adaptive<P>::value) {
+    if (p.margins.size != C) return true;
+    for (Index k = 0; k < C; ++k)
+      if (margin_rejected(p, p.margins[k])) return true;
+    return false;
+  } else {
+    (void)p, (void)C;
+    return false;
+  }
+}
 
 // ||row|| in double, rescaled so that it neither over- nor underflows.
 template <typename M>
@@ -432,9 +486,9 @@ void dump_labels(const L& labels) {
 
 // The per-class margins of a policy, for the dump.
 template <typename P>
-const ml::Vector<typename P::value_type>* margins_of(const P& p) {
+std::function<void()> dump_margins_of(const P& p) {
   if constexpr (is_class_margins<P>::value || is_adaptive<P>::value)
-    return &p.margins;
+    return [m = p.margins] { dump_matrix("margins", margins_vector(m)); };
   else {
     (void)p;
     return nullptr;
@@ -544,13 +598,16 @@ void mutate(P& q, unsigned v) {
     else
       q.scale_mode = ml::Scale::fixed;
   } else if constexpr (is_class_margins<P>::value || is_adaptive<P>::value) {
-    if (v % 2 == 0 || q.margins.size() == 0) {
+    if (v % 2 == 0 || q.margins.size == 0) {
       if constexpr (is_class_margins<P>::value)
         q.base.s *= T(2);
       else
         q.s *= T(2);
     } else {
-      q.margins(0) = other_margin(q.margins(0));
+      // A copy of the margins: q must not write into the memory the original policy views.
+      ml::Vector<T> m = margins_vector(q.margins);
+      m(0) = other_margin(m(0));
+      q.margins = keep_margins(std::move(m));
     }
   } else if constexpr (std::is_same_v<P, ml::NormFace<T>>) {
     q.s *= T(2);
@@ -770,8 +827,9 @@ template <typename P, typename AV>
 P gathered_policy(const P& p, const AV& active, ml::SubsetRegulariser reg) {
   P q = p;
   if constexpr (is_class_margins<P>::value || is_adaptive<P>::value) {
-    q.margins.resize(active.size());
-    for (Index a = 0; a < active.size(); ++a) q.margins(a) = p.margins(static_cast<Index>(active(a)));
+    ml::Vector<typename P::value_type> m(active.size());
+    for (Index a = 0; a < active.size(); ++a) m(a) = p.margins[static_cast<Index>(active(a))];
+    q.margins = keep_margins(std::move(m));
   }
   if constexpr (is_adaptive<P>::value)
     if (reg == ml::SubsetRegulariser::active_classes) q.scope = ml::RegulariserScope::all_classes;
@@ -801,7 +859,7 @@ void subset_with(const P& policy, FuzzedDataProvider& in, const MX& X, const MW&
        int(so.regulariser), int(use_set));
   bool must_throw = !valid_active || !valid_labels || static_cast<int>(so.regulariser) >= ml::detail::enum_info<ml::SubsetRegulariser>::count || so.engine.class_block < 0 ||
                     wrong_dm;
-  if constexpr (is_class_margins<P>::value || is_adaptive<P>::value) must_throw = must_throw || policy.margins.size() != C;
+  must_throw = must_throw || margins_must_throw(policy, C);
   struct Restore {
     std::function<void()> saved = g_dump;
     ~Restore() { g_dump = saved; }
@@ -892,7 +950,7 @@ void subset_with(const P& policy, FuzzedDataProvider& in, const MX& X, const MW&
     double expect = static_cast<double>(rloss);
     if (all_classes_as_policy)
       expect = static_cast<double>(rloss) - static_cast<double>(ws.regulariser()) -
-               static_cast<double>(policy.lambda_m) * static_cast<double>(policy.margins.mean());
+               static_cast<double>(policy.lambda_m) * static_cast<double>(margins_vector(policy.margins).mean());
     const double tol = (sizeof(T) == 4 ? 1e-4 : 1e-10) *
                        (std::fabs(static_cast<double>(rloss)) + std::fabs(static_cast<double>(ws.regulariser())) +
                         std::fabs(static_cast<double>(policy.lambda_m)) * max_abs(policy.margins) + 1);
@@ -1055,6 +1113,7 @@ void dense_calls(const P& policy, FuzzedDataProvider& in, Index B, Index D, Inde
   if (entry_point == 0) {  // allocating forward_backward
     guarded_call([&] {
       const auto r = ml::forward_backward(policy, X, W, labels);
+      if (margins_must_throw(policy, C)) finding("forward_backward accepted a margins vector whose length is not C or a bad margin");
       if (!check_loss(r.loss, "loss (allocating forward_backward)")) return;
       if (!check_matrix(r.dX, "dX (allocating forward_backward)")) return;
       if (!check_matrix(r.dW, "dW (allocating forward_backward)")) return;
@@ -1180,12 +1239,9 @@ void cosine_calls(const P& policy, FuzzedDataProvider& in, Index B, Index C, con
     dump_labels(labels);
     if (g_dump_margins) g_dump_margins();
   };
-  // Per-class margins must have one entry per class (C = cos.cols()), as in the dense path.
-  bool must_throw = false;
-  if constexpr (ml::detail::has_class_count<P>::value) must_throw = policy.class_count() != C;
-  // Known library finding: cosine_forward_backward does not check a ClassMargins policy's
-  // margins against C, and reads margins(label) past the end when there are fewer.
-  if (g_skip_known && must_throw) return;
+  // Per-class margins must have one entry per class (C = cos.cols()), each acceptable, as in the
+  // dense path.
+  const bool must_throw = margins_must_throw(policy, C);
   const bool ok = guarded_call([&] {
     if (entry_point == 0) {
       const auto r = ml::cosine_forward_backward(policy, cos, labels);
@@ -1208,7 +1264,7 @@ void cosine_calls(const P& policy, FuzzedDataProvider& in, Index B, Index C, con
     }
   });
   if (!cg.guards_intact()) finding("cosine_forward_backward wrote into its input's padding");
-  if (ok && must_throw) finding("cosine_forward_backward accepted a margins vector whose length is not C");
+  if (ok && must_throw) finding("cosine_forward_backward accepted a margins vector whose length is not C or a bad margin");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1232,7 +1288,7 @@ ml::Vector<T> fuzz_margins(FuzzedDataProvider& in, Index C) {
 template <typename P>
 void set_margins(P& p, FuzzedDataProvider& in, Index C) {
   if constexpr (is_class_margins<P>::value || is_adaptive<P>::value)
-    p.margins = fuzz_margins<typename P::value_type>(in, C);
+    p.margins = keep_margins(fuzz_margins<typename P::value_type>(in, C));
   else
     (void)p, (void)in, (void)C;
 }
@@ -1244,8 +1300,7 @@ void run_policy(P policy, FuzzedDataProvider& in, bool cosine_level) {
   const Index C = in.ConsumeIntegralInRange<Index>(0, 16);
   note(" B=%ld D=%ld C=%ld", static_cast<long>(B), static_cast<long>(D), static_cast<long>(C));
   set_margins(policy, in, C);
-  if (const auto* m = margins_of(policy))
-    g_dump_margins = [m] { dump_matrix("margins", *m); };
+  g_dump_margins = dump_margins_of(policy);
   const auto kind = static_cast<LabelKind>(in.ConsumeIntegralInRange<int>(0, 2));
   note(" labels=%s", kind == LabelKind::int32 ? "int32" : (kind == LabelKind::int64 ? "int64" : "uint64"));
   std::vector<std::uint8_t> raw(static_cast<std::size_t>(B));
@@ -1426,6 +1481,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   g_desc.clear();
   g_dump = nullptr;
   g_dump_margins = nullptr;
+  margin_store<float>().clear();
+  margin_store<double>().clear();
   g_overflow_expected = false;
   note("%s<%s>%s", names[policy], use_double ? "double" : "float", cosine_level ? " cosine-level" : "");
   if (use_double)

@@ -61,9 +61,17 @@ TEST_CASE("a training step with a kept Workspace allocates nothing after the fir
             cf.update_tau(t);
             (void)ml::forward_backward(cf, X, W, c.labels, dX, dW, ws, o);
           }) == 0);
-    ml::AdaptiveMargin<float> am{30, ml::Vector<float>::Constant(300, 0.3f)};
+    // Learnable margins: the policy views the caller's vector, which the step updates in place.
+    ml::Vector<float> margins = ml::Vector<float>::Constant(300, 0.3f);
+    const ml::AdaptiveMargin<float> am{30, margins};
     ml::Vector<float> dm(300);
-    CHECK(allocations_after_first([&] { (void)ml::forward_backward(am, X, W, c.labels, dX, dW, dm, ws, o); }) == 0);
+    CHECK(allocations_after_first([&] {
+            (void)ml::forward_backward(am, X, W, c.labels, dX, dW, dm, ws, o);
+            margins -= 0.01f * dm;
+            ml::project_margins(margins);
+          }) == 0);
+    const auto cm = ml::class_margins(ml::ArcFace<float>{}, margins);
+    CHECK(allocations_after_first([&] { (void)ml::forward_backward(cm, X, W, c.labels, dX, dW, ws, o); }) == 0);
     CHECK(allocations_after_first([&] {
             (void)ml::forward(ml::SphereFace<float>{}, X, W, c.labels, ws, o);
             ml::backward(ml::SphereFace<float>{}, W, ws, 1.0f, dX, dW);
@@ -106,4 +114,17 @@ TEST_CASE("the subset loss with a kept SubsetWorkspace allocates nothing after t
   ml::SubsetWorkspace<float> sws;
   CHECK(allocations_after_first(
             [&] { (void)ml::subset_forward_backward(ml::CosFace<float>{}, X, W, active, local, dX, dW, sws); }) == 0);
+  // Per-class margins: the subset re-points the policy's view at margins gathered into `sws`.
+  const ml::Vector<float> margins = ml::Vector<float>::Constant(300, 0.3f);
+  ml::Vector<float> dm(300);
+  for (const auto scope : {ml::RegulariserScope::all_classes, ml::RegulariserScope::batch_classes})
+    for (const auto reg : {ml::SubsetRegulariser::as_policy, ml::SubsetRegulariser::active_classes}) {
+      ml::SubsetOptions o;
+      o.regulariser = reg;
+      const ml::AdaptiveMargin<float> am{30, margins, 70, scope};
+      CHECK(allocations_after_first(
+                [&] { (void)ml::subset_forward_backward(am, X, W, active, local, dX, dW, dm, sws, o); }) == 0);
+    }
+  const auto cm = ml::class_margins(ml::CosFace<float>{}, margins);
+  CHECK(allocations_after_first([&] { (void)ml::subset_forward_backward(cm, X, W, active, local, dX, dW, sws); }) == 0);
 }

@@ -71,7 +71,8 @@ TEST_CASE("backward with another policy type than its forward throws before read
     const Case big = random_case(4, 5, 1000, 502);
     Eigen::VectorXi y(4);
     y << 996, 997, 998, 999;
-    ml::AdaptiveMargin<double> am{30, ml::Vector<double>::Constant(1000, 0.3)};
+    const ml::Vector<double> margins = ml::Vector<double>::Constant(1000, 0.3);
+    const ml::AdaptiveMargin<double> am{30, margins};
     Mat<double> dX(4, 5), dW(1000, 5);
     ml::Vector<double> dm(1000);
     (void)ml::forward_backward(am, big.X, big.W, y, dX, dW, dm, ws);
@@ -79,7 +80,8 @@ TEST_CASE("backward with another policy type than its forward throws before read
   const Case c = random_case(4, 5, 6, 503);
   const Eigen::VectorXi y = labels_mod(4, 6);
   (void)ml::forward(ml::CosFace<double>{}, c.X, c.W, y, ws);
-  ml::AdaptiveMargin<double> am6{30, ml::Vector<double>::Constant(6, 0.3)};
+  const ml::Vector<double> margins6 = ml::Vector<double>::Constant(6, 0.3);
+  const ml::AdaptiveMargin<double> am6{30, margins6};
   Mat<double> dX(4, 5), dW(6, 5);
   ml::Vector<double> dm(6);
   CHECK_THROWS_WITH_AS(ml::backward(am6, c.W, ws, 1.0, dX, dW, dm), doctest::Contains("of another type"),
@@ -90,12 +92,14 @@ TEST_CASE("backward with a margins vector shorter than the forward's classes thr
   const Case c = random_case(4, 5, 6, 504);
   const Eigen::VectorXi y = labels_mod(4, 6);
   ml::Workspace<double> ws;
-  ml::AdaptiveMargin<double> am{30, ml::Vector<double>::Constant(6, 0.3)};
+  const ml::Vector<double> margins = ml::Vector<double>::Constant(6, 0.3), margins3 = margins.head(3);
+  const ml::AdaptiveMargin<double> am{30, margins};
   (void)ml::forward(am, c.X, c.W, y, ws);
-  ml::AdaptiveMargin<double> shorter{30, ml::Vector<double>::Constant(3, 0.3)};
+  const ml::AdaptiveMargin<double> shorter{30, margins3};
   Mat<double> dX(4, 5), dW(6, 5);
   ml::Vector<double> dm(6);
-  CHECK_THROWS_WITH_AS(ml::backward(shorter, c.W, ws, 1.0, dX, dW, dm), doctest::Contains("margins has 3 entries"),
+  CHECK_THROWS_WITH_AS(ml::backward(shorter, c.W, ws, 1.0, dX, dW, dm),
+                       doctest::Contains("AdaptiveMargin: margins has 3 entries in backward() but there are 6 classes"),
                        ml::invalid_argument);
 }
 
@@ -321,11 +325,12 @@ TEST_CASE("a Workspace used by two threads at once throws instead of mixing buff
 TEST_CASE("AdaptiveMargin: Result reports the regulariser included in the loss") {
   const Case c = random_case(4, 5, 6, 512);
   const Eigen::VectorXi y = labels_mod(4, 6);
-  ml::AdaptiveMargin<double> am{30, ml::Vector<double>::Constant(6, 0.35), 70};
+  const ml::Vector<double> margins = ml::Vector<double>::Constant(6, 0.35);
+  const ml::AdaptiveMargin<double> am{30, margins, 70};
   const auto r = ml::forward_backward(am, c.X, c.W, y);
   CHECK(r.regulariser == doctest::Approx(-70 * 0.35));  // -lambda_m mean(m), all classes
   // The cross-entropy part equals the same loss with the margins fixed (no regulariser).
-  const auto fixed = ml::forward_backward(ml::class_margins(ml::CosFace<double>{30, 0}, am.margins), c.X, c.W, y);
+  const auto fixed = ml::forward_backward(ml::class_margins(ml::CosFace<double>{30, 0}, margins), c.X, c.W, y);
   CHECK(r.loss - r.regulariser == doctest::Approx(fixed.loss).epsilon(1e-12));
   CHECK(fixed.regulariser == 0.0);
 }

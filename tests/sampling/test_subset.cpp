@@ -88,8 +88,8 @@ TEST_CASE("subset loss equals the loss on the explicitly restricted W, for sever
     check_policy(cf, cf, s);
     Eigen::VectorXd m(30);
     for (Index k = 0; k < 30; ++k) m(k) = 0.1 + 0.01 * static_cast<double>(k);
-    check_policy(ml::class_margins(ml::ArcFace<double>{32, 0.0}, m),
-                 ml::class_margins(ml::ArcFace<double>{32, 0.0}, gather(m, s.active)), s);
+    const Eigen::VectorXd ma = gather(m, s.active);
+    check_policy(ml::class_margins(ml::ArcFace<double>{32, 0.0}, m), ml::class_margins(ml::ArcFace<double>{32, 0.0}, ma), s);
   }
 }
 
@@ -198,7 +198,8 @@ TEST_CASE("AdaptiveMargin subset loss: dX, dW (all rows) and dmargins (all C) ag
   for (Index k = 0; k < C; ++k) m0(k) = 0.2 + 0.02 * static_cast<double>(k);
   for (auto mode : {ml::SubsetRegulariser::as_policy, ml::SubsetRegulariser::active_classes}) {
     for (auto scope : {ml::RegulariserScope::all_classes, ml::RegulariserScope::batch_classes}) {
-      ml::AdaptiveMargin<double> p{20, m0, 5.0, scope};
+      Eigen::VectorXd m = m0;
+      const ml::AdaptiveMargin<double> p{20, m, 5.0, scope};  // views m, changed in place below
       ml::SubsetOptions o;
       o.regulariser = mode;
       o.zero_inactive_rows = true;
@@ -209,9 +210,9 @@ TEST_CASE("AdaptiveMargin subset loss: dX, dW (all rows) and dmargins (all C) ag
       auto loss = [&] { return ml::subset_forward_backward(p, s.c.X, s.c.W, s.active, s.local, gX, gW, gm, sws, o); };
       CHECK(rel_error(dX, fd_gradient(s.c.X, loss)) < 1e-6);
       CHECK(rel_error(dW, fd_gradient(s.c.W, loss)) < 1e-6);
-      Mat<double> mm = p.margins.transpose();
+      Mat<double> mm = m.transpose();
       auto loss_m = [&] {
-        p.margins = mm.transpose();
+        m = mm.transpose();
         return loss();
       };
       const Mat<double> fd = fd_gradient(mm, loss_m);
@@ -243,9 +244,41 @@ TEST_CASE("subset loss errors") {
   // After a failed call, a good one still works (the duplicate marks were cleared).
   CHECK_NOTHROW(ml::subset_forward_backward(p, s.c.X, s.c.W, s.active, s.local, dX, dW, sws));
   Eigen::VectorXd dm(9);
-  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(ml::AdaptiveMargin<double>{30, Eigen::VectorXd::Constant(10, 0.3), 1.0},
-                                                   s.c.X, s.c.W, s.active, s.local, dX, dW, dm, sws),
+  Eigen::VectorXd m10 = Eigen::VectorXd::Constant(10, 0.3);
+  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(ml::AdaptiveMargin<double>{30, m10, 1.0}, s.c.X, s.c.W, s.active, s.local,
+                                                   dX, dW, dm, sws),
                        doctest::Contains("dmargins has 9 entries"), ml::invalid_argument);
+  // Every class's margin is checked, the inactive ones too (the caller's whole vector).
+  Index inactive = 0;
+  while (in_set(s.active, inactive)) ++inactive;
+  Eigen::VectorXd dm10(10);
+  m10(inactive) = std::numeric_limits<double>::quiet_NaN();
+  const std::string not_finite = "marginloss: AdaptiveMargin: margins(" + std::to_string(inactive) + ") = nan must be finite";
+  const std::string not_valid = "marginloss: ArcFace: margins(" + std::to_string(inactive) +
+                                ") = 4 is not a valid margin (ArcFace: m = 4 must be < pi)";
+  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(ml::AdaptiveMargin<double>{30, m10, 1.0}, s.c.X, s.c.W, s.active, s.local,
+                                                   dX, dW, dm10, sws),
+                       not_finite.c_str(),
+                       ml::invalid_argument);
+  m10(inactive) = 4;
+  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(ml::class_margins(ml::ArcFace<double>{}, m10), s.c.X, s.c.W, s.active,
+                                                   s.local, dX, dW, sws),
+                       not_valid.c_str(),
+                       ml::invalid_argument);
+  const Eigen::VectorXd m9 = Eigen::VectorXd::Constant(9, 0.3);
+  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(ml::class_margins(ml::ArcFace<double>{}, m9), s.c.X, s.c.W, s.active,
+                                                   s.local, dX, dW, sws),
+                       "marginloss: ArcFace: margins has 9 entries but there are 10 classes", ml::invalid_argument);
+  // A value changed in place is seen by the next call (the policy views m10).
+  m10(inactive) = 0.3;
+  const ml::AdaptiveMargin<double> am{30, m10, 1.0};
+  const double l1 = ml::subset_forward_backward(am, s.c.X, s.c.W, s.active, s.local, dX, dW, dm10, sws);
+  m10(s.active(0)) = 0.1;
+  const double l2 = ml::subset_forward_backward(am, s.c.X, s.c.W, s.active, s.local, dX, dW, dm10, sws);
+  const Eigen::VectorXd copy = m10;
+  CHECK(l2 != l1);
+  CHECK(l2 == ml::subset_forward_backward(ml::AdaptiveMargin<double>{30, copy, 1.0}, s.c.X, s.c.W, s.active, s.local, dX,
+                                          dW, dm10, sws));
 }
 
 TEST_CASE("subset loss in float; SubsetWorkspace buffers are reused for smaller active sets") {
