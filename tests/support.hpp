@@ -12,10 +12,20 @@
 
 namespace mltest {
 
+
 namespace ml = marginloss;
 using ml::Index;
 template <typename T>
 using Mat = ml::RowMatrix<T>;
+
+// CurricularFace with tau held fixed (update_tau_in_forward = false): what tests that call the
+// loss repeatedly on one policy (finite differences, comparisons) need.
+template <typename T>
+ml::CurricularFace<T> fixed_tau(ml::CurricularFace<T> p) {
+  p.update_tau_in_forward = false;
+  return p;
+}
+
 
 // splitmix64: the same stream the PyTorch reference script uses for its large cases.
 struct SplitMix64 {
@@ -121,7 +131,7 @@ void for_each_policy(Fn&& fn) {
   fn(ml::SVSoftmax<double>{30, 0.35, 1.2});
   fn(ml::MVSoftmax<double>{32, 0.35, 1.2});
   fn(ml::MVSoftmax<double>{32, 0.5, 1.2, ml::MarginTarget::additive_angular, ml::MVVariant::fixed});
-  fn(ml::CurricularFace<double>{64, 0.5, 0.3});
+  fn(fixed_tau(ml::CurricularFace<double>{64, 0.5, 0.3}));
   fn(ml::AMMSoftmax<double>{64, 0.5, 0.1});
 }
 

@@ -150,7 +150,8 @@ void with_policy(const Golden& g, Fn&& fn) {
                         str(g, "variant") == "fixed" ? ml::MVVariant::fixed : ml::MVVariant::adaptive,
                         fallback(str(g, "fallback")), num(g, "conditional") != 0});
   } else if (g.policy == "curricularface") {
-    fn(ml::CurricularFace<T>{T(num(g, "s")), T(num(g, "m")), T(num(g, "tau")), T(0.99), fallback(str(g, "fallback"))});
+    // tau as given per call in the golden file (the reference does not update it).
+    fn(fixed_tau(ml::CurricularFace<T>{T(num(g, "s")), T(num(g, "m")), T(num(g, "tau")), T(0.99), fallback(str(g, "fallback"))}));
   } else if (g.policy == "ammsoftmax") {
     fn(ml::AMMSoftmax<T>{T(num(g, "s")), T(num(g, "m")), T(num(g, "m_h")), fallback(str(g, "fallback"))});
   } else {

@@ -85,7 +85,7 @@ TEST_CASE("MV-Softmax and SV-Softmax gradients (AM and Arc targets, both variant
 
 TEST_CASE("CurricularFace and AMM-Softmax gradients") {
   const Case arc = masked_case([&](double t) { return arc_threshold(t, 0.5); }, 6, 12, 4);
-  for (double tau : {0.0, 0.3, 0.6}) check_fd(ml::CurricularFace<double>{64, 0.5, tau}, arc);
+  for (double tau : {0.0, 0.3, 0.6}) check_fd(fixed_tau(ml::CurricularFace<double>{64, 0.5, tau}), arc);
   // AMM: keep the hard non-targets' angles away from m_h too (theta = m_h is where h saturates).
   const Mat<double> cos = cosines(arc);
   for (Index k = 0; k < cos.size(); ++k) REQUIRE(std::fabs(std::acos(cos.data()[k]) - 0.1) > 1e-3);
@@ -152,13 +152,13 @@ TEST_CASE("Reductions hold to 1e-12: t = 1, m_h = 0, no hard vectors") {
   // CurricularFace without hard vectors is ArcFace, whatever tau; with them it is not.
   Case easy = case_with_targets({0.99, 0.995, 0.985}, 8, 6, 6);
   REQUIRE(mask_stats(easy, [](double t) { return arc_threshold(t, 0.5); }).hard == 0);
-  const auto cf = ml::forward_backward(ml::CurricularFace<double>{64, 0.5, 0.7}, easy.X, easy.W, easy.labels);
+  const auto cf = ml::forward_backward(fixed_tau(ml::CurricularFace<double>{64, 0.5, 0.7}), easy.X, easy.W, easy.labels);
   const auto af = ml::forward_backward(ml::ArcFace<double>{64, 0.5}, easy.X, easy.W, easy.labels);
   CHECK(rel_error(cf.loss, af.loss) < 1e-12);
   CHECK(rel_error(cf.dX, af.dX) < 1e-12);
   CHECK(rel_error(cf.dW, af.dW) < 1e-12);
   REQUIRE(mask_stats(c, [](double t) { return arc_threshold(t, 0.5); }).hard > 0);
-  const auto cf2 = ml::forward_backward(ml::CurricularFace<double>{64, 0.5, 0.7}, c.X, c.W, c.labels);
+  const auto cf2 = ml::forward_backward(fixed_tau(ml::CurricularFace<double>{64, 0.5, 0.7}), c.X, c.W, c.labels);
   const auto af2 = ml::forward_backward(ml::ArcFace<double>{64, 0.5}, c.X, c.W, c.labels);
   CHECK(rel_error(cf2.loss, af2.loss) > 1e-6);
 }
@@ -206,7 +206,7 @@ TEST_CASE("AMM-Softmax hard-vector transform") {
   CHECK(std::isfinite(amm.non_target(-1.0, amm.row(-1.0, 0)).slope));
 }
 
-TEST_CASE("CurricularFace tau is caller-owned state, updated before use as in the official code") {
+TEST_CASE("CurricularFace tau: target_cosines and the manual update follow the official code") {
   Case c = random_case(6, 5, 7, 7);
   ml::CurricularFace<double> cf{64, 0.5};
   CHECK(cf.tau == 0.0);
@@ -217,12 +217,79 @@ TEST_CASE("CurricularFace tau is caller-owned state, updated before use as in th
   CHECK(cf.tau == doctest::Approx(0.01 * t.mean()).epsilon(1e-14));
   cf.update_tau_with_mean(0.5);
   CHECK(cf.tau == doctest::Approx(0.01 * 0.5 + 0.99 * 0.01 * t.mean()).epsilon(1e-14));
+  // With the engine's update off, a forward leaves tau alone; saving and restoring is copying it.
+  cf.update_tau_in_forward = false;
   const double tau = cf.tau;
-  ml::forward_backward(cf, c.X, c.W, c.labels);  // takes the policy by const reference
+  const double loss = ml::forward_backward(cf, c.X, c.W, c.labels).loss;
   CHECK(cf.tau == tau);
-  // Saving and restoring is copying the member.
   ml::CurricularFace<double> restored{64, 0.5, tau};
-  CHECK(ml::forward_backward(restored, c.X, c.W, c.labels).loss == ml::forward_backward(cf, c.X, c.W, c.labels).loss);
+  restored.update_tau_in_forward = false;
+  CHECK(ml::forward_backward(restored, c.X, c.W, c.labels).loss == loss);
+}
+
+TEST_CASE("CurricularFace tau is updated by each forward, before use, exactly as the manual update") {
+  const Case c = random_case(9, 6, 23, 17);
+  // By hand (the official order: update from this batch's target cosines, then the loss) ...
+  ml::CurricularFace<double> manual{64, 0.5, 0.2};
+  manual.update_tau_in_forward = false;
+  // ... and by the engine, in every forward entry point.
+  ml::CurricularFace<double> engine{64, 0.5, 0.2};
+  ml::CurricularFace<double> chunked{64, 0.5, 0.2}, split{64, 0.5, 0.2}, cosine{64, 0.5, 0.2};
+  ml::Options blocks;
+  blocks.class_block = 5;
+  for (int step = 0; step < 3; ++step) {
+    CAPTURE(step);
+    manual.update_tau(ml::target_cosines(c.X, c.W, c.labels));
+    const auto want = ml::forward_backward(manual, c.X, c.W, c.labels);
+    const auto got = ml::forward_backward(engine, c.X, c.W, c.labels);
+    CHECK(engine.tau == manual.tau);
+    CHECK(got.loss == want.loss);
+    CHECK(got.dX == want.dX);
+    CHECK(got.dW == want.dW);
+    const auto got_chunked = ml::forward_backward(chunked, c.X, c.W, c.labels, blocks);
+    CHECK(chunked.tau == manual.tau);
+    CHECK(rel_error(got_chunked.loss, want.loss) < 1e-13);
+    ml::Workspace<double> ws;
+    const double split_loss = ml::forward(split, c.X, c.W, c.labels, ws);
+    const auto split_grads = ml::backward(split, c.W, ws, 1.0);  // the updated policy: accepted
+    CHECK(split.tau == manual.tau);
+    CHECK(split_loss == want.loss);
+    CHECK(split_grads.dX == want.dX);
+    // The cosine level updates from the clamped target cosines it is given.
+    const Mat<double> cos = (c.X.rowwise().normalized() * c.W.rowwise().normalized().transpose()).eval();
+    ml::cosine_forward_backward(cosine, cos, c.labels);
+    CHECK(cosine.tau == doctest::Approx(manual.tau).epsilon(1e-14));
+  }
+  CHECK(engine.tau != 0.2);  // it moved
+}
+
+TEST_CASE("CurricularFace with the update on needs a modifiable policy; off, any policy") {
+  const Case c = random_case(4, 5, 6, 18);
+  auto message = [&](auto&& call) {
+    try {
+      call();
+    } catch (const ml::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const std::string temporary = message([&] { ml::forward_backward(ml::CurricularFace<double>{}, c.X, c.W, c.labels); });
+  CHECK(temporary.find("CurricularFace: update_tau_in_forward = true: the forward updates tau in the policy you pass") !=
+        std::string::npos);
+  CHECK(temporary.find("set update_tau_in_forward = false") != std::string::npos);
+  const ml::CurricularFace<double> constant{};
+  CHECK(message([&] { ml::forward_backward(constant, c.X, c.W, c.labels); }) == temporary);
+  Mat<double> dcos(4, 6);
+  const Mat<double> cos = Mat<double>::Constant(4, 6, 0.25);
+  CHECK(message([&] { ml::cosine_forward_backward(constant, cos, c.labels, dcos); }) == temporary);
+  // ClassMargins forwards its base's state hook, and so its error.
+  const Eigen::VectorXd m = Eigen::VectorXd::Constant(6, 0.3);
+  CHECK(message([&] { ml::forward_backward(ml::class_margins(ml::CurricularFace<double>{}, m), c.X, c.W, c.labels); }) ==
+        temporary);
+  auto per_class = ml::class_margins(ml::CurricularFace<double>{}, m);
+  ml::forward_backward(per_class, c.X, c.W, c.labels);
+  CHECK(per_class.base.tau != 0.0);
+  CHECK(message([&] { ml::forward_backward(fixed_tau(ml::CurricularFace<double>{}), c.X, c.W, c.labels); }).empty());
 }
 
 TEST_CASE("Mining policies reject bad hyper-parameters") {

@@ -66,6 +66,8 @@ struct Bench {
   cublasHandle_t cublas = nullptr;
   cudaEvent_t start = nullptr, stop = nullptr;
   DeviceBuffer X, W, labels, dX, dW, loss, workspace;
+  // Per-class margins (device memory) and their gradient, for AdaptiveMargin / ClassMargins.
+  DeviceBuffer margins, dmargins;
   std::size_t workspace_size;
   // The products' own buffers: X^, G (B x C), K (B x C).
   DeviceBuffer xhat, G, K, pdX, pdW;
@@ -78,6 +80,8 @@ struct Bench {
         dX(sizeof(float) * sh.B * sh.D),
         dW(sizeof(float) * sh.C * sh.D),
         loss(sizeof(float)),
+        margins(sizeof(float) * sh.C),
+        dmargins(sizeof(float) * sh.C),
         workspace(mc::workspace_bytes<float>(sh.B, sh.D, sh.C)),
         workspace_size(mc::workspace_bytes<float>(sh.B, sh.D, sh.C)),
         xhat(sizeof(float) * sh.B * sh.D),
@@ -98,6 +102,10 @@ struct Bench {
     std::uniform_int_distribution<std::int64_t> label(0, sh.C - 1);
     std::vector<std::int64_t> y(static_cast<std::size_t>(sh.B));
     for (auto& v : y) v = label(rng);
+    std::vector<float> m(static_cast<std::size_t>(sh.C));
+    std::uniform_real_distribution<float> uniform(0.3f, 0.4f);  // FaceX-Zoo's initialisation
+    for (auto& v : m) v = uniform(rng);
+    MARGINLOSS_CUDA_CHECK(cudaMemcpy(margins.as<float>(), m.data(), sizeof(float) * m.size(), cudaMemcpyHostToDevice));
     // G: anything of the right size; its values do not change a product's cost.
     std::vector<float> g(static_cast<std::size_t>(sh.B * sh.C), 1e-4f);
     MARGINLOSS_CUDA_CHECK(cudaMemcpy(X.as<float>(), x.data(), sizeof(float) * x.size(), cudaMemcpyHostToDevice));
@@ -113,12 +121,23 @@ struct Bench {
     (void)cudaStreamDestroy(stream);
   }
 
+  // The policy as registered, its per-class margins (if any) pointed at this shape's.
   template <typename P>
-  void loss_async(const P& policy, mc::Workspace<float>& ws) {
-    mc::forward_backward_async(policy, mc::DeviceMatrix<const float>(X.as<float>(), s.B, s.D),
-                               mc::DeviceMatrix<const float>(W.as<float>(), s.C, s.D), labels.as<std::int64_t>(),
-                               mc::DeviceMatrix<float>(dX.as<float>(), s.B, s.D),
-                               mc::DeviceMatrix<float>(dW.as<float>(), s.C, s.D), ws, loss.as<float>(), stream, cublas);
+  P on_device(P policy) const {
+    if constexpr (ml::detail::has_class_values<P>::value) policy.margins = ml::ClassValues<float>(margins.as<float>(), s.C);
+    return policy;
+  }
+
+  template <typename P>
+  void loss_async(const P& registered, mc::Workspace<float>& ws) {
+    const P policy = on_device(registered);
+    const mc::DeviceMatrix<const float> x(X.as<float>(), s.B, s.D), w(W.as<float>(), s.C, s.D);
+    const mc::DeviceMatrix<float> dx(dX.as<float>(), s.B, s.D), dw(dW.as<float>(), s.C, s.D);
+    if constexpr (ml::detail::has_learnable_margins<P>::value)
+      mc::forward_backward_async(policy, x, w, labels.as<std::int64_t>(), dx, dw, dmargins.as<float>(), ws,
+                                 loss.as<float>(), stream, cublas);
+    else
+      mc::forward_backward_async(policy, x, w, labels.as<std::int64_t>(), dx, dw, ws, loss.as<float>(), stream, cublas);
   }
 
   void products() {
@@ -248,7 +267,13 @@ int main(int argc, char** argv) {
   register_loss("ArcFace", ml::ArcFace<float>{64, 0.5f});
   register_loss("CombinedMargin", ml::CombinedMargin<float>{});
   register_loss("SphereFace", ml::SphereFace<float>{4, 5.f});
-  register_loss("CurricularFace", ml::CurricularFace<float>{64, 0.5f, 0.3f});
+  // tau fixed: the asynchronous calls timed here cannot update it (see loss.cuh).
+  ml::CurricularFace<float> curricular{64, 0.5f, 0.3f};
+  curricular.update_tau_in_forward = false;
+  register_loss("CurricularFace", curricular);
+  // Per-class margins: each shape's device margins replace the (empty) view at run time.
+  register_loss("AdaptiveMargin", ml::AdaptiveMargin<float>{32, {}, 70.f});
+  register_loss("ClassMarginsArcFace", ml::ClassMargins<ml::ArcFace<float>>{{64, 0.5f}, {}});
   for (const Shape& s : kShapes)
     benchmark::RegisterBenchmark(("products/" + shape_name(s)).c_str(), BM_products, s)
         ->UseManualTime()

@@ -58,8 +58,8 @@ struct MarginHead : HeadHooks {
   std::function<void(Policy&)> on_step;
   ml::Workspace<float> ws;
   float operator()(const Mat& X, const Mat& W, const Eigen::Ref<const Eigen::VectorXi>& y, Mat& dX, Mat& dW) {
-    // CurricularFace: tau from this batch's raw target cosines, before use (official code).
-    if constexpr (std::is_same_v<Policy, ml::CurricularFace<float>>) policy.update_tau(ml::target_cosines(X, W, y));
+    // The forward updates CurricularFace's tau from this batch's target cosines before use
+    // (official code), in `policy`.
     return ml::forward_backward(policy, X, W, y, dX, dW, ws);
   }
   void before_step() {

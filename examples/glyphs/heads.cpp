@@ -62,8 +62,9 @@ class SoftmaxHead final : public Head {
   Mat logits_;
 };
 
-// Any marginloss policy through ml::forward_backward; `before` runs before every step
-// (SphereFace's lambda annealing, CurricularFace's tau).
+// Any marginloss policy through ml::forward_backward (which updates CurricularFace's tau from
+// each batch's target cosines before use, as the official code); SphereFace's lambda is annealed
+// before every step.
 template <typename Policy>
 class MarginHead final : public Head {
  public:
@@ -71,8 +72,6 @@ class MarginHead final : public Head {
   float forward_backward(const Mat& X, const Mat& W, const Eigen::VectorXi& y, Mat& dX, Mat& dW) override {
     if constexpr (std::is_same_v<Policy, ml::SphereFace<float>>)
       policy_.lambda = static_cast<float>(schedule_.step());
-    // CurricularFace: tau from this batch's raw target cosines, before use (official code).
-    if constexpr (std::is_same_v<Policy, ml::CurricularFace<float>>) policy_.update_tau(ml::target_cosines(X, W, y));
     return ml::forward_backward(policy_, X, W, y, dX, dW, ws_);
   }
   std::string describe() const override { return text_; }

@@ -8,9 +8,17 @@
 // scalar type: ml::RowMatrix<T>, an Eigen::Map of a foreign buffer, or an Eigen::Ref: nothing
 // is copied. Labels may be any integer vector (Eigen::VectorXi, 64-bit from PyTorch, ...).
 // Every bad input throws marginloss::invalid_argument naming the argument and the value.
+//
+// The forward entry points (forward, forward_backward, the sharded, subset and cosine-level
+// ones) take the policy by forwarding reference: a temporary or a const policy works for every
+// stateless policy; a policy whose state each forward updates (CurricularFace's tau, with
+// update_tau_in_forward = true, the default, as in the official code) must be a modifiable
+// object, which the forward updates once the batch's target cosines are known.
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
+#include <utility>
 
 #include "detail/engine.hpp"
 #include "distributed/communicator.hpp"
@@ -72,16 +80,16 @@ struct CosineResult {
 /// The loss L = mean_i CE(z_i, y_i) over the margined, scaled logits z_ij (plus the margins'
 /// regulariser for learnable margins), leaving in `ws` what backward() needs. X (B x D) and
 /// W (C x D) are raw; labels are B integers in [0, C).
-template <typename P, typename DX, typename DW, typename L, typename U>
-typename P::value_type forward(const P& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
-                               const L& labels, Workspace<U>& ws, const Options& options = {}) {
-  using T = typename P::value_type;
+template <typename PP, typename DX, typename DW, typename L, typename U>
+detail::policy_value_t<PP> forward(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
+                                   const L& labels, Workspace<U>& ws, const Options& options = {}) {
+  using T = detail::policy_value_t<PP>;
   detail::check_row_major_matrix<DX, T>();
   detail::check_row_major_matrix<DW, T>();
   detail::check_workspace_scalar<U, T>();
   using Labels = detail::label_argument<L>;
   LocalCommunicator local;
-  return detail::Engine::forward(policy, Eigen::Ref<const RowMatrix<T>>(X.derived()),
+  return detail::Engine::forward(std::forward<PP>(policy), Eigen::Ref<const RowMatrix<T>>(X.derived()),
                                  Eigen::Ref<const RowMatrix<T>>(W.derived()), 0, W.rows(), Labels::view(labels), local,
                                  detail::resolve_class_block<T>(options, X.rows(), W.rows(), detail::kCpuBlockBytes), ws);
 }
@@ -142,10 +150,11 @@ Gradients<typename P::value_type> backward(const P& policy, const Eigen::MatrixB
 
 /// Writes into caller-owned dX (B x D) and dW (C x D) using `ws`: after the first step of a
 /// training loop nothing is allocated. Returns the loss.
-template <typename P, typename DX, typename DW, typename L, typename DXo, typename DWo, typename U>
-typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
-                                        const Eigen::MatrixBase<DW>& W, const L& labels, DXo&& dX, DWo&& dW,
-                                        Workspace<U>& ws, const Options& options = {}) {
+template <typename PP, typename DX, typename DW, typename L, typename DXo, typename DWo, typename U>
+detail::policy_value_t<PP> forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X,
+                                            const Eigen::MatrixBase<DW>& W, const L& labels, DXo&& dX, DWo&& dW,
+                                            Workspace<U>& ws, const Options& options = {}) {
+  using P = std::decay_t<PP>;
   using T = typename P::value_type;
   static_assert(!detail::has_learnable_margins<P>::value, MARGINLOSS_LEARNABLE_MARGINS_NEED_DMARGINS);
   detail::check_row_major_matrix<DX, T>();
@@ -153,17 +162,18 @@ typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase
   detail::check_output_matrix<DXo, T>();
   detail::check_output_matrix<DWo, T>();
   detail::check_workspace_scalar<U, T>();
-  const auto loss = forward(policy, X, W, labels, ws, options);
-  backward(policy, W, ws, T(1), dX, dW);
+  const auto loss = forward(std::forward<PP>(policy), X, W, labels, ws, options);
+  backward(static_cast<const P&>(policy), W, ws, T(1), dX, dW);
   return loss;
 }
 
 /// The same for policies with learnable margins, also writing dL/dmargins (C entries). The loss
 /// returned includes the margin regulariser (ws.regulariser() tells it apart).
-template <typename P, typename DX, typename DW, typename L, typename DXo, typename DWo, typename DMo, typename U>
-typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
-                                        const Eigen::MatrixBase<DW>& W, const L& labels, DXo&& dX, DWo&& dW,
-                                        DMo&& dmargins, Workspace<U>& ws, const Options& options = {}) {
+template <typename PP, typename DX, typename DW, typename L, typename DXo, typename DWo, typename DMo, typename U>
+detail::policy_value_t<PP> forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X,
+                                            const Eigen::MatrixBase<DW>& W, const L& labels, DXo&& dX, DWo&& dW,
+                                            DMo&& dmargins, Workspace<U>& ws, const Options& options = {}) {
+  using P = std::decay_t<PP>;
   using T = typename P::value_type;
   static_assert(detail::has_learnable_margins<P>::value, "marginloss: this policy has no learnable margins");
   detail::check_row_major_matrix<DX, T>();
@@ -172,16 +182,17 @@ typename P::value_type forward_backward(const P& policy, const Eigen::MatrixBase
   detail::check_output_matrix<DWo, T>();
   detail::check_output_matrix<DMo, T>();
   detail::check_workspace_scalar<U, T>();
-  const auto loss = forward(policy, X, W, labels, ws, options);
-  backward(policy, W, ws, T(1), dX, dW, dmargins);
+  const auto loss = forward(std::forward<PP>(policy), X, W, labels, ws, options);
+  backward(static_cast<const P&>(policy), W, ws, T(1), dX, dW, dmargins);
   return loss;
 }
 
 /// Allocating convenience form: a Result with the loss, dX, dW (and dmargins).
-template <typename P, typename DX, typename DW, typename L>
-Result<typename P::value_type> forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
-                                                const Eigen::MatrixBase<DW>& W, const L& labels,
-                                                const Options& options = {}) {
+template <typename PP, typename DX, typename DW, typename L>
+Result<detail::policy_value_t<PP>> forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X,
+                                                    const Eigen::MatrixBase<DW>& W, const L& labels,
+                                                    const Options& options = {}) {
+  using P = std::decay_t<PP>;
   using T = typename P::value_type;
   detail::check_row_major_matrix<DX, T>();
   detail::check_row_major_matrix<DW, T>();
@@ -191,10 +202,10 @@ Result<typename P::value_type> forward_backward(const P& policy, const Eigen::Ma
   r.dW.resize(W.rows(), W.cols());
   if constexpr (detail::has_learnable_margins<P>::value) {
     r.dmargins.resize(W.rows());
-    r.loss = forward_backward(policy, X, W, labels, r.dX, r.dW, r.dmargins, ws, options);
+    r.loss = forward_backward(std::forward<PP>(policy), X, W, labels, r.dX, r.dW, r.dmargins, ws, options);
     r.regulariser = ws.regulariser();
   } else {
-    r.loss = forward_backward(policy, X, W, labels, r.dX, r.dW, ws, options);
+    r.loss = forward_backward(std::forward<PP>(policy), X, W, labels, r.dX, r.dW, ws, options);
   }
   return r;
 }
@@ -246,8 +257,8 @@ Vector<typename DX::Scalar> target_cosines(const Eigen::MatrixBase<DX>& X, const
 
 namespace detail {
 
-template <typename P, typename DC, typename DL, typename T = typename P::value_type>
-T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::MatrixBase<DL>& labels,
+template <typename PP, typename DC, typename DL, typename P = std::decay_t<PP>, typename T = typename P::value_type>
+T cosine_engine(PP&& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::MatrixBase<DL>& labels,
                 const T* scales, Eigen::Ref<RowMatrix<T>> dcos, T* dscales) {
   static_assert(is_margin_policy_v<P>, "marginloss: P does not satisfy the policy contract (policies/common.hpp)");
   static_assert(!has_learnable_margins<P>::value,
@@ -255,13 +266,12 @@ T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::
   check_row_major_matrix<DC, T>();
   check_label_vector<DL>();
   policy.validate();
+  check_state_hook<PP>(policy);
   const Index B = cos.rows(), C = cos.cols();
   if (B == 0) fail("cos has 0 rows: the batch is empty");
   if (C == 0) fail("cos has 0 columns: there must be at least one class");
   if (labels.size() != B) fail("labels has ", labels.size(), " entries but cos has ", B, " rows");
-  if constexpr (has_class_count<P>::value)
-    if (policy.class_count() != C)
-      fail(P::name, ": margins has ", policy.class_count(), " entries but cos has ", C, " columns (classes)");
+  if constexpr (has_class_values<P>::value) check_class_values_on_host(policy, C);
   check_output_shape("dcos", dcos.rows(), dcos.cols(), B, C);
   if (policy.scale_is_feature_norm() && !scales)
     fail(P::name, " scales logits by the feature norm: pass the per-row scales to cosine_forward_backward()");
@@ -294,6 +304,13 @@ T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::
       if (!(std::fabs(dcos(bad_row, j)) <= T(1.001)))
         fail("cos(", bad_row, ", ", j, ") = ", dcos(bad_row, j), " is not a cosine (finite, |c| <= 1)");
 
+  // State updated from the batch's (clamped) target cosines before it is used (CurricularFace).
+  if constexpr (has_state_hook<P>::value && modifiable_policy_v<PP>)
+    if (policy.updates_in_forward()) {
+      double sum = 0;
+      for (Index i = 0; i < B; ++i) sum += static_cast<double>(dcos(i, static_cast<Index>(labels.derived().coeff(i))));
+      policy.update_with_target_mean(sum / static_cast<double>(B));
+    }
   const T coef = T(1) / static_cast<T>(B);
   double total = 0;
   bool overflow = false;
@@ -324,34 +341,35 @@ T cosine_engine(const P& policy, const Eigen::MatrixBase<DC>& cos, const Eigen::
 /// themselves (values are clamped to [-1, 1]; beyond 1 + 1e-3 in magnitude they are rejected).
 /// Fixed-scale policies: writes dL/dcos into `dcos` (B x C; it may alias `cos`, which is then
 /// overwritten), returns the loss.
-template <typename P, typename DC, typename DL>
-typename P::value_type cosine_forward_backward(const P& policy, const Eigen::MatrixBase<DC>& cos,
-                                               const Eigen::MatrixBase<DL>& labels,
-                                               Eigen::Ref<RowMatrix<typename P::value_type>> dcos) {
-  return detail::cosine_engine(policy, cos, labels, static_cast<const typename P::value_type*>(nullptr), dcos,
-                               static_cast<typename P::value_type*>(nullptr));
+template <typename PP, typename DC, typename DL>
+detail::policy_value_t<PP> cosine_forward_backward(PP&& policy, const Eigen::MatrixBase<DC>& cos,
+                                                   const Eigen::MatrixBase<DL>& labels,
+                                                   Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dcos) {
+  using T = detail::policy_value_t<PP>;
+  return detail::cosine_engine(std::forward<PP>(policy), cos, labels, static_cast<const T*>(nullptr), dcos,
+                               static_cast<T*>(nullptr));
 }
 
 /// Any policy, with the per-row scales (used by feature-norm policies, S_i = scales_i) and their
 /// gradient dL/dscales (zero for fixed-scale policies).
-template <typename P, typename DC, typename DL>
-typename P::value_type cosine_forward_backward(const P& policy, const Eigen::MatrixBase<DC>& cos,
-                                               const Eigen::MatrixBase<DL>& labels,
-                                               const Eigen::Ref<const Vector<typename P::value_type>>& scales,
-                                               Eigen::Ref<RowMatrix<typename P::value_type>> dcos,
-                                               Eigen::Ref<Vector<typename P::value_type>> dscales) {
+template <typename PP, typename DC, typename DL>
+detail::policy_value_t<PP> cosine_forward_backward(PP&& policy, const Eigen::MatrixBase<DC>& cos,
+                                                   const Eigen::MatrixBase<DL>& labels,
+                                                   const Eigen::Ref<const Vector<detail::policy_value_t<PP>>>& scales,
+                                                   Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dcos,
+                                                   Eigen::Ref<Vector<detail::policy_value_t<PP>>> dscales) {
   if (scales.size() != cos.rows()) detail::fail("scales has ", scales.size(), " entries but cos has ", cos.rows(), " rows");
   if (dscales.size() != cos.rows()) detail::fail("dscales has ", dscales.size(), " entries but cos has ", cos.rows(), " rows");
-  return detail::cosine_engine(policy, cos, labels, scales.data(), dcos, dscales.data());
+  return detail::cosine_engine(std::forward<PP>(policy), cos, labels, scales.data(), dcos, dscales.data());
 }
 
 /// Allocating form for fixed-scale policies.
-template <typename P, typename DC, typename DL>
-CosineResult<typename P::value_type> cosine_forward_backward(const P& policy, const Eigen::MatrixBase<DC>& cos,
-                                                             const Eigen::MatrixBase<DL>& labels) {
-  CosineResult<typename P::value_type> r;
+template <typename PP, typename DC, typename DL>
+CosineResult<detail::policy_value_t<PP>> cosine_forward_backward(PP&& policy, const Eigen::MatrixBase<DC>& cos,
+                                                                 const Eigen::MatrixBase<DL>& labels) {
+  CosineResult<detail::policy_value_t<PP>> r;
   r.dcos.resize(cos.rows(), cos.cols());
-  r.loss = cosine_forward_backward(policy, cos, labels, r.dcos);
+  r.loss = cosine_forward_backward(std::forward<PP>(policy), cos, labels, r.dcos);
   return r;
 }
 

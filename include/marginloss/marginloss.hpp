@@ -5,6 +5,8 @@
 #include "config.hpp"
 #include "errors.hpp"
 #include "loss.hpp"
+#include "class_values.hpp"
+#include "margins.hpp"
 #include "policies/adaptive_margin.hpp"
 #include "policies/amm_softmax.hpp"
 #include "distributed/communicator.hpp"

@@ -96,6 +96,8 @@ ml::CurricularFace<T> make_curricular_face(double s, double m, double tau, doubl
   p.m = T(m);
   p.tau = T(tau);
   p.momentum = T(momentum);
+  // The functional form takes tau as given; marginloss.CurricularFace updates its buffer itself.
+  p.update_tau_in_forward = false;
   p.fallback = to_enum<ml::Fallback>(fallback);
   p.gradient = to_enum<ml::Gradient>(gradient);
   return p;

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -148,9 +149,43 @@ struct DeviceProblem {
   }
 };
 
+// A copy of the policy for the device: per-class margins (a view of host memory, as the CPU
+// reference uses them) copied to device memory and the copy's view re-pointed at them.
+template <typename P>
+struct DevicePolicy {
+  using T = typename P::value_type;
+  static constexpr bool per_class = ml::detail::has_class_values<P>::value;
+  static constexpr bool learnable = ml::detail::has_learnable_margins<P>::value;
+  P policy;
+  Index classes = 0;
+  std::unique_ptr<DeviceBuffer> margins, dmargins;
+
+  DevicePolicy(const P& host, cudaStream_t stream) : policy(host) {
+    if constexpr (per_class) {
+      const auto view = host.class_values();
+      classes = view.size;
+      std::vector<T> values(view.data, view.data + view.size);
+      margins = std::make_unique<DeviceBuffer>(sizeof(T) * values.size());
+      upload(margins->template get<T>(), values, stream);
+      policy.margins = ml::ClassValues<T>(margins->template get<T>(), view.size);
+      if constexpr (learnable) dmargins = std::make_unique<DeviceBuffer>(sizeof(T) * values.size());
+    }
+  }
+  T* dm() const { return dmargins ? dmargins->template get<T>() : nullptr; }
+  // Sets margin k of the device copy (the fault tests).
+  void set_margin(Index k, T value, cudaStream_t stream) {
+    MARGINLOSS_CUDA_CHECK(cudaMemcpyAsync(margins->template get<T>() + k, &value, sizeof(T), cudaMemcpyHostToDevice, stream));
+    MARGINLOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+  std::vector<T> read_dmargins(cudaStream_t stream) const {
+    return dmargins ? download(dmargins->template get<T>(), static_cast<std::size_t>(classes), stream) : std::vector<T>{};
+  }
+};
+
 template <typename P, typename L, typename T = typename P::value_type>
-T run_with_labels(const P& policy, const DeviceProblem<T>& dp, const L* labels, const RunOptions& o,
+T run_with_labels(const DevicePolicy<P>& dpol, const DeviceProblem<T>& dp, const L* labels, const RunOptions& o,
                   mc::Workspace<T>& ws, cudaStream_t stream, cublasHandle_t cublas) {
+  const P& policy = dpol.policy;
   mc::Options opts;
   opts.class_block = o.class_block;
   if (o.async) {
@@ -160,16 +195,25 @@ T run_with_labels(const P& policy, const DeviceProblem<T>& dp, const L* labels, 
     T* d_grad = scalars.get<T>();
     T* d_loss = scalars.get<T>() + 1;
     mc::forward_async(policy, dp.x(), dp.w(), labels, ws, d_loss, stream, cublas, opts);
-    mc::backward_async(policy, dp.w(), ws, d_grad, dp.dx(), dp.dw(), stream, cublas);
+    if constexpr (DevicePolicy<P>::learnable)
+      mc::backward_async(policy, dp.w(), ws, d_grad, dp.dx(), dp.dw(), dpol.dm(), stream, cublas);
+    else
+      mc::backward_async(policy, dp.w(), ws, d_grad, dp.dx(), dp.dw(), stream, cublas);
     mc::check_errors(ws, stream);
     return download(d_loss, 1, stream)[0];
   }
   if (o.split) {
     const T loss = mc::forward(policy, dp.x(), dp.w(), labels, ws, stream, cublas, opts);
-    mc::backward(policy, dp.w(), ws, static_cast<T>(o.grad_loss), dp.dx(), dp.dw(), stream, cublas);
+    if constexpr (DevicePolicy<P>::learnable)
+      mc::backward(policy, dp.w(), ws, static_cast<T>(o.grad_loss), dp.dx(), dp.dw(), dpol.dm(), stream, cublas);
+    else
+      mc::backward(policy, dp.w(), ws, static_cast<T>(o.grad_loss), dp.dx(), dp.dw(), stream, cublas);
     return loss;
   }
-  return mc::forward_backward(policy, dp.x(), dp.w(), labels, dp.dx(), dp.dw(), ws, stream, cublas, opts);
+  if constexpr (DevicePolicy<P>::learnable)
+    return mc::forward_backward(policy, dp.x(), dp.w(), labels, dp.dx(), dp.dw(), dpol.dm(), ws, stream, cublas, opts);
+  else
+    return mc::forward_backward(policy, dp.x(), dp.w(), labels, dp.dx(), dp.dw(), ws, stream, cublas, opts);
 }
 
 // In-process ranks on one GPU: each all-reduce copies the rank's device buffer to the host,
@@ -256,6 +300,7 @@ Result<typename P::value_type> run_gpu(const P& policy, const Problem<typename P
   Stream stream;
   Cublas cublas;
   const DeviceProblem<T> dp(problem, options.pad, stream.get());
+  const DevicePolicy<P> dpol(policy, stream.get());
   mc::Options opts;
   opts.class_block = options.class_block;
   // The workspace starts 8 bytes past an allocation's start: the library aligns it itself.
@@ -264,10 +309,38 @@ Result<typename P::value_type> run_gpu(const P& policy, const Problem<typename P
   mc::Workspace<T> ws(memory.get<char>() + 8, bytes);
   Result<T> r;
   r.loss = options.int64_labels
-               ? run_with_labels(policy, dp, dp.labels64.template get<std::int64_t>(), options, ws, stream.get(), cublas.get())
-               : run_with_labels(policy, dp, dp.labels32.template get<std::int32_t>(), options, ws, stream.get(), cublas.get());
+               ? run_with_labels(dpol, dp, dp.labels64.template get<std::int64_t>(), options, ws, stream.get(), cublas.get())
+               : run_with_labels(dpol, dp, dp.labels32.template get<std::int32_t>(), options, ws, stream.get(), cublas.get());
   r.class_block = ws.class_block();
   dp.read_gradients(r, stream.get());
+  r.dmargins = dpol.read_dmargins(stream.get());
+  return r;
+}
+
+template <typename P>
+Result<typename P::value_type> run_gpu_updating(P& policy, const Problem<typename P::value_type>& problem,
+                                                Index class_block) {
+  using T = typename P::value_type;
+  Stream stream;
+  Cublas cublas;
+  const DeviceProblem<T> dp(problem, 0, stream.get());
+  DevicePolicy<P> dpol(policy, stream.get());
+  mc::Options opts;
+  opts.class_block = class_block;
+  const std::size_t bytes = mc::workspace_bytes<T>(problem.B, problem.D, problem.C, opts);
+  DeviceBuffer memory(bytes);
+  mc::Workspace<T> ws(memory.get(), bytes);
+  Result<T> r;
+  r.loss = mc::forward_backward(dpol.policy, dp.x(), dp.w(), dp.labels64.template get<std::int64_t>(), dp.dx(), dp.dw(),
+                                ws, stream.get(), cublas.get(), opts);
+  dp.read_gradients(r, stream.get());
+  if constexpr (DevicePolicy<P>::per_class) {
+    const auto view = policy.margins;
+    policy = dpol.policy;
+    policy.margins = view;
+  } else {
+    policy = dpol.policy;
+  }
   return r;
 }
 
@@ -291,13 +364,14 @@ std::vector<Result<typename P::value_type>> run_gpu_sharded(const P& policy, con
         shard.C = range.count;
         shard.W.assign(problem.W.begin() + range.offset * problem.D, problem.W.begin() + (range.offset + range.count) * problem.D);
         const DeviceProblem<T> dp(shard, 0, stream.get());
+        const DevicePolicy<P> dpol(policy, stream.get());
         mc::Options opts;
         opts.class_block = class_block;
         const std::size_t bytes = mc::sharded_workspace_bytes<T>(problem.B, problem.D, range.count, opts);
         DeviceBuffer memory(bytes);
         mc::Workspace<T> ws(memory.get(), bytes);
         Result<T>& out = results[static_cast<std::size_t>(r)];
-        out.loss = mc::sharded_forward_backward(policy, dp.x(), dp.w(), range.offset, problem.C,
+        out.loss = mc::sharded_forward_backward(dpol.policy, dp.x(), dp.w(), range.offset, problem.C,
                                                 dp.labels64.template get<std::int64_t>(), comm, dp.dx(), dp.dw(), ws,
                                                 cublas.get(), opts);
         out.class_block = ws.class_block();
@@ -468,6 +542,40 @@ Error run_gpu_error(const P& policy, const Problem<typename P::value_type>& prob
   });
 }
 
+template <typename P>
+Error run_gpu_class_value_error(const P& policy, const Problem<typename P::value_type>& problem, Index k,
+                                typename P::value_type value, bool async) {
+  using T = typename P::value_type;
+  Stream stream;
+  Cublas cublas;
+  const DeviceProblem<T> dp(problem, 0, stream.get());
+  DevicePolicy<P> dpol(policy, stream.get());
+  dpol.set_margin(k, value, stream.get());
+  const std::size_t bytes = mc::workspace_bytes<T>(problem.B, problem.D, problem.C);
+  DeviceBuffer memory(bytes);
+  mc::Workspace<T> ws(memory.get(), bytes);
+  const auto* labels = dp.labels32.template get<std::int32_t>();
+  return capture_error([&] {
+    if (async) {
+      try {
+        if constexpr (DevicePolicy<P>::learnable)
+          mc::forward_backward_async(dpol.policy, dp.x(), dp.w(), labels, dp.dx(), dp.dw(), dpol.dm(), ws,
+                                     static_cast<T*>(nullptr), stream.get(), cublas.get());
+        else
+          mc::forward_backward_async(dpol.policy, dp.x(), dp.w(), labels, dp.dx(), dp.dw(), ws, static_cast<T*>(nullptr),
+                                     stream.get(), cublas.get());
+      } catch (const std::exception& early) {
+        throw std::runtime_error(std::string("thrown before check_errors(): ") + early.what());
+      }
+      mc::check_errors(ws, stream.get());
+    } else if constexpr (DevicePolicy<P>::learnable) {
+      mc::forward_backward(dpol.policy, dp.x(), dp.w(), labels, dp.dx(), dp.dw(), dpol.dm(), ws, stream.get(), cublas.get());
+    } else {
+      mc::forward_backward(dpol.policy, dp.x(), dp.w(), labels, dp.dx(), dp.dw(), ws, stream.get(), cublas.get());
+    }
+  });
+}
+
 Error host_error(HostFault fault) {
   // Host arrays stand in for device memory: every call below throws before touching it.
   static float x[64], w[64], dx[64], dw[64];
@@ -527,6 +635,26 @@ Error host_error(HostFault fault) {
                                      mc::DeviceMatrix<float>(dw, 5, D), ws, fake_cublas);
         break;
       }
+      case HostFault::margins_count: {
+        static float margins[8], dmargins[8];
+        mc::forward_backward(ml::AdaptiveMargin<float>{30, ml::ClassValues<float>(margins, 5)}, X, W, labels, dX, dW,
+                             dmargins, ws, stream, fake_cublas);
+        break;
+      }
+      case HostFault::state_const: {
+        const ml::CurricularFace<float> constant{};
+        mc::forward_backward(constant, X, W, labels, dX, dW, ws, stream, fake_cublas);
+        break;
+      }
+      case HostFault::state_async: {
+        ml::CurricularFace<float> updating{};
+        mc::forward_async(updating, X, W, labels, ws, dx, stream, fake_cublas);
+        break;
+      }
+      case HostFault::margins_null:
+        mc::forward_backward(ml::ClassMargins<ml::CosFace<float>>{{}, ml::ClassValues<float>(nullptr, 6)}, X, W, labels,
+                             dX, dW, ws, stream, fake_cublas);
+        break;
     }
   });
 }
@@ -555,12 +683,20 @@ double norm_limit_hi() {
   return ml::detail::NormRange<T>::hi;
 }
 
-#define MLCUDA_TEST_INSTANTIATE(P)                                                                               \
+#define MLCUDA_TEST_INSTANTIATE_RUN(P)                                                                           \
   template Result<typename P::value_type> run_gpu(const P&, const Problem<typename P::value_type>&,             \
-                                                  const RunOptions&);                                           \
+                                                  const RunOptions&);
+#define MLCUDA_TEST_INSTANTIATE_SHARDED(P)                                                                       \
   template std::vector<Result<typename P::value_type>> run_gpu_sharded(const P&, const Problem<typename P::value_type>&, \
-                                                                       int, Index);                             \
+                                                                       int, Index);
+#define MLCUDA_TEST_INSTANTIATE(P)   \
+  MLCUDA_TEST_INSTANTIATE_RUN(P)     \
+  MLCUDA_TEST_INSTANTIATE_SHARDED(P) \
   template Error run_gpu_error(const P&, const Problem<typename P::value_type>&, DeviceFault);
+#define MLCUDA_TEST_INSTANTIATE_PER_CLASS(P) \
+  MLCUDA_TEST_INSTANTIATE_RUN(P)             \
+  template Error run_gpu_class_value_error(const P&, const Problem<typename P::value_type>&, Index, \
+                                           typename P::value_type, bool);
 
 #define MLCUDA_TEST_INSTANTIATE_ALL(T)                    \
   MLCUDA_TEST_INSTANTIATE(ml::NormFace<T>)                \
@@ -572,6 +708,14 @@ double norm_limit_hi() {
   MLCUDA_TEST_INSTANTIATE(ml::MVSoftmax<T>)               \
   MLCUDA_TEST_INSTANTIATE(ml::CurricularFace<T>)          \
   MLCUDA_TEST_INSTANTIATE(ml::AMMSoftmax<T>)              \
+  MLCUDA_TEST_INSTANTIATE_PER_CLASS(ml::AdaptiveMargin<T>) \
+  MLCUDA_TEST_INSTANTIATE_PER_CLASS(ml::ClassMargins<ml::CosFace<T>>) \
+  MLCUDA_TEST_INSTANTIATE_PER_CLASS(ml::ClassMargins<ml::ArcFace<T>>) \
+  MLCUDA_TEST_INSTANTIATE_PER_CLASS(ml::ClassMargins<ml::MVSoftmax<T>>) \
+  MLCUDA_TEST_INSTANTIATE_PER_CLASS(ml::ClassMargins<ml::CurricularFace<T>>) \
+  MLCUDA_TEST_INSTANTIATE_SHARDED(ml::ClassMargins<ml::ArcFace<T>>) \
+  template Result<T> run_gpu_updating(ml::CurricularFace<T>&, const Problem<T>&, Index); \
+  template Result<T> run_gpu_updating(ml::ClassMargins<ml::CurricularFace<T>>&, const Problem<T>&, Index); \
   template std::size_t workspace_bytes<T>(Index, Index, Index, Index, std::size_t); \
   template std::size_t sharded_workspace_bytes<T>(Index, Index, Index, Index);      \
   template double norm_limit_lo<T>();                     \

@@ -34,6 +34,7 @@ template <typename T>
 struct Result {
   T loss = T(0);
   std::vector<T> dX, dW;      // contiguous copies (padding removed)
+  std::vector<T> dmargins;    // dL/dmargins (C entries) for policies with learnable margins
   bool guards_intact = true;  // the padding columns of dX and dW were not written
   Index class_block = 0;      // the workspace's block size
 };
@@ -47,6 +48,8 @@ struct Error {
 // cudaGetDeviceCount succeeded with at least one device; else `why` says what it returned.
 bool cuda_device_available(std::string& why);
 
+// The policy's per-class margins (AdaptiveMargin, ClassMargins) are read from the host memory
+// its view points to and copied to the device, where a copy of the policy views them.
 template <typename P>
 Result<typename P::value_type> run_gpu(const P& policy, const Problem<typename P::value_type>& problem,
                                        const RunOptions& options);
@@ -84,6 +87,20 @@ enum class DeviceFault {
 template <typename P>
 Error run_gpu_error(const P& policy, const Problem<typename P::value_type>& problem, DeviceFault fault);
 
+// forward_backward (synchronous) with `policy` modifiable: a policy with a state hook
+// (CurricularFace's tau) is updated by the GPU engine; the updated state is copied back into
+// `policy` (its margins view, if any, kept).
+template <typename P>
+Result<typename P::value_type> run_gpu_updating(P& policy, const Problem<typename P::value_type>& problem,
+                                                Index class_block);
+
+// A per-class policy (AdaptiveMargin, ClassMargins) whose device margins have `value` at class
+// k, run synchronously (forward_backward) or asynchronously (forward_backward_async, then
+// check_errors): the exception's message.
+template <typename P>
+Error run_gpu_class_value_error(const P& policy, const Problem<typename P::value_type>& problem, Index k,
+                                typename P::value_type value, bool async);
+
 // Argument errors the host finds before any CUDA call: these run without a GPU.
 enum class HostFault {
   small_workspace,        // one byte less than workspace_bytes
@@ -97,6 +114,10 @@ enum class HostFault {
   negative_block,         // Options::class_block = -1
   backward_first,         // backward() without forward()
   shard_outside,          // sharded: classes [3, 8) of 6
+  margins_count,          // AdaptiveMargin viewing 5 margins for C = 6 (forward_backward with dmargins)
+  margins_null,           // ClassMargins<CosFace> viewing null data with 6 entries
+  state_const,            // a const CurricularFace (tau updated in forward): forward_backward
+  state_async,            // a modifiable CurricularFace (tau updated in forward): forward_async
 };
 
 // The message of the exception the call throws (thrown = false if none). Float problems of

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <initializer_list>
 #include <limits>
 #include <string>
@@ -48,8 +49,7 @@ Mat<double> as_matrix(const std::vector<T>& v, Index rows, Index cols) {
 }
 
 // Every policy and the variants that change its code path (fallbacks, gradient modes, scale
-// modes, targets, variants, conditional margins). AdaptiveMargin and ClassMargins are not
-// supported on the GPU (rejected at compile time).
+// modes, targets, variants, conditional margins); the per-class policies are below.
 template <typename T, typename Fn>
 void for_each_gpu_policy(Fn&& fn) {
   using ml::Fallback;
@@ -78,10 +78,46 @@ void for_each_gpu_policy(Fn&& fn) {
   fn(ml::MVSoftmax<T>{32, T(0.35), T(1.12), ml::MarginTarget::additive_cosine, ml::MVVariant::fixed, Fallback::none,
                       true});
   fn(ml::MVSoftmax<T>{32, T(0.5), T(1.2), ml::MarginTarget::additive_angular, ml::MVVariant::fixed});
-  fn(ml::CurricularFace<T>{64, T(0.5), T(0.3)});
-  fn(ml::CurricularFace<T>{64, T(0.5), T(0.6), T(0.99), Fallback::easy_margin});
+  fn(fixed_tau(ml::CurricularFace<T>{64, T(0.5), T(0.3)}));
+  fn(fixed_tau(ml::CurricularFace<T>{64, T(0.5), T(0.6), T(0.99), Fallback::easy_margin}));
   fn(ml::AMMSoftmax<T>{64, T(0.5), T(0.1)});
   fn(ml::AMMSoftmax<T>{64, T(0.4), T(0.3), Fallback::none});
+}
+
+// Per-class margins for C classes: vectors the policies below view (the runner copies them to
+// the device). Deterministic, distinct per class, inside every base policy's range.
+template <typename T>
+struct PerClassMargins {
+  std::vector<T> adaptive, cosine, angular;
+  explicit PerClassMargins(Index C) {
+    for (Index k = 0; k < C; ++k) {
+      const double u = std::fmod(0.6180339887498949 * static_cast<double>(k + 1), 1.0);
+      adaptive.push_back(static_cast<T>(0.3 + 0.1 * u));      // FaceX-Zoo's U(0.3, 0.4)
+      cosine.push_back(static_cast<T>(0.15 + 0.3 * u));
+      angular.push_back(static_cast<T>(0.2 + 0.4 * (1.0 - u)));
+    }
+  }
+};
+
+// AdaptiveMargin (both regulariser scopes) and ClassMargins over the bases with a margin `m`
+// (additive cosine, additive angular with its fallback, a mining policy, CurricularFace).
+template <typename T, typename Fn>
+void for_each_per_class_policy(const PerClassMargins<T>& m, Fn&& fn) {
+  fn(ml::AdaptiveMargin<T>{30, m.adaptive, T(70)});
+  fn(ml::AdaptiveMargin<T>{32, m.adaptive, T(5), ml::RegulariserScope::batch_classes});
+  fn(ml::class_margins(ml::CosFace<T>{30, T(0)}, m.cosine));
+  fn(ml::class_margins(ml::ArcFace<T>{64, T(0.5)}, m.angular));
+  fn(ml::class_margins(ml::MVSoftmax<T>{32, T(0.35), T(1.2), ml::MarginTarget::additive_angular, ml::MVVariant::fixed},
+                       m.angular));
+  fn(ml::class_margins(fixed_tau(ml::CurricularFace<T>{64, T(0.5), T(0.3)}), m.angular));
+}
+
+// Every policy, the per-class ones with C classes.
+template <typename T, typename Fn>
+void for_each_gpu_policy(Index C, Fn&& fn) {
+  for_each_gpu_policy<T>(fn);
+  const PerClassMargins<T> margins(C);
+  for_each_per_class_policy(margins, fn);
 }
 
 // Target cosines on both sides of every threshold of the policies above (ArcFace's
@@ -158,6 +194,12 @@ void check_against_cpu(const P& policy, const Case& c, const gt::RunOptions& o, 
   CHECK(rel_error(static_cast<double>(gpu.loss), static_cast<double>(cpu_loss)) < tol);
   CHECK(rel_error(as_matrix(gpu.dX, X.rows(), X.cols()), cpu.dX.template cast<double>()) < tol);
   CHECK(rel_error(as_matrix(gpu.dW, W.rows(), W.cols()), cpu.dW.template cast<double>()) < tol);
+  if constexpr (ml::detail::has_learnable_margins<P>::value) {
+    REQUIRE(static_cast<Index>(gpu.dmargins.size()) == W.rows());
+    CHECK(rel_error(as_matrix(gpu.dmargins, W.rows(), 1), cpu.dmargins.template cast<double>()) < tol);
+  } else {
+    CHECK(gpu.dmargins.empty());
+  }
   CHECK(gpu.guards_intact);
 }
 
@@ -245,6 +287,18 @@ TEST_SUITE("host") {
     CHECK(message(F::x_leading_dimension) == "marginloss: X has leading dimension 4 but 5 columns: ld must be >= cols");
     CHECK(message(F::null_labels) == "marginloss: labels is a null device pointer");
     CHECK(message(F::null_cublas) == "marginloss: the cuBLAS handle is null");
+    // CurricularFace updating tau: a const policy, and any asynchronous call.
+    const ml::CurricularFace<float> constant{};
+    CHECK(message(F::state_const) == cpu_message([&] { ml::forward_backward(constant, X, W, c.labels); }));
+    const std::string async_state = message(F::state_async);
+    CHECK(async_state.find("marginloss: CurricularFace: update_tau_in_forward = true needs the batch's mean target "
+                           "cosine on the host") == 0);
+        const std::vector<float> five(5, 0.3f);
+    CHECK(message(F::margins_count) ==
+          cpu_message([&] { ml::forward_backward(ml::AdaptiveMargin<float>{30, five, 70.f}, X, W, c.labels); }));
+    CHECK(message(F::margins_null) == cpu_message([&] {
+            ml::forward_backward(ml::ClassMargins<ml::CosFace<float>>{{}, ml::ClassValues<float>(nullptr, 6)}, X, W, c.labels);
+          }));
   }
 }
 
@@ -253,7 +307,9 @@ TEST_SUITE("gpu") {
     const Case random = random_case(13, 24, 57, 11);
     const Case targets = case_with_targets(kTargets, 16, 40, 12);
     int run = 0;
-    for_each_gpu_policy<double>([&](const auto& policy) {
+    REQUIRE(random.W.rows() == 57);
+    REQUIRE(targets.W.rows() == 40);
+    auto both = [&](const auto& policy) {
       for (const Case* c : {&random, &targets})
         for (Index block : {0, 5, 16, 39}) {
           gt::RunOptions o;
@@ -263,37 +319,54 @@ TEST_SUITE("gpu") {
           ++run;
           check_against_cpu(policy, *c, o, 1e-12);
         }
-    });
+    };
+    for_each_gpu_policy<double>(both);
+    // Per-class policies need margins for each case's C.
+    for (const Case* c : {&random, &targets}) {
+      const PerClassMargins<double> margins(c->W.rows());
+      for_each_per_class_policy(margins, [&](const auto& policy) {
+        for (Index block : {0, 5, 16, 39}) {
+          gt::RunOptions o;
+          o.class_block = block;
+          o.int64_labels = (run % 2) == 1;
+          o.pad = (run % 3 == 2) ? 3 : 0;
+          ++run;
+          check_against_cpu(policy, *c, o, 1e-12);
+        }
+      });
+    }
   }
 
   TEST_CASE("double: rows wider than one segment of the row pass (C = 5000), dense and in blocks") {
     const Case wide = random_case(3, 8, 5000, 13);
-    for_each_gpu_policy<double>([&](const auto& policy) { check_blocks_against_cpu(policy, wide, {0, 2100}, 1e-12); });
+    for_each_gpu_policy<double>(wide.W.rows(), [&](const auto& policy) { check_blocks_against_cpu(policy, wide, {0, 2100}, 1e-12); });
   }
 
   TEST_CASE("float: GPU equals CPU to 1e-5 on inputs exact in float, every policy, dense and chunked") {
     const Case exact = exact_case(16, 48, 301, 21);
     const Case wide = exact_case(3, 48, 4500, 22);
     int run = 0;
-    for_each_gpu_policy<float>([&](const auto& policy) {
+    for_each_gpu_policy<float>(exact.W.rows(), [&](const auto& policy) {
       for (Index block : {0, 7, 64, 300}) {
         gt::RunOptions o;
         o.class_block = block;
         o.int64_labels = (run++ % 2) == 1;
         check_against_cpu(policy, exact, o, 1e-5);
       }
-      check_blocks_against_cpu(policy, wide, {0, 2049}, 1e-5);
     });
+    for_each_gpu_policy<float>(wide.W.rows(), [&](const auto& policy) { check_blocks_against_cpu(policy, wide, {0, 2049}, 1e-5); });
   }
 
   TEST_CASE("float: GPU equals CPU to 1e-4 on random Gaussian inputs (different summation orders in the products)") {
     const Case random = random_case(32, 64, 500, 31);
-    for_each_gpu_policy<float>([&](const auto& policy) { check_blocks_against_cpu(policy, random, {0, 128}, 1e-4); });
+    for_each_gpu_policy<float>(random.W.rows(), [&](const auto& policy) { check_blocks_against_cpu(policy, random, {0, 128}, 1e-4); });
   }
 
   TEST_CASE("Split forward/backward and asynchronous calls with an upstream gradient != 1") {
     const Case random = random_case(9, 12, 31, 41);
     const Case exact = exact_case(9, 40, 31, 42);
+    const PerClassMargins<double> margins_d(31);
+    const PerClassMargins<float> margins_f(31);
     for (bool async : {false, true})
       for (double grad : {2.5, -0.75})
         for (Index block : {0, 8}) {
@@ -305,16 +378,20 @@ TEST_SUITE("gpu") {
           o.int64_labels = async;
           check_against_cpu(ml::ArcFace<double>{64, 0.5}, random, o, 1e-12);
           check_against_cpu(ml::SphereFace<double>{4, 5}, random, o, 1e-12);
-          check_against_cpu(ml::CurricularFace<double>{64, 0.5, 0.3}, random, o, 1e-12);
+          check_against_cpu(fixed_tau(ml::CurricularFace<double>{64, 0.5, 0.3}), random, o, 1e-12);
           check_against_cpu(ml::CosFace<float>{30, 0.35f}, exact, o, 1e-5);
           check_against_cpu(ml::SphereFace<float>{4, 5.f}, exact, o, 1e-5);
           check_against_cpu(ml::MVSoftmax<float>{32, 0.35f, 1.2f}, exact, o, 1e-5);
+          check_against_cpu(ml::AdaptiveMargin<double>{30, margins_d.adaptive, 70.0}, random, o, 1e-12);
+          check_against_cpu(ml::AdaptiveMargin<float>{30, margins_f.adaptive, 5.f, ml::RegulariserScope::batch_classes},
+                            exact, o, 1e-5);
+          check_against_cpu(ml::class_margins(ml::ArcFace<float>{64, 0.5f}, margins_f.angular), exact, o, 1e-5);
         }
   }
 
   TEST_CASE("Sharded over 2 and 3 in-process ranks equals the single-process CPU loss, every policy") {
     const Case c = random_case(8, 6, 19, 3);
-    for_each_gpu_policy<double>([&](const auto& policy) {
+    auto sharded_equals_cpu = [&](const auto& policy) {
       using P = std::decay_t<decltype(policy)>;
       CAPTURE(name_of(P::name));
       const auto dense = ml::forward_backward(policy, c.X, c.W, c.labels);
@@ -331,7 +408,11 @@ TEST_SUITE("gpu") {
           CHECK(rel_error(as_matrix(r[0].dX, 8, 6), dense.dX) < 1e-12);
           CHECK(rel_error(as_matrix(r[0].dW, 19, 6), dense.dW) < 1e-12);
         }
-    });
+    };
+    for_each_gpu_policy<double>(sharded_equals_cpu);
+    // Fixed per-class margins (each rank views all C margins; labels are global).
+    const PerClassMargins<double> margins(19);
+    sharded_equals_cpu(ml::class_margins(ml::ArcFace<double>{64, 0.5}, margins.angular));
   }
 
   TEST_CASE("Errors found on the device: the CPU's messages") {
@@ -405,6 +486,89 @@ TEST_SUITE("gpu") {
       const gt::Error e = gt::run_gpu_error(huge, to_problem<float>(t), F::overflow);
       CHECK(e.message == cpu);
     }
+  }
+
+  TEST_CASE("Run to run: the same call twice gives the same bits (dense, chunked, per-class margins)") {
+    const Case c = random_case(64, 96, 3000, 71);
+    const PerClassMargins<float> m(3000);
+    auto same_bits = [&](const auto& policy, Index block) {
+      using P = std::decay_t<decltype(policy)>;
+      CAPTURE(name_of(P::name));
+      CAPTURE(block);
+      gt::RunOptions o;
+      o.class_block = block;
+      const auto a = gt::run_gpu(policy, to_problem<float>(c), o);
+      const auto b = gt::run_gpu(policy, to_problem<float>(c), o);
+      CHECK(std::memcmp(&a.loss, &b.loss, sizeof a.loss) == 0);
+      CHECK((a.dX.size() == b.dX.size() && std::memcmp(a.dX.data(), b.dX.data(), sizeof(float) * a.dX.size()) == 0));
+      CHECK((a.dW.size() == b.dW.size() && std::memcmp(a.dW.data(), b.dW.data(), sizeof(float) * a.dW.size()) == 0));
+      CHECK((a.dmargins.size() == b.dmargins.size() &&
+             std::memcmp(a.dmargins.data(), b.dmargins.data(), sizeof(float) * a.dmargins.size()) == 0));
+    };
+    for (Index block : {0, 700}) {
+      same_bits(ml::ArcFace<float>{64, 0.5f}, block);
+      same_bits(ml::SphereFace<float>{4, 5.f}, block);
+      same_bits(ml::AdaptiveMargin<float>{30, m.adaptive, 70.f}, block);
+      same_bits(ml::class_margins(ml::CosFace<float>{30, 0.f}, m.cosine), block);
+    }
+  }
+
+  TEST_CASE("CurricularFace's tau is updated by the GPU forward as by the CPU's, step after step") {
+    const Case c = random_case(21, 16, 97, 81);
+    const PerClassMargins<double> m(97);
+    ml::CurricularFace<double> cpu{64, 0.5, 0.1}, gpu{64, 0.5, 0.1};
+    auto cpu_per_class = ml::class_margins(ml::CurricularFace<double>{64, 0.5, 0.1}, m.angular);
+    auto gpu_per_class = cpu_per_class;
+    for (int step = 0; step < 3; ++step)
+      for (Index block : {0, 40}) {
+        CAPTURE(step);
+        CAPTURE(block);
+        ml::Options o;
+        o.class_block = block;
+        const auto want = ml::forward_backward(cpu, c.X, c.W, c.labels, o);
+        const auto got = gt::run_gpu_updating(gpu, to_problem<double>(c), block);
+        CHECK(gpu.tau == doctest::Approx(cpu.tau).epsilon(1e-14));
+        CHECK(rel_error(got.loss, want.loss) < 1e-12);
+        CHECK(rel_error(as_matrix(got.dX, 21, 16), want.dX) < 1e-12);
+        CHECK(rel_error(as_matrix(got.dW, 97, 16), want.dW) < 1e-12);
+        const auto want_pc = ml::forward_backward(cpu_per_class, c.X, c.W, c.labels, o);
+        const auto got_pc = gt::run_gpu_updating(gpu_per_class, to_problem<double>(c), block);
+        CHECK(gpu_per_class.base.tau == doctest::Approx(cpu_per_class.base.tau).epsilon(1e-14));
+        CHECK(gpu_per_class.margins.data == m.angular.data());  // the caller's view is kept
+        CHECK(rel_error(got_pc.loss, want_pc.loss) < 1e-12);
+      }
+    CHECK(gpu.tau != 0.1);
+  }
+
+  TEST_CASE("Per-class margins rejected on the device: the CPU's messages, synchronous and asynchronous") {
+    const Case c = random_case(13, 24, 7, 61);
+    const Mat<float> X = c.X.cast<float>(), W = c.W.cast<float>();
+    const PerClassMargins<float> m(7);
+    // The GPU copy of the margins gets `value` at class k; the CPU runs on a host copy with it.
+    auto compare = [&](const auto& make_policy, const std::vector<float>& good, Index k, float value) {
+      CAPTURE(k);
+      CAPTURE(value);
+      std::vector<float> bad = good;
+      bad[static_cast<std::size_t>(k)] = value;
+      const std::string cpu = cpu_message([&] { ml::forward_backward(make_policy(bad), X, W, c.labels); });
+      CHECK(cpu.find("margins(" + std::to_string(k) + ")") != std::string::npos);
+      for (bool async : {false, true}) {
+        CAPTURE(async);
+        const gt::Error e = gt::run_gpu_class_value_error(make_policy(good), to_problem<float>(c), k, value, async);
+        CHECK(e.thrown);
+        CHECK(e.invalid_argument);
+        CHECK(e.message == cpu);
+      }
+    };
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    auto adaptive = [](const std::vector<float>& v) { return ml::AdaptiveMargin<float>{30, v, 70.f}; };
+    auto arc = [](const std::vector<float>& v) { return ml::class_margins(ml::ArcFace<float>{64, 0.5f}, v); };
+    auto cosine = [](const std::vector<float>& v) { return ml::class_margins(ml::CosFace<float>{30, 0.f}, v); };
+    compare(adaptive, m.adaptive, 4, nan);
+    compare(adaptive, m.adaptive, 0, -inf);
+    compare(arc, m.angular, 2, 4.f);
+    compare(arc, m.angular, 6, -0.1f);
+    compare(cosine, m.cosine, 5, inf);
   }
 
   TEST_CASE("A bad shard makes every rank throw instead of deadlocking") {

@@ -1049,6 +1049,13 @@ void target_cosine_calls(const P& policy, FuzzedDataProvider& in, const MX& X, c
       if (!check_loss(r.loss, "loss (CurricularFace after update_tau)")) return;
       if (!check_matrix(r.dX, "dX (CurricularFace after update_tau)")) return;
       check_matrix(r.dW, "dW (CurricularFace after update_tau)");
+      // The engine's update (update_tau_in_forward) is the same update, before the same loss.
+      P e = policy;
+      e.update_tau_in_forward = true;
+      const auto re = ml::forward_backward(e, X, W, labels);
+      if (!(e.tau == q.tau)) finding("CurricularFace: the forward's tau update differs from update_tau(target_cosines)");
+      if (!(re.loss == r.loss) || !(re.dX == r.dX) || !(re.dW == r.dW))
+        finding("CurricularFace: the loss with the forward's tau update differs from the manual update");
     });
   }
 }
@@ -1378,6 +1385,9 @@ ml::CurricularFace<T> make_curricular(FuzzedDataProvider& in) {
   p.tau = hyper<T>(in, 0.3, "tau");
   p.momentum = hyper<T>(in, 0.99, "momentum");
   fallback_and_gradient(p, in);
+  // tau fixed: the entry points are compared with each other on one policy (the engine's update
+  // is checked against the manual one below).
+  p.update_tau_in_forward = false;
   return p;
 }
 template <typename T>

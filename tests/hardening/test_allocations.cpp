@@ -54,7 +54,11 @@ TEST_CASE("a training step with a kept Workspace allocates nothing after the fir
     o.class_block = block;
     ml::Workspace<float> ws;
     CHECK(allocations_after_first([&] { (void)ml::forward_backward(ml::ArcFace<float>{}, X, W, c.labels, dX, dW, ws, o); }) == 0);
+    // CurricularFace: tau updated by the forward (the default), or by the caller (data parallel).
+    ml::CurricularFace<float> updating{};
+    CHECK(allocations_after_first([&] { (void)ml::forward_backward(updating, X, W, c.labels, dX, dW, ws, o); }) == 0);
     ml::CurricularFace<float> cf{};
+    cf.update_tau_in_forward = false;
     ml::Vector<float> t(32);
     CHECK(allocations_after_first([&] {
             ml::target_cosines(X, W, c.labels, t);

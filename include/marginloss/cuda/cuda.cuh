@@ -4,6 +4,7 @@
 // opt-in: <marginloss/cuda/nccl.cuh>.
 #pragma once
 
+#include "../policies/adaptive_margin.hpp"
 #include "../policies/amm_softmax.hpp"
 #include "../policies/arcface.hpp"
 #include "../policies/combined_margin.hpp"

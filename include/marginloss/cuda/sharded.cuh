@@ -32,12 +32,12 @@ namespace cuda {
 /// The forward of the class-sharded loss on this rank's rows W_shard (global classes
 /// [class_offset, class_offset + W_shard.rows) of num_classes), on comm.stream(); returns the
 /// loss, the same on every rank (waits for the stream).
-template <typename P, typename L, typename Comm>
-value_t<P> sharded_forward(const P& policy, DeviceMatrix<const value_t<P>> X, DeviceMatrix<const value_t<P>> W_shard,
-                           Index class_offset, Index num_classes, const L* labels, Comm& comm, Workspace<value_t<P>>& ws,
+template <typename PP, typename L, typename Comm>
+value_t<PP> sharded_forward(PP&& policy, DeviceMatrix<const value_t<PP>> X, DeviceMatrix<const value_t<PP>> W_shard,
+                           Index class_offset, Index num_classes, const L* labels, Comm& comm, Workspace<value_t<PP>>& ws,
                            cublasHandle_t cublas, const Options& options = {}) {
-  detail::Engine::forward(policy, X, W_shard, class_offset, num_classes, labels, comm, cublas, options, ws,
-                          static_cast<value_t<P>*>(nullptr));
+  detail::Engine::forward(std::forward<PP>(policy), X, W_shard, class_offset, num_classes, labels, comm, cublas, options, ws,
+                          static_cast<value_t<PP>*>(nullptr), true);
   return detail::Engine::check(ws, comm.stream()).loss;
 }
 
@@ -47,21 +47,23 @@ template <typename P, typename Comm>
 void sharded_backward(const P& policy, DeviceMatrix<const value_t<P>> W_shard, Comm& comm, Workspace<value_t<P>>& ws,
                       value_t<P> grad_loss, DeviceMatrix<value_t<P>> dX, DeviceMatrix<value_t<P>> dW_shard,
                       cublasHandle_t cublas) {
+  static_assert(!detail::learnable_v<P>, "marginloss::cuda: learnable margins are not supported by the sharded entry points (as on the CPU)");
   detail::Engine::backward(policy, W_shard, comm, ws, grad_loss, static_cast<const value_t<P>*>(nullptr), dX, dW_shard,
                            cublas);
   detail::Engine::check(ws, comm.stream());
 }
 
 /// Forward and backward with upstream gradient 1: writes dX and dW_shard, returns the loss.
-template <typename P, typename L, typename Comm>
-value_t<P> sharded_forward_backward(const P& policy, DeviceMatrix<const value_t<P>> X,
-                                    DeviceMatrix<const value_t<P>> W_shard, Index class_offset, Index num_classes,
-                                    const L* labels, Comm& comm, DeviceMatrix<value_t<P>> dX,
-                                    DeviceMatrix<value_t<P>> dW_shard, Workspace<value_t<P>>& ws, cublasHandle_t cublas,
+template <typename PP, typename L, typename Comm>
+value_t<PP> sharded_forward_backward(PP&& policy, DeviceMatrix<const value_t<PP>> X,
+                                    DeviceMatrix<const value_t<PP>> W_shard, Index class_offset, Index num_classes,
+                                    const L* labels, Comm& comm, DeviceMatrix<value_t<PP>> dX,
+                                    DeviceMatrix<value_t<PP>> dW_shard, Workspace<value_t<PP>>& ws, cublasHandle_t cublas,
                                     const Options& options = {}) {
-  detail::Engine::forward(policy, X, W_shard, class_offset, num_classes, labels, comm, cublas, options, ws,
-                          static_cast<value_t<P>*>(nullptr));
-  detail::Engine::backward(policy, W_shard, comm, ws, value_t<P>(1), static_cast<const value_t<P>*>(nullptr), dX,
+  static_assert(!detail::learnable_v<std::decay_t<PP>>, "marginloss::cuda: learnable margins are not supported by the sharded entry points (as on the CPU)");
+  detail::Engine::forward(std::forward<PP>(policy), X, W_shard, class_offset, num_classes, labels, comm, cublas, options, ws,
+                          static_cast<value_t<PP>*>(nullptr), true);
+  detail::Engine::backward(static_cast<const std::decay_t<PP>&>(policy), W_shard, comm, ws, value_t<PP>(1), static_cast<const value_t<PP>*>(nullptr), dX,
                            dW_shard, cublas);
   return detail::Engine::check(ws, comm.stream()).loss;
 }

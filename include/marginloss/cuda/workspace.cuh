@@ -207,6 +207,12 @@ class Workspace {
   std::size_t bytes_ = 0;
   detail::Layout layout_{};
   Index batch_ = 0, dim_ = 0, num_classes_ = 0, class_offset_ = 0, local_classes_ = 0;
+  // A copy of the last forward's policy and the function that throws its message for a
+  // rejected per-class value found on the device (reported by a later check, which does not
+  // know the policy's type). Set only for policies with per-class values.
+  static constexpr std::size_t kPolicyBytes = 256;
+  alignas(16) unsigned char policy_[kPolicyBytes] = {};
+  void (*fail_class_value_)(const unsigned char* policy, Index k, double value) = nullptr;
   bool holds_forward_ = false;
   bool state_ready_ = false;  // the device status was initialised (by the first forward)
 };

@@ -94,6 +94,24 @@ template <typename T>
   fail("another rank rejected its input (", failed, " rank(s) failed); see its message");
 }
 
+// A policy's per-class values (policies/common.hpp, has_class_values): one per class. Both
+// backends check the count on the host; the values themselves are read where they live.
+template <typename P>
+inline void check_class_count(const P& policy, Index num_classes, const char* when = "") {
+  const Index n = policy.class_values().size;
+  if (n != num_classes)
+    fail(P::name, ": margins has ", n, " entries", when, " but there are ", num_classes, " classes");
+}
+
+// The values, on the host (CPU engines): the first unacceptable one throws the policy's message.
+template <typename P>
+inline void check_class_values_on_host(const P& policy, Index num_classes) {
+  check_class_count(policy, num_classes);
+  const auto values = policy.class_values();
+  for (Index k = 0; k < num_classes; ++k)
+    if (!policy.class_value_ok(values[k])) policy.fail_class_value(k, values[k]);
+}
+
 inline void check_grad_loss(double grad_loss) {
   if (!(grad_loss - grad_loss == 0)) fail("grad_loss = ", grad_loss, " must be finite");
 }

@@ -141,10 +141,49 @@ inline bool views_overlap(const M& a, const Eigen::Ref<const RowMatrix<typename 
   return a0 < b1 && b0 < a1;
 }
 
+// The mean of B values, summed in double in row order (the state hook's statistic).
+template <typename T>
+double batch_mean(const T* v, Index B) {
+  double sum = 0;
+  for (Index i = 0; i < B; ++i) sum += static_cast<double>(v[i]);
+  return sum / static_cast<double>(B);
+}
+
+// The margins' regulariser of a learnable-margins policy (policies/common.hpp):
+// R = weight * mean_{j in J} m_j over J = the batch's distinct classes or all classes, summed
+// in class order (CUDA: margins.cuh, the same order).
+template <typename P, typename T = typename P::value_type>
+T margin_regulariser(const P& policy, const Index* batch_classes, Index n, Index num_classes) {
+  const auto m = policy.class_values();
+  double sum = 0;
+  if (policy.regulariser_over_batch()) {
+    for (Index k = 0; k < n; ++k) sum += static_cast<double>(m[batch_classes[k]]);
+  } else {
+    n = num_classes;
+    for (Index k = 0; k < n; ++k) sum += static_cast<double>(m[k]);
+  }
+  return static_cast<T>(static_cast<double>(policy.regulariser_weight()) * (sum / static_cast<double>(n)));
+}
+
+// dm += grad_loss * dR/dm = grad_loss * weight / |J| on the classes of J.
+template <typename P, typename T = typename P::value_type>
+void add_margin_regulariser_gradient(const P& policy, T grad_loss, const Index* batch_classes, Index n,
+                                     Index num_classes, T* dm) {
+  if (policy.regulariser_over_batch()) {
+    const T g = grad_loss * policy.regulariser_weight() / static_cast<T>(n);
+    for (Index k = 0; k < n; ++k) dm[batch_classes[k]] += g;
+  } else {
+    const T g = grad_loss * policy.regulariser_weight() / static_cast<T>(num_classes);
+    for (Index k = 0; k < num_classes; ++k) dm[k] += g;
+  }
+}
+
 struct Engine {
   static_assert(Workspace<float>::class_tile <= kRowTile, "a class tile must fit the row pass's stack tile");
-  template <typename P, typename Labels, typename Comm, typename T = typename P::value_type>
-  static T forward(const P& policy, const Eigen::Ref<const RowMatrix<T>>& X, const Eigen::Ref<const RowMatrix<T>>& W,
+  // PP: the policy as the entry point received it (a reference type); a stateful policy
+  // (has_state_hook) is updated here when PP is a modifiable lvalue.
+  template <typename PP, typename Labels, typename Comm, typename P = std::decay_t<PP>, typename T = typename P::value_type>
+  static T forward(PP&& policy, const Eigen::Ref<const RowMatrix<T>>& X, const Eigen::Ref<const RowMatrix<T>>& W,
                    Index class_offset, Index num_classes, const Eigen::MatrixBase<Labels>& labels, Comm& comm,
                    Index block, Workspace<T>& ws) {
     static_assert(is_margin_policy_v<P>, "marginloss: P does not satisfy the policy contract (policies/common.hpp)");
@@ -155,11 +194,10 @@ struct Engine {
     std::exception_ptr error;
     try {
       policy.validate();
+      check_state_hook<PP>(policy);
       check_batch(B, D, num_classes, W.cols(), labels.size());
       check_shard_range(class_offset, C, num_classes);
-      if constexpr (has_class_count<P>::value)
-        if (policy.class_count() != num_classes)
-          fail(P::name, ": margins has ", policy.class_count(), " entries but there are ", num_classes, " classes");
+      if constexpr (has_class_values<P>::value) check_class_values_on_host(policy, num_classes);
       // Every buffer of the call, sized once by the plan that Workspace::bytes_required counts.
       plan = Workspace<T>::plan(B, D, C, block, max_threads(), comm.size() > 1);
       ws.prepare(plan);
@@ -200,6 +238,10 @@ struct Engine {
       ws.target_cos_(i) = t;
     }
     comm.allreduce_sum(ws.target_cos_.data(), B);
+    // State updated from the batch before it is used (CurricularFace's tau; every rank sees the
+    // same all-reduced t_i, so every rank's policy gets the same state).
+    if constexpr (has_state_hook<P>::value && modifiable_policy_v<PP>)
+      if (policy.updates_in_forward()) policy.update_with_target_mean(batch_mean(ws.target_cos_.data(), B));
     const auto* terms = store_row_terms(policy, ws);
 
     // The sweep: every tile of classes is one thread's, from |w_j| to the tile's (max, sum of
@@ -274,7 +316,7 @@ struct Engine {
       ws.batch_classes_ = ws.labels_;
       std::sort(ws.batch_classes_.data(), ws.batch_classes_.data() + B);
       ws.batch_class_count_ = std::unique(ws.batch_classes_.data(), ws.batch_classes_.data() + B) - ws.batch_classes_.data();
-      ws.regulariser_ = policy.regulariser(ws.batch_classes_.data(), ws.batch_class_count_);
+      ws.regulariser_ = margin_regulariser(policy, ws.batch_classes_.data(), ws.batch_class_count_, num_classes);
       ws.loss_ += ws.regulariser_;
     }
     // Identical on every rank, so every rank throws together.
@@ -306,12 +348,10 @@ struct Engine {
         fail("backward() got the policy ", P::name, " but its forward() ran ", ws.policy_name_,
              " (of another type): pass the forward's policy");
       policy.validate();
-      if constexpr (has_class_count<P>::value)
-        if (policy.class_count() != ws.num_classes_)
-          fail(P::name, ": margins has ", policy.class_count(), " entries in backward() but there were ",
-               ws.num_classes_, " classes in forward()");
+      if constexpr (has_class_values<P>::value) check_class_count(policy, ws.num_classes_, " in backward()");
       if (policy_fingerprint(policy, ws.num_classes_) != ws.policy_fingerprint_)
-        fail("backward() got ", P::name, " with other parameters than its forward(): pass the forward's policy unchanged");
+        fail("backward() got ", P::name, " with other parameters ", has_class_values<P>::value ? "or per-class margins " : "",
+             "than its forward(): pass the forward's policy unchanged (step the optimiser after the backward)");
       if (W.rows() != ws.local_classes_ || W.cols() != ws.dim())
         fail("W is ", W.rows(), "x", W.cols(), " in backward() but was ", ws.local_classes_, "x", ws.dim(), " in forward()");
       if (W.data() != ws.w_data_ || W.outerStride() != ws.w_stride_)
@@ -427,7 +467,8 @@ struct Engine {
           const T p = std::exp(S * terms[i].target.value - ws.lse_(i));
           dmargins[ws.labels_(i)] += coef * (p - T(1)) * S * terms[i].dtarget_dmargin;
         }
-        policy.add_regulariser_gradient(grad_loss, ws.batch_classes_.data(), ws.batch_class_count_, dmargins);
+        add_margin_regulariser_gradient(policy, grad_loss, ws.batch_classes_.data(), ws.batch_class_count_,
+                                        ws.num_classes_, dmargins);
       }
     }
 #if defined(_OPENMP)

@@ -8,7 +8,8 @@
 //   * a fingerprint of the policy's behaviour: the bits of its margined target, slope and
 //     non-target logits at fixed probe cosines and labels, and of its scale -- every parameter
 //     that changes the loss changes some of them (scale, margins, fallback region, gradient
-//     mode, mining thresholds, per-class margins at the first, middle and last class),
+//     mode, mining thresholds) and every per-class value (margins are a view of the caller's
+//     memory, which an optimiser step may change in place),
 //   * W's identity: its data pointer, rows and row stride,
 // and the backward compares them before it reads anything. This costs about a hundred policy
 // evaluations per call. Not detected: W's *contents* changed in place between the two calls
@@ -60,6 +61,13 @@ std::uint64_t policy_fingerprint(const P& policy, Index classes) {
                                0.1,  0.3,     0.5,    0.7,   0.85,  0.95, 0.99, 0.999, 1.0};
   constexpr double non_target_probes[] = {-0.6, 0.2, 0.65, 0.9, 0.98};
   Fingerprint f;
+  // Per-class values (margins) are a view of the caller's memory, which may change between a
+  // forward and its backward: every value counts (O(C), host memory: CPU engines only).
+  if constexpr (has_class_values<P>::value) {
+    const auto values = policy.class_values();
+    f.add(values.size);
+    for (Index k = 0; k < values.size; ++k) f.add(values[k]);
+  }
   f.add(policy.scale_is_feature_norm());
   f.add(policy.scale(T(1.75)));
   f.add(policy.scale(T(0.5)));

@@ -40,5 +40,17 @@ MARGINLOSS_HD inline T guarded_sine(T sine) {
 
 constexpr double pi = 3.14159265358979323846;
 
+// The margins each kind of policy accepts, as predicates the per-class checks evaluate (on the
+// device too): an additive cosine margin is finite and >= 0, an angular one lies in [0, pi).
+// The policies' validate() states the same rules with their messages (tests check agreement).
+template <typename T>
+MARGINLOSS_HD inline bool cosine_margin_ok(T m) {
+  return m >= T(0) && m - m == T(0);
+}
+template <typename T>
+MARGINLOSS_HD inline bool angular_margin_ok(T m) {
+  return m >= T(0) && m < T(pi);
+}
+
 }  // namespace detail
 MARGINLOSS_NAMESPACE_END

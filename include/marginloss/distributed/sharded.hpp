@@ -13,6 +13,9 @@
 // Every rank must call with the same policy, X, labels and options, in the same order.
 #pragma once
 
+#include <type_traits>
+#include <utility>
+
 #include "../loss.hpp"
 #include "class_range.hpp"
 #include "communicator.hpp"
@@ -23,15 +26,15 @@ MARGINLOSS_NAMESPACE_BEGIN
 /// [class_offset, class_offset + W_shard.rows()) of num_classes), with the whole batch X and
 /// global labels. Returns the loss, the same on every rank; leaves in `ws` what
 /// sharded_backward() needs.
-template <typename P, typename DX, typename DW, typename L, typename Comm, typename U>
-typename P::value_type sharded_forward(const P& policy, const Eigen::MatrixBase<DX>& X,
-                                       const Eigen::MatrixBase<DW>& W_shard, Index class_offset, Index num_classes,
-                                       const L& labels, Comm& comm, Workspace<U>& ws, const Options& options = {}) {
-  using T = typename P::value_type;
+template <typename PP, typename DX, typename DW, typename L, typename Comm, typename U>
+detail::policy_value_t<PP> sharded_forward(PP&& policy, const Eigen::MatrixBase<DX>& X,
+                                           const Eigen::MatrixBase<DW>& W_shard, Index class_offset, Index num_classes,
+                                           const L& labels, Comm& comm, Workspace<U>& ws, const Options& options = {}) {
+  using T = detail::policy_value_t<PP>;
   detail::check_row_major_matrix<DX, T>();
   detail::check_row_major_matrix<DW, T>();
   detail::check_workspace_scalar<U, T>();
-  return detail::Engine::forward(policy, Eigen::Ref<const RowMatrix<T>>(X.derived()),
+  return detail::Engine::forward(std::forward<PP>(policy), Eigen::Ref<const RowMatrix<T>>(X.derived()),
                                  Eigen::Ref<const RowMatrix<T>>(W_shard.derived()), class_offset, num_classes,
                                  detail::label_argument<L>::view(labels), comm,
                                  detail::resolve_class_block<T>(options, X.rows(), W_shard.rows(), detail::kCpuBlockBytes), ws);
@@ -53,11 +56,12 @@ void sharded_backward(const P& policy, const Eigen::MatrixBase<DW>& W_shard, Com
 }
 
 /// sharded_forward() then sharded_backward() with grad_loss = 1; returns the loss.
-template <typename P, typename DX, typename DW, typename L, typename Comm, typename DXo, typename DWo, typename U>
-typename P::value_type sharded_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
-                                                const Eigen::MatrixBase<DW>& W_shard, Index class_offset,
-                                                Index num_classes, const L& labels, Comm& comm, DXo&& dX,
-                                                DWo&& dW_shard, Workspace<U>& ws, const Options& options = {}) {
+template <typename PP, typename DX, typename DW, typename L, typename Comm, typename DXo, typename DWo, typename U>
+detail::policy_value_t<PP> sharded_forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X,
+                                                    const Eigen::MatrixBase<DW>& W_shard, Index class_offset,
+                                                    Index num_classes, const L& labels, Comm& comm, DXo&& dX,
+                                                    DWo&& dW_shard, Workspace<U>& ws, const Options& options = {}) {
+  using P = std::decay_t<PP>;
   using T = typename P::value_type;
   static_assert(!detail::has_learnable_margins<P>::value, MARGINLOSS_LEARNABLE_MARGINS_NEED_DMARGINS);
   detail::check_row_major_matrix<DX, T>();
@@ -65,8 +69,8 @@ typename P::value_type sharded_forward_backward(const P& policy, const Eigen::Ma
   detail::check_output_matrix<DXo, T>();
   detail::check_output_matrix<DWo, T>();
   detail::check_workspace_scalar<U, T>();
-  const auto loss = sharded_forward(policy, X, W_shard, class_offset, num_classes, labels, comm, ws, options);
-  sharded_backward(policy, W_shard, comm, ws, T(1), dX, dW_shard);
+  const auto loss = sharded_forward(std::forward<PP>(policy), X, W_shard, class_offset, num_classes, labels, comm, ws, options);
+  sharded_backward(static_cast<const P&>(policy), W_shard, comm, ws, T(1), dX, dW_shard);
   return loss;
 }
 

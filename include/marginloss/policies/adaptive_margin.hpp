@@ -18,15 +18,22 @@
 //
 // ClassMargins<Base> -- FIXED per-class margins for any policy with a margin member `m`
 // (CosFace, ArcFace, SV/MV-Softmax, CurricularFace, AMM-Softmax): the row of sample i uses
-// m = margins(y_i). margins_from_class_counts() gives the LDAM choice m_j ∝ n_j^(-1/4).
+// m = margins[y_i]. margins_from_class_counts() (margins.hpp) gives the LDAM choice
+// m_j ∝ n_j^(-1/4).
+//
+// Both hold a ClassValues view (class_values.hpp) of margins the caller owns, so they are plain
+// trivially copyable structs: the same policy runs on the CPU (host margins) and on the CUDA
+// backend (device margins), and the subset engine (sampling/subset.hpp) re-points the view at
+// the active classes' margins. This header is Eigen-free (it is compiled by nvcc).
 #pragma once
 
 #include <cmath>
 #include <string>
 #include <type_traits>
+#include <utility>
 
+#include "../class_values.hpp"
 #include "../errors.hpp"
-#include "../types.hpp"
 #include "common.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
@@ -44,18 +51,20 @@ struct enum_info<RegulariserScope> {
   static constexpr const char* name = "RegulariserScope";
 };
 
+// The view's own checks, on the host, without reading a value (it may be device memory).
 template <typename T>
-inline void check_margins(const char* name, const Vector<T>& margins) {
-  if (margins.size() == 0) fail(name, ": margins is empty: it needs one entry per class");
-  for (Index k = 0; k < margins.size(); ++k)
-    if (!std::isfinite(margins(k))) fail(name, ": margins(", k, ") = ", margins(k), " must be finite");
+inline void check_class_values_view(const char* name, const ClassValues<T>& v) {
+  if (v.size <= 0) fail(name, ": margins is empty: it needs one entry per class");
+  if (!v.data) fail(name, ": margins points to no memory (null data with ", v.size, " entries)");
 }
 }  // namespace detail
 
 /// AdaM-Softmax of AdaptiveFace (Liu et al., CVPR 2019; docs/formulas.md §6): CosFace with one
 /// learnable margin per class, z_iy = s (t_i - m_{y_i}), z_ij = s c_ij, and the regulariser
-/// R = -lambda_m mean_{j in J} m_j that pushes the margins up (L = CE + R). The entry points
-/// return dL/dmargins; project the margins after each optimiser step with project_margins().
+/// R = -lambda_m mean_{j in J} m_j that pushes the margins up (L = CE + R). `margins` is a view
+/// of the caller's C margins (host memory for the CPU engine, device memory for the CUDA one):
+/// the optimiser updates them in place. The entry points return dL/dmargins; project the
+/// margins after each optimiser step with project_margins().
 template <typename T>
 struct AdaptiveMargin {
   using value_type = T;  ///< float or double
@@ -69,52 +78,49 @@ struct AdaptiveMargin {
   static constexpr const char* name = "AdaptiveMargin";  ///< the policy's name in error messages
 
   T s = T(30);               ///< scale of the logits: FaceX-Zoo; its training config uses 32
-  Vector<T> margins;         ///< one per class (C entries); FaceX-Zoo initialises U(0.3, 0.4)
+  ClassValues<T> margins;    ///< view of the C margins (caller-owned); FaceX-Zoo initialises U(0.3, 0.4)
   T lambda_m = T(70);        ///< weight of the regulariser (FaceX-Zoo)
   RegulariserScope scope = RegulariserScope::all_classes;  ///< the classes R averages over
 
-  /// Throws invalid_argument unless s > 0, lambda_m >= 0, margins is non-empty and finite and
-  /// scope is a RegulariserScope value.
+  /// Throws invalid_argument unless s > 0, lambda_m >= 0, margins views at least one value and
+  /// scope is a RegulariserScope value. The margins themselves (finite) are checked by the
+  /// engines with class_value_ok(), on the device for the CUDA backend.
   void validate() const {
     detail::require_positive(name, "s", s);
     detail::require_non_negative(name, "lambda_m", lambda_m);
-    detail::check_margins(name, margins);
+    detail::check_class_values_view(name, margins);
     detail::check_enum(name, "scope", scope);
   }
-  /// margins.size(), checked against the number of classes C.
-  Index class_count() const { return margins.size(); }
+  /// The per-class values, checked against the number of classes C.
+  MARGINLOSS_HD ClassValues<T> class_values() const { return margins; }
+  /// A margin is acceptable when finite.
+  MARGINLOSS_HD bool class_value_ok(T m) const { return m - m == T(0); }
+  /// Throws the message for margins[k] = m (not acceptable).
+  [[noreturn]] void fail_class_value(Index k, T m) const {
+    detail::fail(name, ": margins(", k, ") = ", m, " must be finite");
+  }
 
   /// f(t) = t - m_label, slope 1, df/dm = -1.
-  row_type row(T t, Index label) const { return {{t - margins(label), T(1)}, T(-1)}; }
+  MARGINLOSS_HD row_type row(T t, Index label) const { return {{t - margins[label], T(1)}, T(-1)}; }
   /// h(c) = c, slope 1.
-  ValueSlope<T> non_target(T c, const row_type&) const { return {c, T(1)}; }
+  MARGINLOSS_HD ValueSlope<T> non_target(T c, const row_type&) const { return {c, T(1)}; }
   /// S_i = s, whatever the feature norm.
-  T scale(T /*x_norm*/) const { return s; }
+  MARGINLOSS_HD T scale(T /*x_norm*/) const { return s; }
   /// false: the scale is the fixed s, so dS/dx does not enter dX.
-  bool scale_is_feature_norm() const { return false; }
+  MARGINLOSS_HD bool scale_is_feature_norm() const { return false; }
 
-  /// R over the given classes (the batch's distinct labels), or over all classes.
-  T regulariser(const Index* batch_classes, Index n) const {
-    if (scope == RegulariserScope::all_classes) return -lambda_m * margins.mean();
-    T sum = 0;
-    for (Index k = 0; k < n; ++k) sum += margins(batch_classes[k]);
-    return -lambda_m * sum / static_cast<T>(n);
-  }
-  /// dm += weight * dR/dm (dm has C entries; batch_classes as in regulariser()).
-  void add_regulariser_gradient(T weight, const Index* batch_classes, Index n, T* dm) const {
-    if (scope == RegulariserScope::all_classes) {
-      const T g = -weight * lambda_m / static_cast<T>(margins.size());
-      for (Index k = 0; k < margins.size(); ++k) dm[k] += g;
-    } else {
-      const T g = -weight * lambda_m / static_cast<T>(n);
-      for (Index k = 0; k < n; ++k) dm[batch_classes[k]] += g;
-    }
-  }
+  /// The regulariser is R = regulariser_weight() * mean_{j in J} m_j, with J the batch's
+  /// distinct classes when regulariser_over_batch(), else all classes; so dR/dm_k =
+  /// regulariser_weight() / |J| for k in J. The engines compute both (host or device).
+  MARGINLOSS_HD T regulariser_weight() const { return -lambda_m; }
+  /// True: J is the batch's distinct classes; false: every class.
+  MARGINLOSS_HD bool regulariser_over_batch() const { return scope == RegulariserScope::batch_classes; }
 };
 
 /// Fixed per-class margins on top of a policy with a margin member `m` (CosFace, ArcFace,
-/// SV/MV-Softmax, CurricularFace, AMM-Softmax): the row of sample i uses m = margins(y_i), e.g.
-/// the LDAM margins of margins_from_class_counts().
+/// SV/MV-Softmax, CurricularFace, AMM-Softmax): the row of sample i uses m = margins[y_i], e.g.
+/// the LDAM margins of margins_from_class_counts(). `margins` is a view of the caller's C
+/// margins (host or device memory), each a valid `m` of the base policy.
 template <typename Base>
 struct ClassMargins {
   static_assert(std::is_floating_point_v<decltype(Base::m)>,
@@ -126,72 +132,59 @@ struct ClassMargins {
   static constexpr const char* name = Base::name;  ///< the base policy's name in error messages
 
   Base base;  ///< the policy whose `m` is replaced per class; its other parameters apply to all
-  Vector<value_type> margins;  ///< one per class, >= 0
+  ClassValues<value_type> margins;  ///< view of the C margins (caller-owned)
 
-  /// Validates the base policy and, for every class, the base policy with m = margins(k).
+  /// Validates the base policy and the view (not the values: see class_value_ok()).
   void validate() const {
     base.validate();
-    detail::check_margins(name, margins);
-    // Every class's margin obeys the wrapped policy's own rule (ArcFace: m < pi, ...): the
-    // policy a sample of class k uses is validated, not only the base's default margin.
-    Base b = base;
-    for (Index k = 0; k < margins.size(); ++k) {
-      if (margins(k) < 0) detail::fail(name, ": margins(", k, ") = ", margins(k), " must be >= 0");
-      b.m = margins(k);
-      try {
-        b.validate();
-      } catch (const invalid_argument& e) {
-        detail::fail(name, ": margins(", k, ") = ", margins(k), " is not a valid margin (",
-                     e.what() + std::char_traits<char>::length("marginloss: "), ")");
-      }
-    }
+    detail::check_class_values_view(name, margins);
   }
-  /// margins.size(), checked against the number of classes C.
-  Index class_count() const { return margins.size(); }
-
-  /// The base policy's row with m = margins(label).
-  row_type row(value_type t, Index label) const {
+  /// The per-class values, checked against the number of classes C.
+  MARGINLOSS_HD ClassValues<value_type> class_values() const { return margins; }
+  /// A margin is acceptable when the base policy accepts it as its `m` (ArcFace: [0, pi), ...).
+  MARGINLOSS_HD bool class_value_ok(value_type m) const { return base.margin_in_range(m); }
+  /// Throws the message for margins[k] = m, with the base policy's reason.
+  [[noreturn]] void fail_class_value(Index k, value_type m) const {
     Base b = base;
-    b.m = margins(label);
+    b.m = m;
+    try {
+      b.validate();
+    } catch (const invalid_argument& e) {
+      detail::fail(name, ": margins(", k, ") = ", m, " is not a valid margin (",
+                   e.what() + std::char_traits<char>::length("marginloss: "), ")");
+    }
+    detail::fail(name, ": margins(", k, ") = ", m, " is not a valid margin");
+  }
+
+  /// The base policy's state hook, where it has one (ClassMargins<CurricularFace>: tau).
+  template <typename B = Base>
+  auto updates_in_forward() const -> decltype(std::declval<const B&>().updates_in_forward()) {
+    return base.updates_in_forward();
+  }
+  /// Forwards the batch mean of the target cosines to the base policy's state hook.
+  template <typename B = Base>
+  auto update_with_target_mean(double mean) -> decltype(std::declval<B&>().update_with_target_mean(mean)) {
+    base.update_with_target_mean(mean);
+  }
+
+  /// The base policy's row with m = margins[label].
+  MARGINLOSS_HD row_type row(value_type t, Index label) const {
+    Base b = base;
+    b.m = margins[label];
     return b.row(t, label);
   }
   /// The base policy's h(c).
-  ValueSlope<value_type> non_target(value_type c, const row_type& r) const { return base.non_target(c, r); }
+  MARGINLOSS_HD ValueSlope<value_type> non_target(value_type c, const row_type& r) const { return base.non_target(c, r); }
   /// The base policy's S_i.
-  value_type scale(value_type x_norm) const { return base.scale(x_norm); }
+  MARGINLOSS_HD value_type scale(value_type x_norm) const { return base.scale(x_norm); }
   /// The base policy's.
-  bool scale_is_feature_norm() const { return base.scale_is_feature_norm(); }
+  MARGINLOSS_HD bool scale_is_feature_norm() const { return base.scale_is_feature_norm(); }
 };
 
-/// ClassMargins<Base>{base, margins}, with Base deduced.
+/// ClassMargins<Base>{base, margins}, with Base deduced; `margins` is viewed, not copied.
 template <typename Base>
-ClassMargins<Base> class_margins(const Base& base, Vector<typename Base::value_type> margins) {
-  return {base, std::move(margins)};
-}
-
-/// LDAM margins (Cao et al., NeurIPS 2019): m_j = max_margin (n_min / n_j)^(1/4), the largest
-/// for the rarest class. Every count must be >= 1.
-template <typename T, typename Derived>
-Vector<T> margins_from_class_counts(const Eigen::MatrixBase<Derived>& counts, T max_margin) {
-  detail::require_non_negative("margins_from_class_counts", "max_margin", max_margin);
-  if (counts.size() == 0) detail::fail("margins_from_class_counts: counts is empty");
-  double n_min = 0;
-  for (Index k = 0; k < counts.size(); ++k) {
-    const double n = static_cast<double>(counts.derived().coeff(k));
-    if (!(n >= 1)) detail::fail("margins_from_class_counts: counts(", k, ") = ", n, " must be >= 1");
-    n_min = k == 0 ? n : std::min(n_min, n);
-  }
-  Vector<T> m(counts.size());
-  for (Index k = 0; k < counts.size(); ++k)
-    m(k) = static_cast<T>(static_cast<double>(max_margin) * std::pow(n_min / static_cast<double>(counts.derived().coeff(k)), 0.25));
-  return m;
-}
-
-/// The projection after an optimiser step: margins clamped to [lo, hi] (AdaptiveFace: [0, 1]).
-template <typename T>
-void project_margins(Vector<T>& margins, T lo = T(0), T hi = T(1)) {
-  if (!(lo <= hi)) detail::fail("project_margins: lo = ", lo, " must be <= hi = ", hi);
-  margins = margins.cwiseMax(lo).cwiseMin(hi);
+ClassMargins<Base> class_margins(const Base& base, ClassValues<typename Base::value_type> margins) {
+  return {base, margins};
 }
 
 MARGINLOSS_NAMESPACE_END

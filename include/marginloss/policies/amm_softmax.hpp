@@ -63,6 +63,8 @@ struct AMMSoftmax {
     if (!(m < T(detail::pi))) detail::fail(name, ": m = ", m, " must be < pi");
     if (!(m_h < T(detail::pi))) detail::fail(name, ": m_h = ", m_h, " must be < pi");
   }
+  /// The margins this policy accepts as `m` (ClassMargins checks each class's): [0, pi).
+  MARGINLOSS_HD bool margin_in_range(T v) const { return detail::angular_margin_ok(v); }
 
   /// f(t) = cos(theta + m) as ArcFace; the hard threshold is the raw cos(theta + m).
   MARGINLOSS_HD row_type row(T t, Index /*label*/) const {

@@ -32,6 +32,8 @@ struct ArcFace {
     detail::require_non_negative(name, "m", m);
     if (!(m < T(detail::pi))) detail::fail(name, ": m = ", m, " must be < pi");
   }
+  /// The margins this policy accepts as `m` (ClassMargins checks each class's): [0, pi).
+  MARGINLOSS_HD bool margin_in_range(T v) const { return detail::angular_margin_ok(v); }
 
   /// f(t) = cos(theta + m) = t cos m - sin(theta) sin m (no arccos), slope
   /// sin(theta + m) / sin(theta); `fallback` where theta + m > pi, `gradient` for the slope.

@@ -16,16 +16,24 @@
 //   bool scale_is_feature_norm() const;           // S_i = |x_i| (then dS/dx enters dX)
 // row(), non_target() and scale() are MARGINLOSS_HD so the CUDA backend runs the same code.
 // Optional members, each detected by a trait below and called by the engines when present:
-//   Index class_count() const;                    // per-class data: its length, checked == C
-//                                                 // (has_class_count)
+//   ClassValues<T> class_values() const;          // per-class data (class_values.hpp): a view of
+//                                                 // caller-owned memory, its size checked == C
+//   bool class_value_ok(T v) const;               // each value is checked by the engines (on
+//   void fail_class_value(Index k, T v) const;    // the device for CUDA); the second throws
+//                                                 // (has_class_values)
 //   static constexpr bool learnable_margins;      // true: the row type also carries
 //                                                 // T dtarget_dmargin = d f / d m_{y_i}, the
 //                                                 // entry points take a dmargins output, and
 //                                                 // the policy has the two members below
 //                                                 // (has_learnable_margins)
-//   T regulariser(const Index* batch_classes, Index n) const;   // R, added to the loss
-//   void add_regulariser_gradient(T weight, const Index* batch_classes, Index n, T* dm) const;
-//                                                 // dm += weight dR/dm
+//   T regulariser_weight() const;                 // R = weight * mean_{j in J} m_j, added to the
+//   bool regulariser_over_batch() const;          // loss; J = the batch's classes or all classes
+//   bool updates_in_forward() const;              // state updated by each forward from the
+//   void update_with_target_mean(double mean_t);  // batch mean of the target cosines (CurricularFace's
+//                                                 // tau): called by the engines on the caller's
+//                                                 // policy, which must then be a modifiable lvalue
+//                                                 // (has_state_hook)
+// class_values(), class_value_ok() and the regulariser members are MARGINLOSS_HD too.
 // Policies that wrap another (ClassMargins<Base>) forward these as they apply.
 #pragma once
 
@@ -131,11 +139,42 @@ struct has_policy_members<
     : std::bool_constant<std::is_same_v<typename P::value_type, float> ||
                          std::is_same_v<typename P::value_type, double>> {};
 
-// Policies with per-class data (margins) report their class count, checked against C.
+// Policies with per-class data (margins): a view of it, checked against C and value by value.
 template <typename P, typename = void>
-struct has_class_count : std::false_type {};
+struct has_class_values : std::false_type {};
 template <typename P>
-struct has_class_count<P, std::void_t<decltype(std::declval<const P&>().class_count())>> : std::true_type {};
+struct has_class_values<P, std::void_t<decltype(std::declval<const P&>().class_values()),
+                                       decltype(std::declval<const P&>().class_value_ok(typename P::value_type())),
+                                       decltype(std::declval<const P&>().fail_class_value(Index(), typename P::value_type()))>>
+    : std::true_type {};
+
+// The scalar type of a policy given as a (possibly reference or const) type.
+template <typename PP>
+using policy_value_t = typename std::decay_t<PP>::value_type;
+
+// Policies with state updated by each forward from the batch's target cosines (CurricularFace).
+template <typename P, typename = void>
+struct has_state_hook : std::false_type {};
+template <typename P>
+struct has_state_hook<P, std::void_t<decltype(std::declval<const P&>().updates_in_forward()),
+                                     decltype(std::declval<P&>().update_with_target_mean(0.0))>> : std::true_type {};
+
+// The forward entry points take the policy by forwarding reference: the engine may update a
+// stateful policy (has_state_hook) only when it is a modifiable lvalue. PolicyRef is the
+// deduced type; the check runs where the other argument checks run.
+template <typename PolicyRef>
+inline constexpr bool modifiable_policy_v =
+    std::is_lvalue_reference_v<PolicyRef> && !std::is_const_v<std::remove_reference_t<PolicyRef>>;
+
+template <typename PolicyRef, typename P>
+inline void check_state_hook(const P& policy) {
+  if constexpr (has_state_hook<P>::value)
+    if (policy.updates_in_forward() && !modifiable_policy_v<PolicyRef>)
+      fail(P::name, ": update_tau_in_forward = true: the forward updates tau in the policy you pass, so pass it as a "
+                    "modifiable (non-const, named) object; or set update_tau_in_forward = false and update tau yourself "
+                    "(update_tau(ml::target_cosines(X, W, labels)) before the forward, as data-parallel training does "
+                    "with the all-reduced mean)");
+}
 
 // Policies with learnable per-class margins: row terms carry d f / d m_{y_i}, and the policy
 // has a regulariser over the margins (see policies/adaptive_margin.hpp).

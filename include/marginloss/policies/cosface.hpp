@@ -3,6 +3,7 @@
 //   z_iy = s (t_i - m),  z_ij = s c_ij.
 #pragma once
 
+#include "../detail/math.hpp"
 #include "../errors.hpp"
 #include "common.hpp"
 
@@ -28,6 +29,8 @@ struct CosFace {
     detail::require_positive(name, "s", s);
     detail::require_non_negative(name, "m", m);
   }
+  /// The margins this policy accepts as `m` (ClassMargins checks each class's): finite, >= 0.
+  MARGINLOSS_HD bool margin_in_range(T v) const { return detail::cosine_margin_ok(v); }
 
   /// f(t) = t - m (with conditional_margin: only where t > m, else t), slope 1.
   MARGINLOSS_HD row_type row(T t, Index /*label*/) const {

@@ -3,11 +3,15 @@
 // (c_ij > cos(theta_i + m), the raw value) get h(c) = c (tau + c), h' = tau + 2c, where tau
 // is a running mean of the target cosines, not differentiated.
 //
-// tau is plain state in the policy, owned by the caller: forward/backward never change it.
-// The official code updates it at every forward, BEFORE using it, from the batch's raw target
-// cosines: tau <- 0.01 mean_i(t_i) + 0.99 tau, tau_0 = 0. Reproduce that with
-//   policy.update_tau(ml::target_cosines(X, W, labels));   // then forward_backward(policy, ...)
-// In data-parallel training all-reduce the batch mean first and call update_tau_with_mean().
+// tau is state in the policy, owned by the caller. The official code updates it at every
+// forward, BEFORE using it, from the batch's raw target cosines: tau <- 0.01 mean_i(t_i) +
+// 0.99 tau, tau_0 = 0. The engines do exactly that (update_tau_in_forward = true, the default):
+// once the target cosines are known (all-reduced over the ranks of a sharded call), they call
+// update_with_target_mean() on the caller's policy, which must therefore be passed as a
+// modifiable lvalue (a const or temporary policy is rejected with a message). Callers who own
+// tau themselves (data-parallel training, where the batch mean is all-reduced over the data
+// ranks first) set update_tau_in_forward = false and call update_tau_with_mean() /
+// update_tau(ml::target_cosines(X, W, labels)) before the forward.
 // (The paper's Eq. 9 puts 0.99 on the new statistic; its author confirmed the code is right.)
 #pragma once
 
@@ -33,6 +37,9 @@ struct CurricularFace {
   T momentum = T(0.99);  ///< weight of the old tau in update_tau
   Fallback fallback = Fallback::hard_threshold;  ///< of the ArcFace target (the official code's)
   Gradient gradient = Gradient::exact;  ///< of the ArcFace target
+  /// true: each forward updates tau from the batch's target cosines before using it (the
+  /// official code); the policy must be passed as a modifiable lvalue. false: tau is used as is.
+  bool update_tau_in_forward = true;
 
   /// Throws invalid_argument unless s > 0, 0 <= m < pi, tau is finite, momentum is in [0, 1]
   /// and the enumerations hold valid values.
@@ -44,6 +51,8 @@ struct CurricularFace {
     detail::require_finite(name, "tau", tau);
     if (!(momentum >= T(0) && momentum <= T(1))) detail::fail(name, ": momentum = ", momentum, " must be in [0, 1]");
   }
+  /// The margins this policy accepts as `m` (ClassMargins checks each class's): [0, pi).
+  MARGINLOSS_HD bool margin_in_range(T v) const { return detail::angular_margin_ok(v); }
 
   /// tau <- (1 - momentum) mean + momentum tau. In data-parallel training pass the mean
   /// all-reduced over the ranks.
@@ -51,6 +60,12 @@ struct CurricularFace {
     detail::require_finite(name, "mean_target_cosine", mean_target_cosine);
     tau = (T(1) - momentum) * mean_target_cosine + momentum * tau;
   }
+  /// The state hook the engines call once the target cosines t_i are known (mean over the
+  /// batch, in double, in row order), when updates_in_forward() is true.
+  void update_with_target_mean(double mean_target_cosine) { update_tau_with_mean(static_cast<T>(mean_target_cosine)); }
+  /// Whether the engines update tau in each forward (update_tau_in_forward).
+  bool updates_in_forward() const { return update_tau_in_forward; }
+
   /// The same from a vector of target cosines (e.g. ml::target_cosines(X, W, labels)): call
   /// it before each forward, as the official code updates tau before using it.
   template <typename Vec>

@@ -76,6 +76,11 @@ struct MVSoftmax {
       detail::fail(name, ": t = ", t, " must be >= 1 (t = 1 is the plain margin loss; the official code's t' = ", t,
                    " is t = ", t + T(1), " here, see mv_t_from_increment)");
   }
+  /// The margins this policy accepts as `m` (ClassMargins checks each class's): [0, pi) for
+  /// the additive angular target, finite and >= 0 for the additive cosine one.
+  MARGINLOSS_HD bool margin_in_range(T v) const {
+    return target == MarginTarget::additive_angular ? detail::angular_margin_ok(v) : detail::cosine_margin_ok(v);
+  }
 
   /// f(t) = t - m (AM) or cos(theta + m) (Arc), and the hard threshold: t - m, or the raw
   /// cos(theta + m) whatever the fallback.

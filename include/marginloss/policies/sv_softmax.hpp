@@ -37,6 +37,11 @@ struct SVSoftmax {
     detail::require_finite(name, "t", t);
     if (!(t >= T(1))) detail::fail(name, ": t = ", t, " must be >= 1 (t = 1 is the plain softmax)");
   }
+  /// The margins this policy accepts as `m` (ClassMargins checks each class's): [0, pi) for
+  /// the additive angular target, finite and >= 0 for the additive cosine one.
+  MARGINLOSS_HD bool margin_in_range(T v) const {
+    return target == MarginTarget::additive_angular ? detail::angular_margin_ok(v) : detail::cosine_margin_ok(v);
+  }
 
   /// f(t) = t - m (AM) or cos(theta + m) (Arc), and the hard threshold: t - m, or the raw
   /// cos(theta + m) whatever the fallback.

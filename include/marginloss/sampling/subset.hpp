@@ -17,9 +17,9 @@
 //   gradient; the other rows are left UNTOUCHED by default (nothing of O(C D) is done per
 //   step), or set to zero with SubsetOptions::zero_inactive_rows = true -- use that when the
 //   optimiser steps every row of a full-size dW (see partial_fc.hpp on optimiser state).
-// * Policies with fixed per-class margins (ClassMargins) use the active classes' margins.
-// * AdaptiveMargin (learnable margins): the active classes' margins are gathered into the
-//   subset's policy; dmargins (C entries) is ALWAYS written in full, because the regulariser
+// * Policies with per-class margins (ClassMargins, AdaptiveMargin) run as the same policy with
+//   its margins view re-pointed at the active classes' margins, gathered into `sws`.
+// * AdaptiveMargin (learnable margins): dmargins (C entries) is ALWAYS written in full, because the regulariser
 //   can reach classes outside A. The loss is
 //       L_A = CE over the classes in A  +  R,
 //   and R is, with SubsetOptions::regulariser = as_policy (default), the policy's own
@@ -107,82 +107,6 @@ class SubsetWorkspace {
 
 namespace detail {
 
-template <typename P>
-struct is_adaptive_margin : std::false_type {};
-template <typename T>
-struct is_adaptive_margin<AdaptiveMargin<T>> : std::true_type {};
-template <typename P>
-struct is_class_margins : std::false_type {};
-template <typename B>
-struct is_class_margins<ClassMargins<B>> : std::true_type {};
-
-// AdaptiveMargin on the gathered margins of the active classes.
-template <typename T>
-struct SubsetAdaptiveMargin {
-  using value_type = T;
-  struct row_type {
-    ValueSlope<T> target;
-    T dtarget_dmargin;
-  };
-  static constexpr bool plain_non_target = true;
-  static constexpr bool learnable_margins = true;
-  static constexpr const char* name = "AdaptiveMargin";
-
-  T s;
-  const T* margins;   // |A| gathered margins
-  Index count;        // |A|
-  T lambda_m;
-  bool batch_scope;   // R over the batch's classes (local ids), else a fixed value
-  T fixed_value;      // R when !batch_scope
-  T fixed_divisor;    // dR/dm_a = -lambda_m / fixed_divisor for every active a when !batch_scope
-
-  void validate() const {}  // the full policy is validated before gathering
-  Index class_count() const { return count; }
-  row_type row(T t, Index label) const { return {{t - margins[label], T(1)}, T(-1)}; }
-  ValueSlope<T> non_target(T c, const row_type&) const { return {c, T(1)}; }
-  T scale(T) const { return s; }
-  bool scale_is_feature_norm() const { return false; }
-  T regulariser(const Index* batch_classes, Index n) const {
-    if (!batch_scope) return fixed_value;
-    T sum = 0;
-    for (Index k = 0; k < n; ++k) sum += margins[batch_classes[k]];
-    return -lambda_m * sum / static_cast<T>(n);
-  }
-  void add_regulariser_gradient(T weight, const Index* batch_classes, Index n, T* dm) const {
-    if (!batch_scope) {
-      const T g = -weight * lambda_m / fixed_divisor;
-      for (Index k = 0; k < count; ++k) dm[k] += g;
-    } else {
-      const T g = -weight * lambda_m / static_cast<T>(n);
-      for (Index k = 0; k < n; ++k) dm[batch_classes[k]] += g;
-    }
-  }
-};
-
-// ClassMargins on the gathered margins of the active classes.
-template <typename Base>
-struct SubsetClassMargins {
-  using value_type = typename Base::value_type;
-  using row_type = typename Base::row_type;
-  static constexpr bool plain_non_target = Base::plain_non_target;
-  static constexpr const char* name = Base::name;
-
-  Base base;
-  const value_type* margins;
-  Index count;
-
-  void validate() const { base.validate(); }
-  Index class_count() const { return count; }
-  row_type row(value_type t, Index label) const {
-    Base b = base;
-    b.m = margins[label];
-    return b.row(t, label);
-  }
-  ValueSlope<value_type> non_target(value_type c, const row_type& r) const { return base.non_target(c, r); }
-  value_type scale(value_type x_norm) const { return base.scale(x_norm); }
-  bool scale_is_feature_norm() const { return base.scale_is_feature_norm(); }
-};
-
 template <typename T, typename DA>
 void gather_active(const Eigen::Ref<const RowMatrix<T>>& W, const Eigen::MatrixBase<DA>& active, Index num_classes,
                    SubsetWorkspace<T>& sws) {
@@ -226,8 +150,9 @@ void scatter_active(SubsetWorkspace<T>& sws, const Eigen::MatrixBase<DA>& active
   }
 }
 
-template <typename P, typename DX, typename DW, typename DA, typename DL, typename T = typename P::value_type>
-T subset_run(const P& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
+template <typename PP, typename DX, typename DW, typename DA, typename DL, typename P = std::decay_t<PP>,
+          typename T = typename P::value_type>
+T subset_run(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
              const Eigen::MatrixBase<DA>& active, const Eigen::MatrixBase<DL>& local_labels,
              Eigen::Ref<RowMatrix<T>> dX, Eigen::Ref<RowMatrix<T>> dW, T* dmargins, Index dmargins_size,
              SubsetWorkspace<T>& sws, const SubsetOptions& options) {
@@ -240,53 +165,82 @@ T subset_run(const P& policy, const Eigen::MatrixBase<DX>& X, const Eigen::Matri
   check_enum("SubsetOptions", "regulariser", options.regulariser);
   if (C == 0) fail("W has 0 rows: there must be at least one class");
   check_output_shape("dW", dW.rows(), dW.cols(), C, D);
-  if constexpr (has_class_count<P>::value) {
+  if constexpr (has_class_values<P>::value) {
     policy.validate();
-    if (policy.class_count() != C)
-      fail(P::name, ": margins has ", policy.class_count(), " entries but there are ", C, " classes");
+    check_class_values_on_host(policy, C);
   }
   gather_active<T>(Eigen::Ref<const RowMatrix<T>>(W.derived()), active, C, sws);
   const Index A = sws.rows_;
   Eigen::Map<const RowMatrix<T>> Wa(sws.w_.data(), A, D);
   Eigen::Map<RowMatrix<T>> dWa(sws.dw_.data(), A, D);
   T loss;
-  if constexpr (is_adaptive_margin<P>::value) {
-    if (dmargins_size != C) fail("dmargins has ", dmargins_size, " entries but there are ", C, " classes");
+  if constexpr (has_class_values<P>::value) {
+    // The same policy, its view re-pointed at the active classes' margins (row a is class
+    // active[a], local label a).
     if (sws.margins_.size() < static_cast<std::size_t>(A)) sws.margins_.resize(static_cast<std::size_t>(A));
-    if (sws.dmargins_.size() < static_cast<std::size_t>(A)) sws.dmargins_.resize(static_cast<std::size_t>(A));
-    for (Index a = 0; a < A; ++a) sws.margins_[static_cast<std::size_t>(a)] = policy.margins(static_cast<Index>(active.derived().coeff(a)));
-    SubsetAdaptiveMargin<T> sub{policy.s, sws.margins_.data(), A, policy.lambda_m, false, T(0), T(1)};
-    T inactive_gradient = T(0);
-    if (options.regulariser == SubsetRegulariser::active_classes) {
-      T sum = 0;
-      for (Index a = 0; a < A; ++a) sum += sws.margins_[static_cast<std::size_t>(a)];
-      sub.fixed_value = -policy.lambda_m * (sum / static_cast<T>(A));
-      sub.fixed_divisor = static_cast<T>(A);
-    } else if (policy.scope == RegulariserScope::all_classes) {
-      sub.fixed_value = -policy.lambda_m * policy.margins.mean();
-      sub.fixed_divisor = static_cast<T>(C);
-      inactive_gradient = -T(1) * policy.lambda_m / static_cast<T>(C);
+    const auto margins = policy.class_values();
+    for (Index a = 0; a < A; ++a)
+      sws.margins_[static_cast<std::size_t>(a)] = margins[static_cast<Index>(active.derived().coeff(a))];
+    P local = policy;
+    local.margins = ClassValues<T>(sws.margins_.data(), A);
+    // A stateful base (ClassMargins<CurricularFace>) updates the local copy; its state goes back
+    // to the caller's policy below, its margins view unchanged.
+    check_state_hook<PP>(policy);
+    const auto give_back_state = [&] {
+      if constexpr (modifiable_policy_v<PP>) {
+        const auto margins = policy.margins;
+        policy = local;
+        policy.margins = margins;
+      }
+    };
+    if constexpr (has_learnable_margins<P>::value) {
+      if (dmargins_size != C) fail("dmargins has ", dmargins_size, " entries but there are ", C, " classes");
+      if (sws.dmargins_.size() < static_cast<std::size_t>(A)) sws.dmargins_.resize(static_cast<std::size_t>(A));
+      Eigen::Map<Vector<T>> dma(sws.dmargins_.data(), A);
+      loss = forward_backward(local, X.derived(), Wa, local_labels.derived(), dX, dWa, dma, sws.ws_, options.engine);
+      give_back_state();
+      // The engine's regulariser on the local policy is R_e = w mean_{J_e} m over J_e = the
+      // batch's classes (all active, so the same as on the full vector) or all |A| active
+      // classes. Where the subset's regulariser differs, R_e and its gradient w/|J_e| are
+      // replaced: as_policy over all classes -> the full vector's w mean_C m and w/C on every
+      // class; active_classes with a batch-scoped policy -> w mean_A m and w/|A| on A.
+      T inactive_gradient = T(0);
+      const T w = policy.regulariser_weight();
+      const bool batch_scope = policy.regulariser_over_batch();
+      if (options.regulariser == SubsetRegulariser::as_policy && !batch_scope) {
+        double sum = 0;
+        for (Index k = 0; k < C; ++k) sum += static_cast<double>(margins[k]);
+        loss += static_cast<T>(static_cast<double>(w) * (sum / static_cast<double>(C))) - sws.ws_.regulariser();
+        inactive_gradient = w / static_cast<T>(C);
+        dma.array() += inactive_gradient - w / static_cast<T>(A);
+      } else if (options.regulariser == SubsetRegulariser::active_classes && batch_scope) {
+        sws.seen_.assign(static_cast<std::size_t>(A), 0);
+        Index distinct = 0;
+        for (Index i = 0; i < local_labels.size(); ++i) {
+          auto& mark = sws.seen_[static_cast<std::size_t>(local_labels.derived().coeff(i))];
+          distinct += mark ? 0 : 1;
+          mark = 1;
+        }
+        double sum = 0;
+        for (Index a = 0; a < A; ++a) sum += static_cast<double>(sws.margins_[static_cast<std::size_t>(a)]);
+        loss += static_cast<T>(static_cast<double>(w) * (sum / static_cast<double>(A))) - sws.ws_.regulariser();
+        for (Index a = 0; a < A; ++a)
+          dma(a) += w / static_cast<T>(A) - (sws.seen_[static_cast<std::size_t>(a)] ? w / static_cast<T>(distinct) : T(0));
+        sws.seen_.assign(static_cast<std::size_t>(C), 0);
+      }
+      std::fill(dmargins, dmargins + C, inactive_gradient);
+      for (Index a = 0; a < A; ++a) dmargins[static_cast<Index>(active.derived().coeff(a))] = dma(a);
     } else {
-      sub.batch_scope = true;
+      static_cast<void>(dmargins);
+      static_cast<void>(dmargins_size);
+      loss = forward_backward(local, X.derived(), Wa, local_labels.derived(), dX, dWa, sws.ws_, options.engine);
+      give_back_state();
     }
-    Eigen::Map<Vector<T>> dma(sws.dmargins_.data(), A);
-    loss = forward_backward(sub, X.derived(), Wa, local_labels.derived(), dX, dWa, dma, sws.ws_, options.engine);
-    std::fill(dmargins, dmargins + C, inactive_gradient);
-    for (Index a = 0; a < A; ++a) dmargins[static_cast<Index>(active.derived().coeff(a))] = dma(a);
-  } else if constexpr (is_class_margins<P>::value) {
-    static_cast<void>(dmargins);
-    static_cast<void>(dmargins_size);
-    if (sws.margins_.size() < static_cast<std::size_t>(A)) sws.margins_.resize(static_cast<std::size_t>(A));
-    for (Index a = 0; a < A; ++a) sws.margins_[static_cast<std::size_t>(a)] = policy.margins(static_cast<Index>(active.derived().coeff(a)));
-    SubsetClassMargins<decltype(policy.base)> sub{policy.base, sws.margins_.data(), A};
-    loss = forward_backward(sub, X.derived(), Wa, local_labels.derived(), dX, dWa, sws.ws_, options.engine);
   } else {
-    static_assert(!has_class_count<P>::value,
-                  "marginloss: subset_forward_backward knows how to gather the per-class data of AdaptiveMargin "
-                  "and ClassMargins only");
     static_cast<void>(dmargins);
     static_cast<void>(dmargins_size);
-    loss = forward_backward(policy, X.derived(), Wa, local_labels.derived(), dX, dWa, sws.ws_, options.engine);
+    loss = forward_backward(std::forward<PP>(policy), X.derived(), Wa, local_labels.derived(), dX, dWa, sws.ws_,
+                            options.engine);
   }
   scatter_active<T>(sws, active, options.zero_inactive_rows, dW);
   return loss;
@@ -297,56 +251,56 @@ T subset_run(const P& policy, const Eigen::MatrixBase<DX>& X, const Eigen::Matri
 /// The loss over the active classes A (row a is W.row(active[a]); local_labels in [0, |A|)),
 /// without a user-visible copy of W; writes dX (B x D), the active rows of dW (C x D) and,
 /// with zero_inactive_rows, zeros elsewhere. Returns the loss. Not for learnable margins.
-template <typename P, typename DX, typename DW, typename DA, typename DL>
-typename P::value_type subset_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
+template <typename PP, typename DX, typename DW, typename DA, typename DL>
+detail::policy_value_t<PP> subset_forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X,
                                                const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DA>& active,
                                                const Eigen::MatrixBase<DL>& local_labels,
-                                               Eigen::Ref<RowMatrix<typename P::value_type>> dX,
-                                               Eigen::Ref<RowMatrix<typename P::value_type>> dW,
-                                               SubsetWorkspace<typename P::value_type>& sws,
+                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dX,
+                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dW,
+                                               SubsetWorkspace<detail::policy_value_t<PP>>& sws,
                                                const SubsetOptions& options = {}) {
-  static_assert(!detail::has_learnable_margins<P>::value,
+  static_assert(!detail::has_learnable_margins<std::decay_t<PP>>::value,
                 "marginloss: learnable margins: pass dmargins (C entries) to subset_forward_backward");
-  return detail::subset_run(policy, X, W, active, local_labels, dX, dW,
-                            static_cast<typename P::value_type*>(nullptr), Index(0), sws, options);
+  return detail::subset_run(std::forward<PP>(policy), X, W, active, local_labels, dX, dW,
+                            static_cast<detail::policy_value_t<PP>*>(nullptr), Index(0), sws, options);
 }
 
 /// AdaptiveMargin: also writes dL/dmargins, all C entries (the regulariser can reach classes
 /// outside A; see SubsetOptions::regulariser).
-template <typename P, typename DX, typename DW, typename DA, typename DL>
-typename P::value_type subset_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
+template <typename PP, typename DX, typename DW, typename DA, typename DL>
+detail::policy_value_t<PP> subset_forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X,
                                                const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DA>& active,
                                                const Eigen::MatrixBase<DL>& local_labels,
-                                               Eigen::Ref<RowMatrix<typename P::value_type>> dX,
-                                               Eigen::Ref<RowMatrix<typename P::value_type>> dW,
-                                               Eigen::Ref<Vector<typename P::value_type>> dmargins,
-                                               SubsetWorkspace<typename P::value_type>& sws,
+                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dX,
+                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dW,
+                                               Eigen::Ref<Vector<detail::policy_value_t<PP>>> dmargins,
+                                               SubsetWorkspace<detail::policy_value_t<PP>>& sws,
                                                const SubsetOptions& options = {}) {
-  static_assert(detail::is_adaptive_margin<P>::value, "marginloss: dmargins is for AdaptiveMargin");
-  return detail::subset_run(policy, X, W, active, local_labels, dX, dW, dmargins.data(), dmargins.size(), sws, options);
+  static_assert(detail::has_learnable_margins<std::decay_t<PP>>::value, "marginloss: dmargins is for policies with learnable margins");
+  return detail::subset_run(std::forward<PP>(policy), X, W, active, local_labels, dX, dW, dmargins.data(), dmargins.size(), sws, options);
 }
 
 /// The same with an ActiveSet (classes + local labels).
-template <typename P, typename DX, typename DW>
-typename P::value_type subset_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
+template <typename PP, typename DX, typename DW>
+detail::policy_value_t<PP> subset_forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X,
                                                const Eigen::MatrixBase<DW>& W, const ActiveSet& set,
-                                               Eigen::Ref<RowMatrix<typename P::value_type>> dX,
-                                               Eigen::Ref<RowMatrix<typename P::value_type>> dW,
-                                               SubsetWorkspace<typename P::value_type>& sws,
+                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dX,
+                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dW,
+                                               SubsetWorkspace<detail::policy_value_t<PP>>& sws,
                                                const SubsetOptions& options = {}) {
-  return subset_forward_backward(policy, X, W, set.classes, set.local_labels, dX, dW, sws, options);
+  return subset_forward_backward(std::forward<PP>(policy), X, W, set.classes, set.local_labels, dX, dW, sws, options);
 }
 
 /// AdaptiveMargin with an ActiveSet: also writes dL/dmargins, all C entries.
-template <typename P, typename DX, typename DW>
-typename P::value_type subset_forward_backward(const P& policy, const Eigen::MatrixBase<DX>& X,
+template <typename PP, typename DX, typename DW>
+detail::policy_value_t<PP> subset_forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X,
                                                const Eigen::MatrixBase<DW>& W, const ActiveSet& set,
-                                               Eigen::Ref<RowMatrix<typename P::value_type>> dX,
-                                               Eigen::Ref<RowMatrix<typename P::value_type>> dW,
-                                               Eigen::Ref<Vector<typename P::value_type>> dmargins,
-                                               SubsetWorkspace<typename P::value_type>& sws,
+                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dX,
+                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dW,
+                                               Eigen::Ref<Vector<detail::policy_value_t<PP>>> dmargins,
+                                               SubsetWorkspace<detail::policy_value_t<PP>>& sws,
                                                const SubsetOptions& options = {}) {
-  return subset_forward_backward(policy, X, W, set.classes, set.local_labels, dX, dW, dmargins, sws, options);
+  return subset_forward_backward(std::forward<PP>(policy), X, W, set.classes, set.local_labels, dX, dW, dmargins, sws, options);
 }
 
 MARGINLOSS_NAMESPACE_END

@@ -15,6 +15,7 @@
 
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <type_traits>
 
@@ -26,6 +27,7 @@
 #include "../workspace.cuh"
 #include "gemm.cuh"
 #include "labels.cuh"
+#include "margins.cuh"
 #include "../../detail/norm_range.hpp"
 #include "projections.cuh"
 #include "row_norms.cuh"
@@ -66,13 +68,23 @@ inline constexpr bool is_local_v = std::is_same_v<Comm, LocalComm>;
 template <typename P>
 constexpr void check_device_policy() {
   static_assert(is_margin_policy_v<P>, "marginloss: P does not satisfy the policy contract (policies/common.hpp)");
-  static_assert(!marginloss::detail::has_class_count<P>::value,
-                "marginloss::cuda: policies with per-class margins (AdaptiveMargin, ClassMargins) keep their margins in "
-                "host memory (Eigen vectors) and are not supported by the CUDA backend yet; use the CPU API for them");
   static_assert(std::is_trivially_copyable_v<P>,
                 "marginloss::cuda: the policy is passed to the kernels by value and must be trivially copyable");
   static_assert(std::is_trivially_copyable_v<typename P::row_type>,
                 "marginloss::cuda: the policy's row_type must be trivially copyable");
+}
+
+template <typename P>
+inline constexpr bool has_class_values_v = marginloss::detail::has_class_values<P>::value;
+template <typename P>
+inline constexpr bool learnable_v = marginloss::detail::has_learnable_margins<P>::value;
+
+// Throws policy P's message for a rejected per-class value (stored in the workspace by a forward).
+template <typename P>
+[[noreturn]] void fail_class_value_of(const unsigned char* policy_bytes, Index k, double value) {
+  P policy;
+  std::memcpy(static_cast<void*>(&policy), policy_bytes, sizeof(P));
+  policy.fail_class_value(k, static_cast<typename P::value_type>(value));
 }
 
 template <typename L>
@@ -120,10 +132,13 @@ template <typename T>
 struct Engine {
   // Enqueues a forward on comm.stream(). Host-side argument errors throw here; device-side
   // ones are recorded in the workspace's status (read by check).
-  template <typename P, typename L, typename Comm, typename T = typename P::value_type>
-  static void forward(const P& policy, const DeviceMatrix<const T>& X, const DeviceMatrix<const T>& W,
+  // PP: the policy as the entry point received it; a stateful policy (has_state_hook) is updated
+  // from the batch's target cosines when PP is a modifiable lvalue, which needs the batch mean on
+  // the host before the row pass: only calls that may wait for the stream (may_wait) can.
+  template <typename PP, typename L, typename Comm, typename P = std::decay_t<PP>, typename T = typename P::value_type>
+  static void forward(PP&& policy, const DeviceMatrix<const T>& X, const DeviceMatrix<const T>& W,
                       Index class_offset, Index num_classes, const L* labels, Comm& comm, cublasHandle_t cublas,
-                      const Options& options, Workspace<T>& ws, T* loss_out) {
+                      const Options& options, Workspace<T>& ws, T* loss_out, bool may_wait) {
     check_device_policy<P>();
     check_label_type<L>();
     constexpr bool sharded = !is_local_v<Comm>;
@@ -133,8 +148,15 @@ struct Engine {
     std::exception_ptr error;
     try {
       policy.validate();
+      marginloss::detail::check_state_hook<PP>(policy);
+      if constexpr (marginloss::detail::has_state_hook<P>::value)
+        if (policy.updates_in_forward() && !may_wait)
+          fail(P::name, ": update_tau_in_forward = true needs the batch's mean target cosine on the host before the "
+                        "row pass, and the asynchronous calls never wait for the device: use the synchronous call, or set "
+                        "update_tau_in_forward = false and update tau yourself");
       check_shapes(B, D, num_classes, W.cols);
       check_shard_range(class_offset, C, num_classes);
+      if constexpr (has_class_values_v<P>) marginloss::detail::check_class_count(policy, num_classes);
       check_input("X", X);
       check_input("W", W);
       if (!labels) fail("labels is a null device pointer");
@@ -178,10 +200,30 @@ struct Engine {
     }
     describe_errors_kernel<T, L><<<1, 1, 0, stream>>>(X.data, X.ld, W.data, W.ld, D, labels, num_classes, st);
     MARGINLOSS_CUDA_CHECK_LAUNCH("describe_errors_kernel");
+    if constexpr (has_class_values_v<P>) {
+      static_assert(sizeof(P) <= Workspace<T>::kPolicyBytes, "marginloss::cuda: policy too large for the workspace's record");
+      class_values_kernel<P><<<blocks_for(num_classes, kThreads), kThreads, 0, stream>>>(policy, num_classes, &st->call_class);
+      MARGINLOSS_CUDA_CHECK_LAUNCH("class_values_kernel");
+      describe_class_error_kernel<P><<<1, 1, 0, stream>>>(policy, st);
+      MARGINLOSS_CUDA_CHECK_LAUNCH("describe_class_error_kernel");
+      std::memcpy(ws.policy_, static_cast<const void*>(&policy), sizeof(P));
+      ws.fail_class_value_ = &fail_class_value_of<P>;
+    }
     target_cosines_kernel<T><<<blocks_for(B, kWarpsPerBlock), kThreads, 0, stream>>>(
         buf.xhat, B, D, W.data, W.ld, buf.w_inv, C, class_offset, buf.labels, buf.target, buf.row_max, buf.row_sum);
     MARGINLOSS_CUDA_CHECK_LAUNCH("target_cosines_kernel");
     comm.allreduce_sum(buf.target, B);
+    if constexpr (marginloss::detail::has_state_hook<P>::value && marginloss::detail::modifiable_policy_v<PP>)
+      if (policy.updates_in_forward()) {
+        // The state is the policy's, passed to the kernels by value: its batch statistic comes
+        // to the host first (one small copy and a wait; the sharded t_i are all-reduced).
+        batch_mean_kernel<T><<<1, kThreads, 0, stream>>>(buf.target, B, &st->target_mean);
+        MARGINLOSS_CUDA_CHECK_LAUNCH("batch_mean_kernel");
+        double mean = 0;
+        MARGINLOSS_CUDA_CHECK(cudaMemcpyAsync(&mean, &st->target_mean, sizeof mean, cudaMemcpyDeviceToHost, stream));
+        MARGINLOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
+        policy.update_with_target_mean(mean);
+      }
 
     {
       CublasScope scope(cublas, stream);
@@ -212,6 +254,10 @@ struct Engine {
     loss_kernel<P><<<1, kThreads, 0, stream>>>(policy, B, buf.target, buf.x_norm, buf.labels, buf.row_max, buf.row_sum,
                                                buf.lse, st, loss_out);
     MARGINLOSS_CUDA_CHECK_LAUNCH("loss_kernel");
+    if constexpr (learnable_v<P>) {
+      regulariser_kernel<P><<<1, kThreads, 0, stream>>>(policy, B, num_classes, buf.labels, st, loss_out);
+      MARGINLOSS_CUDA_CHECK_LAUNCH("regulariser_kernel");
+    }
     if constexpr (sharded) comm.allreduce_sum(&st->failed, 1);
 
     ws.layout_ = layout;
@@ -228,7 +274,7 @@ struct Engine {
   template <typename P, typename Comm, typename T = typename P::value_type>
   static void backward(const P& policy, const DeviceMatrix<const T>& W, Comm& comm, Workspace<T>& ws, T grad_loss,
                        const T* grad_loss_device, const DeviceMatrix<T>& dX, const DeviceMatrix<T>& dW,
-                       cublasHandle_t cublas) {
+                       cublasHandle_t cublas, T* dmargins = nullptr) {
     check_device_policy<P>();
     constexpr bool sharded = !is_local_v<Comm>;
     // A forward is consumed by one backward call, also by one that throws.
@@ -244,6 +290,10 @@ struct Engine {
       check_output("dW", dW, ws.local_classes_, ws.dim_);
       if (!grad_loss_device) check_grad_loss(grad_loss);
       if (!cublas) fail("the cuBLAS handle is null");
+      if constexpr (has_class_values_v<P>)
+        marginloss::detail::check_class_count(policy, ws.num_classes_, " in backward()");
+      if constexpr (learnable_v<P>)
+        if (!dmargins) fail("dmargins is a null device pointer (it needs ", ws.num_classes_, " entries)");
     } catch (const invalid_argument&) {
       error = std::current_exception();
     }
@@ -296,6 +346,18 @@ struct Engine {
     project_x_kernel<T><<<blocks_for(B, kWarpsPerBlock), kThreads, 0, stream>>>(acc, ldacc, dX.data, dX.ld, buf.xhat,
                                                                                 buf.x_inv, buf.dscale, feature_norm, B, D, st);
     MARGINLOSS_CUDA_CHECK_LAUNCH("project_x_kernel");
+    if constexpr (learnable_v<P>) {
+      // dL/dm: every rank knows t_i and lse_i, so each computes the whole vector (as the CPU).
+      const Index K = ws.num_classes_;
+      MARGINLOSS_CUDA_CHECK(cudaMemsetAsync(dmargins, 0, sizeof(T) * static_cast<std::size_t>(K), stream));
+      dmargins_kernel<P><<<blocks_for(B, kThreads), kThreads, 0, stream>>>(policy, B, buf.target, buf.x_norm, buf.labels,
+                                                                           buf.lse, st, dmargins);
+      MARGINLOSS_CUDA_CHECK_LAUNCH("dmargins_kernel");
+      const Index items = policy.regulariser_over_batch() ? B : K;
+      regulariser_gradient_kernel<P><<<blocks_for(items, kThreads), kThreads, 0, stream>>>(policy, B, K, buf.labels, st,
+                                                                                          dmargins);
+      MARGINLOSS_CUDA_CHECK_LAUNCH("regulariser_gradient_kernel");
+    }
   }
 
   // Waits for the stream and turns what the device recorded since the last check into an
@@ -313,13 +375,16 @@ struct Engine {
     DeviceState<T>* device_state = carve<T>(ws.memory_, ws.layout_).state;
     MARGINLOSS_CUDA_CHECK(cudaMemcpyAsync(&s, device_state, sizeof(s), cudaMemcpyDeviceToHost, stream));
     MARGINLOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
-    const bool input = s.bad_label_row != kNoRow || s.x.row != kNoRow || s.w.row != kNoRow;
+    const bool input = s.bad_label_row != kNoRow || s.x.row != kNoRow || s.w.row != kNoRow || s.bad_class != kNoRow;
     const bool own = input || s.nonfinite_loss || s.bad_grad_loss || s.nonfinite_grad;
     if (!own && !(s.failed > 0)) return s;
     // Reported once: cleared before any later work on this workspace (stream order).
     reset_state_kernel<T><<<1, 1, 0, stream>>>(device_state);
     MARGINLOSS_CUDA_CHECK_LAUNCH("reset_state_kernel");
     ws.holds_forward_ = false;
+    // In the CPU's order: the policy's per-class values, labels, X, W.
+    if (s.bad_class != kNoRow && ws.fail_class_value_)
+      ws.fail_class_value_(ws.policy_, static_cast<Index>(s.bad_class), s.bad_class_value);
     if (s.bad_label_row != kNoRow) {
       const auto row = static_cast<Index>(s.bad_label_row);
       const auto classes = static_cast<Index>(s.bad_label_classes);

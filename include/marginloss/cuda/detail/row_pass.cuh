@@ -170,11 +170,12 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) {
     const T loss = static_cast<T>(total / static_cast<double>(batch));
     state->loss = loss;
+    state->regulariser = T(0);
     if (!isfinite(loss)) state->nonfinite_loss = 1;
     // A forward error recorded since the host last looked (sticky flags): this call's or an
     // unchecked earlier one's. (Sharded: summed over the ranks next.)
     const bool failed = state->x.row != kNoRow || state->w.row != kNoRow || state->bad_label_row != kNoRow ||
-                        state->nonfinite_loss;
+                        state->bad_class != kNoRow || state->nonfinite_loss;
     state->failed = failed ? 1.0 : 0.0;
     if (loss_out) *loss_out = loss;
   }

@@ -30,6 +30,7 @@ struct DeviceState {
   unsigned long long call_x_row;
   unsigned long long call_w_row;
   unsigned long long call_label_row;
+  unsigned long long call_class;      // first per-class value the policy rejects (margins.cuh)
   // The recorded errors: the first call's that had one, kept until reported.
   BadRow x;
   BadRow w;
@@ -37,8 +38,13 @@ struct DeviceState {
   unsigned long long bad_label_bits;  // its value (two's complement bits of a signed label)
   long long bad_label_classes;        // the class count it was checked against
   int bad_label_unsigned;             // 1 when the labels were of an unsigned type
+  unsigned long long bad_class;       // first class whose per-class value is rejected, or kNoRow
+  double bad_class_value;             // that value
   double failed;                      // 1 when a forward error is recorded; summed over ranks when sharded
-  T loss;                             // batch-mean loss of the last forward
+  T loss;                             // loss of the last forward (batch mean + regulariser)
+  T regulariser;                      // the margins' regulariser R included in loss, else 0
+  double regulariser_classes;         // |J| of R (for its gradient)
+  double target_mean;                 // batch mean of the target cosines (the state hook's statistic)
   T grad_loss;                        // upstream gradient of the last backward
   T bad_grad_loss_value;              // a non-finite upstream gradient, for the message
   int nonfinite_loss;
@@ -52,14 +58,20 @@ __global__ void reset_state_kernel(DeviceState<T>* state) {
   state->call_x_row = kNoRow;
   state->call_w_row = kNoRow;
   state->call_label_row = kNoRow;
+  state->call_class = kNoRow;
   state->x = {kNoRow, -1, 0.0, 0.0};
   state->w = {kNoRow, -1, 0.0, 0.0};
   state->bad_label_row = kNoRow;
   state->bad_label_bits = 0;
   state->bad_label_classes = 0;
   state->bad_label_unsigned = 0;
+  state->bad_class = kNoRow;
+  state->bad_class_value = 0.0;
   state->failed = 0;
   state->loss = T(0);
+  state->regulariser = T(0);
+  state->regulariser_classes = 0.0;
+  state->target_mean = 0.0;
   state->grad_loss = T(1);
   state->bad_grad_loss_value = T(0);
   state->nonfinite_loss = 0;
