@@ -10,8 +10,12 @@
 // omp_get_max_threads() of the calling thread. The engine calls it inside its own parallel
 // region, one class tile per thread, where that is 1 (threads.hpp, serial_nested_regions):
 // oneDNN's GEMM is then sequential and deterministic, and the tile products are the ones
-// measured fastest (bench/README.md: whole-matrix products with oneDNN's own threading were
-// slower than one tile per thread).
+// measured fastest (README, "Product backends": whole-matrix products with oneDNN's own
+// threading were slower than one tile per thread).
+//
+// Memory: dnnl_sgemm mallocs its packing buffer on every call (one allocation per product,
+// measured); the Workspace's own buffers stay allocation-free. Avoiding it would take oneDNN's
+// matmul primitive with a user scratchpad, created per tile shape.
 #pragma once
 
 #include <dnnl.h>
