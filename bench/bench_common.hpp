@@ -8,13 +8,19 @@
 #include <cstdlib>
 #include <string>
 
+#include <marginloss/products.hpp>
+
+#if defined(MARGINLOSS_BENCH_ONEDNN)
+#include <dnnl.h>
+#endif
+
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
 
-// OpenBLAS's own query functions, when the binary links OpenBLAS (marginloss::blas): weak, so
-// the Eigen-only build and other BLAS libraries link without them.
-#if defined(EIGEN_USE_BLAS) && defined(__GNUC__)
+// OpenBLAS's own query functions, when the binary links OpenBLAS (marginloss::blas, or the
+// benchmark's BLAS column): weak, so the Eigen-only build and other BLAS libraries link without them.
+#if (defined(EIGEN_USE_BLAS) || defined(MARGINLOSS_BENCH_BLAS)) && defined(__GNUC__)
 extern "C" int openblas_get_num_threads(void) __attribute__((weak));
 extern "C" char* openblas_get_config(void) __attribute__((weak));
 extern "C" char* openblas_get_corename(void) __attribute__((weak));
@@ -40,9 +46,14 @@ inline void add_context() {
   benchmark::AddCustomContext("omp_max_threads", "no OpenMP");
 #endif
   benchmark::AddCustomContext("OMP_NUM_THREADS", env_or("OMP_NUM_THREADS", "(unset)"));
-#if defined(EIGEN_USE_BLAS)
-  benchmark::AddCustomContext("products", "BLAS (EIGEN_USE_BLAS)");
-#if defined(__GNUC__)
+  // The loss's product backend (marginloss::products_backend, chosen by the linked target).
+  benchmark::AddCustomContext("products", marginloss::products_backend<float>());
+#if defined(MARGINLOSS_BENCH_ONEDNN)
+  if (const dnnl_version_t* v = dnnl_version())
+    benchmark::AddCustomContext("onednn_version", std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+                                                      std::to_string(v->patch) + (v->cpu_runtime == DNNL_RUNTIME_OMP ? " (OpenMP)" : " (not OpenMP)"));
+#endif
+#if (defined(EIGEN_USE_BLAS) || defined(MARGINLOSS_BENCH_BLAS)) && defined(__GNUC__)
   if (openblas_get_config) benchmark::AddCustomContext("openblas_config", openblas_get_config());
   if (openblas_get_corename) benchmark::AddCustomContext("openblas_core", openblas_get_corename());
   if (openblas_get_num_threads)
@@ -50,10 +61,7 @@ inline void add_context() {
   if (openblas_get_parallel)
     benchmark::AddCustomContext("openblas_parallel",
                                 openblas_get_parallel() == 2 ? "openmp" : (openblas_get_parallel() == 1 ? "pthreads" : "serial"));
-#endif
   benchmark::AddCustomContext("OPENBLAS_NUM_THREADS", env_or("OPENBLAS_NUM_THREADS", "(unset)"));
-#else
-  benchmark::AddCustomContext("products", "Eigen");
 #endif
 #if defined(MARGINLOSS_BENCH_FLAGS)
   benchmark::AddCustomContext("cxx_flags", MARGINLOSS_BENCH_FLAGS);

@@ -12,6 +12,12 @@ machine that builds it (AVX2/AVX-512 and FMA where present: Eigen's products use
 MARGINLOSS_MARCH to build for another target, e.g. MARGINLOSS_MARCH=x86-64-v3 for any AVX2
 machine, or MARGINLOSS_MARCH=none for the compiler's default (SSE2 on x86-64), which is what a
 wheel for other machines needs. MARGINLOSS_OPENMP=0 builds without OpenMP.
+
+Products: MARGINLOSS_PRODUCTS=auto (default) computes the float products with oneDNN's
+dnnl_sgemm when oneDNN is installed (dnnl.h and libdnnl; Debian: libdnnl-dev), as the C++
+target marginloss::onednn does (-DMARGINLOSS_PRODUCTS_ONEDNN -ldnnl), else with Eigen;
+MARGINLOSS_PRODUCTS=onednn requires oneDNN, MARGINLOSS_PRODUCTS=eigen uses Eigen.
+marginloss._C.products says which one was built.
 """
 import os
 import re
@@ -61,6 +67,21 @@ def library_version():
     return "%s.%s.%s" % (parts["MAJOR"], parts["MINOR"], parts["PATCH"])
 
 
+def onednn_paths():
+    """(include directory, library directory) of oneDNN, or None: $DNNL_ROOT, else the system's."""
+    roots = [os.environ["DNNL_ROOT"]] if os.environ.get("DNNL_ROOT") else []
+    roots += ["/usr", "/usr/local"]
+    for root in roots:
+        inc = os.path.join(root, "include")
+        if not os.path.isfile(os.path.join(inc, "dnnl.h")):
+            continue
+        for lib in ("lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu", "lib64", "lib"):
+            libdir = os.path.join(root, lib)
+            if os.path.exists(os.path.join(libdir, "libdnnl.so")):
+                return inc, libdir
+    return None
+
+
 if not os.path.isfile(os.path.join(LIB_INCLUDE, "marginloss", "marginloss.hpp")):
     sys.exit("marginloss: %s/marginloss/marginloss.hpp not found: build the package from a checkout of the "
              "repository (pip install --no-build-isolation ./python)" % LIB_INCLUDE)
@@ -80,6 +101,20 @@ if march and march != "none":
 if openmp:
     cxx_flags.append("-fopenmp")
 
+products = os.environ.get("MARGINLOSS_PRODUCTS", "auto").strip().lower()
+if products not in ("auto", "onednn", "eigen"):
+    sys.exit("marginloss: MARGINLOSS_PRODUCTS=%s: expected auto, onednn or eigen" % products)
+dnnl = onednn_paths() if products != "eigen" else None
+if products == "onednn" and dnnl is None:
+    sys.exit("marginloss: MARGINLOSS_PRODUCTS=onednn but oneDNN (dnnl.h, libdnnl.so) was not found "
+             "(Debian: apt-get install libdnnl-dev; or set DNNL_ROOT)")
+extra_include, library_dirs, libraries = [], [], []
+if dnnl is not None:
+    cxx_flags.append("-DMARGINLOSS_PRODUCTS_ONEDNN")
+    extra_include.append(dnnl[0])
+    library_dirs.append(dnnl[1])
+    libraries.append("dnnl")
+
 setup(
     name="marginloss",
     version=VERSION,
@@ -92,7 +127,9 @@ setup(
             "marginloss._C",
             sources=[os.path.join(CSRC, f) for f in ("module.cpp", "bind_basic.cpp", "bind_mining.cpp",
                                                      "bind_margins.cpp")],
-            include_dirs=[os.path.join(HERE, CSRC), LIB_INCLUDE, eigen_include()],
+            include_dirs=[os.path.join(HERE, CSRC), LIB_INCLUDE, eigen_include()] + extra_include,
+            library_dirs=library_dirs,
+            libraries=libraries,
             extra_compile_args=cxx_flags,
             extra_link_args=["-fopenmp"] if openmp else [],
         )

@@ -20,6 +20,7 @@
 #include "policies/normface.hpp"
 #include "policies/sphereface.hpp"
 #include "policies/sv_softmax.hpp"
+#include "products.hpp"
 #include "types.hpp"
 #include "value_slope.hpp"
 #include "workspace.hpp"

@@ -21,6 +21,9 @@ PYBIND11_MODULE(_C, m) {
   m.attr("simd") = "sse2";
 #endif
   m.attr("simd_instruction_sets") = Eigen::SimdInstructionSetsInUse();
+  // The library computing the float products: "oneDNN" when built with it (setup.py's
+  // MARGINLOSS_PRODUCTS, or the CMake build's MARGINLOSS_PRODUCTS), else "Eigen"/"BLAS".
+  m.attr("products") = marginloss::products_backend<float>();
   marginloss_python::register_basic(m);
   marginloss_python::register_mining(m);
   marginloss_python::register_margins(m);

@@ -51,6 +51,8 @@ __all__ = ["functional", "NormFace", "CosFace", "ArcFace", "CombinedMargin", "Sp
 
 
 def build_info():
-    """How the extension was compiled: vector instruction sets in use (Eigen), OpenMP."""
+    """How the extension was compiled: vector instruction sets in use (Eigen), OpenMP, and the
+    library computing the float products ("oneDNN" or "Eigen", setup.py's MARGINLOSS_PRODUCTS)."""
     from . import _C
-    return {"simd": _C.simd, "eigen_simd": _C.simd_instruction_sets, "openmp": bool(_C.openmp)}
+    return {"simd": _C.simd, "eigen_simd": _C.simd_instruction_sets, "openmp": bool(_C.openmp),
+            "products": _C.products}

@@ -242,6 +242,7 @@ class FunctionalAgainstPyTorch(unittest.TestCase):
         info = marginloss.build_info()
         print("  build:", info)
         self.assertIn("simd", info)
+        self.assertIn(info["products"], ("oneDNN", "Eigen", "BLAS"))
 
     def test_every_name_exists(self):
         for name in ("normface", "cosface", "arcface", "combined_margin", "sphereface", "sv_softmax", "mv_softmax",

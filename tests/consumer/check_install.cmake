@@ -8,11 +8,13 @@
 #      when the library was built without MPI, COMPONENTS mpi must fail with "built without";
 #   4. COMPONENTS of a part this installation lacks (blas, unless built with it) and an unknown
 #      component: must FAIL;
+#   4b. COMPONENTS onednn: must configure, build and run with oneDNN's products when the library
+#      build had oneDNN, must FAIL ("built without") otherwise;
 #   5. add_subdirectory() of the source tree: must configure, build and run.
 #
 # Arguments (-D): SOURCE_DIR, WORK_DIR, CONSUMER_DIR, GENERATOR, and the library build's
-# MARGINLOSS_MPI, MARGINLOSS_OPENMP and MARGINLOSS_BLAS (the installed package provides what
-# that build provides).
+# MARGINLOSS_MPI, MARGINLOSS_OPENMP, MARGINLOSS_BLAS and MARGINLOSS_ONEDNN (ON when that build
+# provides marginloss::onednn; the installed package provides what that build provides).
 file(REMOVE_RECURSE ${WORK_DIR})
 
 function(run)
@@ -36,7 +38,7 @@ function(run_fails expected)
   message(STATUS "failed as expected (${expected}): ${ARGN}")
 endfunction()
 
-foreach(var MARGINLOSS_MPI MARGINLOSS_OPENMP MARGINLOSS_BLAS)
+foreach(var MARGINLOSS_MPI MARGINLOSS_OPENMP MARGINLOSS_BLAS MARGINLOSS_ONEDNN)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "check_install.cmake: pass -D${var}=<the library build's value>")
   endif()
@@ -46,7 +48,7 @@ set(prefix ${WORK_DIR}/prefix)
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/lib -G ${GENERATOR}
     -DMARGINLOSS_BUILD_TESTS=OFF -DMARGINLOSS_BUILD_EXAMPLES=OFF -DMARGINLOSS_BUILD_BENCHMARKS=OFF
     -DMARGINLOSS_DOCS=OFF -DMARGINLOSS_MPI=${MARGINLOSS_MPI} -DMARGINLOSS_OPENMP=${MARGINLOSS_OPENMP}
-    -DMARGINLOSS_BLAS=${MARGINLOSS_BLAS} -DCMAKE_INSTALL_PREFIX=${prefix})
+    -DMARGINLOSS_BLAS=${MARGINLOSS_BLAS} -DMARGINLOSS_ONEDNN=${MARGINLOSS_ONEDNN} -DCMAKE_INSTALL_PREFIX=${prefix})
 run(${CMAKE_COMMAND} --install ${WORK_DIR}/lib)
 file(GLOB config_dir LIST_DIRECTORIES true ${prefix}/*/cmake/marginloss)
 if(NOT EXISTS "${config_dir}/marginlossConfig.cmake")
@@ -81,6 +83,14 @@ if(NOT EXISTS ${config_dir}/marginloss-blas-targets.cmake)
   run_fails("component 'blas': this installation was built without it"
     ${CMAKE_COMMAND} -S ${CONSUMER_DIR} -B ${WORK_DIR}/blas_missing -G ${GENERATOR}
     -DCMAKE_PREFIX_PATH=${prefix} -DMARGINLOSS_CONSUMER_COMPONENTS=blas)
+endif()
+if(MARGINLOSS_ONEDNN)
+  consumer(onednn -DCMAKE_PREFIX_PATH=${prefix} -DMARGINLOSS_CONSUMER_COMPONENTS=onednn)
+  run(${WORK_DIR}/onednn/consumer_onednn)
+else()
+  run_fails("component 'onednn': this installation was built without it"
+    ${CMAKE_COMMAND} -S ${CONSUMER_DIR} -B ${WORK_DIR}/onednn_missing -G ${GENERATOR}
+    -DCMAKE_PREFIX_PATH=${prefix} -DMARGINLOSS_CONSUMER_COMPONENTS=onednn)
 endif()
 run_fails("component 'nosuch': unknown component"
   ${CMAKE_COMMAND} -S ${CONSUMER_DIR} -B ${WORK_DIR}/unknown -G ${GENERATOR}

@@ -33,6 +33,7 @@
 #include "../workspace.hpp"
 #include "forward_record.hpp"
 #include "math.hpp"
+#include "products.hpp"
 #include "row_norms.hpp"
 #include "row_kernel.hpp"
 #include "row_pass.hpp"
@@ -253,26 +254,32 @@ struct Engine {
       const Index nbk = std::min(ws.block_, C - b0);
       const Index ntiles = (nbk + tile_classes - 1) / tile_classes;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads) reduction(|| : bad_w)
+#pragma omp parallel num_threads(threads) reduction(|| : bad_w)
 #endif
-      for (Index tile = 0; tile < ntiles; ++tile) {
-        const Index j0 = tile * tile_classes, n = std::min(tile_classes, nbk - j0), g0 = b0 + j0;
-        T* w_inv = ws.w_inv_norm_.data() + g0;
-        for (Index j = 0; j < n; ++j) {
-          const double norm = stable_row_norm(W.row(g0 + j).data(), D);
-          const bool ok = norm_accepted<T>(norm);
-          bad_w = bad_w || !ok;
-          w_inv[j] = ok ? static_cast<T>(1.0 / norm) : T(0);
-        }
-        auto K = tile_cosines(ws, j0, n);
-        K.noalias() = ws.xhat_ * W.middleRows(g0, n).transpose();
-        for (Index i = 0; i < B; ++i) {
-          T* c = K.row(i).data();
-          const T S = policy.scale(ws.x_norm_(i));
-          const Index target = ws.labels_(i) - class_offset - g0;
-          const auto [m, sum] = span_max_sum_exp(policy, terms[i], S, c, n, target, w_inv);
-          ws.tile_max_(tile * B + i) = m;
-          ws.tile_sum_(tile * B + i) = sum;
+      {
+        serial_nested_regions();
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+        for (Index tile = 0; tile < ntiles; ++tile) {
+          const Index j0 = tile * tile_classes, n = std::min(tile_classes, nbk - j0), g0 = b0 + j0;
+          T* w_inv = ws.w_inv_norm_.data() + g0;
+          for (Index j = 0; j < n; ++j) {
+            const double norm = stable_row_norm(W.row(g0 + j).data(), D);
+            const bool ok = norm_accepted<T>(norm);
+            bad_w = bad_w || !ok;
+            w_inv[j] = ok ? static_cast<T>(1.0 / norm) : T(0);
+          }
+          auto K = tile_cosines(ws, j0, n);
+          product_a_bt(ws.xhat_, W.middleRows(g0, n), K);
+          for (Index i = 0; i < B; ++i) {
+            T* c = K.row(i).data();
+            const T S = policy.scale(ws.x_norm_(i));
+            const Index target = ws.labels_(i) - class_offset - g0;
+            const auto [m, sum] = span_max_sum_exp(policy, terms[i], S, c, n, target, w_inv);
+            ws.tile_max_(tile * B + i) = m;
+            ws.tile_sum_(tile * B + i) = sum;
+          }
         }
       }
       if (bad_w) break;
@@ -402,6 +409,7 @@ struct Engine {
         const int tid = thread_index();
         Eigen::Ref<RowMatrix<T>> dx_part = tid == 0 ? acc : Eigen::Ref<RowMatrix<T>>(ws.thread_dx_.middleRows((tid - 1) * B, B));
         T* dscale = ws.thread_dscale_.data() + tid * B;
+        serial_nested_regions();
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
@@ -410,7 +418,7 @@ struct Engine {
           const T* w_inv = ws.w_inv_norm_.data() + g0;
           const auto Wt = W.middleRows(g0, n);
           auto K = tile_cosines(ws, j0, n);
-          if (!one_block) K.noalias() = ws.xhat_ * Wt.transpose();
+          if (!one_block) product_a_bt(ws.xhat_, Wt, K);
           // radial[j] = sum_i G'_ij c_ij = <(G'^T X^)_j, w^_j>: the part of dW_j along w_j.
           alignas(64) T radial[Workspace<T>::class_tile];
           std::fill(radial, radial + n, T(0));
@@ -430,9 +438,9 @@ struct Engine {
             if (feature_norm) dscale[i] += dscale_share(sz, coef, S);
           }
           // K now holds G' = dL/dc / |w_j|.
-          dx_part.noalias() += K * Wt;
+          accumulate_a_b(K, Wt, dx_part);
           auto dWt = dW.middleRows(g0, n);
-          dWt.noalias() = K.transpose() * ws.xhat_;
+          product_at_b(K, ws.xhat_, dWt);
           // dW_j = Q_j (G'^T X^)_j = (G'^T X^)_j - radial_j w^_j, w^_j formed element by
           // element (no 1/|w|^2 overflow).
           for (Index j = 0; j < n; ++j) dWt.row(j) -= radial[j] * (Wt.row(j) * w_inv[j]);
