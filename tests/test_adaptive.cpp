@@ -61,7 +61,7 @@ TEST_CASE("AdaptiveMargin: dmargins equals the closed form (s/B) sum (1 - p_ik) 
   CHECK(r.loss == doctest::Approx(ce - lambda * margins.mean()).epsilon(1e-12));
 }
 
-TEST_CASE("AdaptiveMargin with equal margins and lambda = 0 is CosFace; ClassMargins with equal margins too") {
+TEST_CASE("AdaptiveMargin with equal margins and lambda = 0 is CosFace -- ClassMargins with equal margins too") {
   Case c = random_case(7, 5, 8, 5);
   const auto ref = ml::forward_backward(ml::CosFace<double>{30, 0.35}, c.X, c.W, c.labels);
   const Eigen::VectorXd equal = Eigen::VectorXd::Constant(8, 0.35);

@@ -263,7 +263,7 @@ TEST_CASE("CurricularFace tau is updated by each forward, before use, exactly as
   CHECK(engine.tau != 0.2);  // it moved
 }
 
-TEST_CASE("CurricularFace with the update on needs a modifiable policy; off, any policy") {
+TEST_CASE("CurricularFace with the update on needs a modifiable policy -- off, any policy") {
   const Case c = random_case(4, 5, 6, 18);
   auto message = [&](auto&& call) {
     try {

@@ -177,7 +177,7 @@ TEST_CASE("class_margins: every class's margin is validated by the wrapped polic
 // ---------------------------------------------------------------------------------------------
 // 6. Aliasing: outputs may not overlap what the backward reads; dX may alias X.
 
-TEST_CASE("dW aliasing W, dX aliasing W and dX overlapping dW throw; dX aliasing X is exact") {
+TEST_CASE("dW aliasing W, dX aliasing W and dX overlapping dW throw -- dX aliasing X is exact") {
   const Case c = random_case(4, 5, 6, 507);
   const Eigen::VectorXi y = labels_mod(4, 6);
   const ml::CosFace<double> p{};

@@ -90,7 +90,7 @@ TEST_CASE("ADS draws follow the weights (chi-square at a fixed seed)") {
   CHECK(ads.weight(7) == ads.options().floor);
 }
 
-TEST_CASE("ADS: the same seed gives the same draws; a padded tree never yields an index >= N") {
+TEST_CASE("ADS: the same seed gives the same draws -- a padded tree never yields an index >= N") {
   ml::AdaptiveSampler a(37, 99), b(37, 99), c(37, 100);
   ml::IndexVector idx(3);
   idx << 1, 5, 36;

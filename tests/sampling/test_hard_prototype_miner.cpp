@@ -96,7 +96,7 @@ TEST_CASE("HPM neighbours on real-valued W: the same sets up to rounding-level n
   CHECK(exact_f >= C * K - 10);  // float: only near-ties may swap
 }
 
-TEST_CASE("HPM active set: labels first, then queue members in rounds; the cap keeps every label") {
+TEST_CASE("HPM active set: labels first, then queue members in rounds -- the cap keeps every label") {
   const Index C = 60, D = 8;
   SplitMix64 rng(5);
   Mat<double> W(C, D);
@@ -205,7 +205,7 @@ TEST_CASE("HPM queue rule on a constructed case") {
   CHECK(hpm.queue(2).size() == 1);
 }
 
-TEST_CASE("HPM update() from raw X and W matches update_from_scores() on the cosines; refresh and step") {
+TEST_CASE("HPM update() from raw X and W matches update_from_scores() on the cosines -- refresh and step") {
   const Index C = 80, D = 10, B = 16;
   SplitMix64 rng(8);
   Mat<double> W(C, D), X(B, D);

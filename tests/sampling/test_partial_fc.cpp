@@ -7,7 +7,7 @@
 
 using namespace mltest;
 
-TEST_CASE("Partial FC keeps every positive; |A| = max(|positives|, round(r C)); sorted; labels re-indexed") {
+TEST_CASE("Partial FC keeps every positive -- |A| = max(|positives|, round(r C)) -- sorted -- labels re-indexed") {
   ml::PartialFCSampler pfc(1000, 0.1, 3);
   CHECK(pfc.quota() == 100);
   SplitMix64 rng(1);

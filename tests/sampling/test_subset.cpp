@@ -282,7 +282,7 @@ TEST_CASE("subset loss errors") {
                                           dW, dm10, sws));
 }
 
-TEST_CASE("subset loss in float; SubsetWorkspace buffers are reused for smaller active sets") {
+TEST_CASE("subset loss in float -- SubsetWorkspace buffers are reused for smaller active sets") {
   const Subset s = make_subset(6, 5, 40, 20, 11);
   const Mat<float> X = s.c.X.cast<float>(), W = s.c.W.cast<float>(), Wsub = s.Wsub.cast<float>();
   ml::SubsetWorkspace<float> sws;
