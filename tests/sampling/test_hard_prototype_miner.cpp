@@ -34,7 +34,7 @@ std::vector<std::vector<Index>> brute_force(const Mat<double>& W, Index K, std::
 
 }  // namespace
 
-TEST_CASE("HPM neighbours equal a brute-force search; exact ties go to the smaller class id") {
+TEST_CASE("HPM neighbours equal a brute-force search -- exact ties go to the smaller class id") {
   // Small integer entries: every dot product is exact, many similarities tie exactly, and
   // duplicated rows have similarity 1 with each other.
   const Index C = 500, D = 16, K = 5;

@@ -20,8 +20,11 @@
 //   in cache, and each row's running top-k (sorted insertion; k is small) is updated from it
 //   -- never the C x C matrix, never a per-pair loop. Threads share the row blocks of a tile.
 //   Cost O(C^2 D) flops and O(C k) memory besides the tiles (float, C = 100000, k = 10, built
-//   with -march=native: 26 CPU-seconds at D = 128, 79 at D = 512). Ties are broken by the
-//   smaller class id; each neighbour list is sorted by similarity, descending.
+//   with -march=native: 26 CPU-seconds at D = 128, 79 at D = 512). Each neighbour list is
+//   sorted by similarity, descending; ties go to the smaller class id. Row i ranks class j by
+//   (w_i . w_j) / |w_j| rounded once (rows are scaled by powers of two, which is exact, not
+//   normalised, before the product), so classes with equal dot products and equal norms tie
+//   exactly.
 // * Queue order: front = most recently mined, then the nearest prototypes by similarity.
 //   build() sets Q_j to its k nearest (those with similarity > h). update(): for every sample
 //   whose top-scoring class (cosines over the active set) is not its label, every class whose
@@ -352,12 +355,16 @@ class HardPrototypeMiner {
     }
   }
 
-  // The k most similar prototypes of every class. Similarities are cosines of the normalised
-  // rows (each tile's rows are normalised before its product, as the loss normalises), so the
-  // neighbours do not change when rows are scaled anywhere in the range the loss accepts (raw
-  // products of rows of norm 1e-25 or 1e20 underflow or overflow in float). Everything is
-  // computed into locals and committed at the end: a W the loss would reject leaves the miner
-  // as it was.
+  // The k most similar prototypes of every class. The similarity of classes i and j is
+  //   cos(w_i, w_j) = ((2^-e_i w_i) . (2^-e_j w_j)) * r_j * r_i,   r_j = 2^e_j / |w_j|,
+  // with 2^e_j the power of two just above |w_j| (frexp). Scaling a row by a power of two is
+  // exact, so the product of the scaled rows is the raw dot product times 2^-(e_i+e_j): it
+  // cannot overflow or underflow anywhere in the norm range the loss accepts (rows of norm 1e20
+  // or 1e-25 in float), and rows are ranked by (w_i . w_j) / |w_j| rounded once. Two classes
+  // whose dot product with w_i and whose norms are equal therefore tie exactly and the tie goes
+  // to the smaller class id (normalising before the product, as the loss does, would round the
+  // two differently and break such ties at random). Everything is computed into locals and
+  // committed at the end: a W the loss would reject leaves the miner as it was.
   template <typename DW>
   void compute_neighbours(const Eigen::MatrixBase<DW>& W) {
     detail::check_row_major_matrix<DW, T>();
@@ -365,8 +372,16 @@ class HardPrototypeMiner {
     if (C < 2) detail::fail("HardPrototypeMiner: W has ", C, " rows: mining needs at least 2 classes");
     if (D < 1) detail::fail("HardPrototypeMiner: W has 0 columns");
     const Eigen::Ref<const RowMatrix<T>> Wr(W.derived());
-    Vector<T> inv_norm;
-    detail::compute_row_norms<T>("W", Wr, nullptr, inv_norm);
+    Vector<T> norm, unused;
+    detail::compute_row_norms<T>("W", Wr, &norm, unused);  // throws on a row the loss rejects
+    Vector<T> pow2(C), rest(C);  // 2^-e_j and r_j = 2^e_j / |w_j| (in (1, 2])
+    for (Index j = 0; j < C; ++j) {
+      int e = 0;
+      const double n = static_cast<double>(norm(j));
+      std::frexp(n, &e);
+      pow2(j) = static_cast<T>(std::ldexp(1.0, -e));
+      rest(j) = static_cast<T>(std::ldexp(1.0 / n, e));
+    }
     const Index K = std::min(o_.k, C - 1);
     Eigen::Matrix<Index, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> nbr(C, K);
     RowMatrix<T> nsim(C, K);
@@ -377,18 +392,18 @@ class HardPrototypeMiner {
 #pragma omp parallel
 #endif
     {
-      RowMatrix<T> G(R, Tc);   // one tile of cosines per thread
-      RowMatrix<T> A(R, D);    // the tile's normalised rows
-      RowMatrix<T> Bn(Tc, D);  // the tile's normalised columns
+      RowMatrix<T> G(R, Tc);   // one tile of scaled dot products per thread
+      RowMatrix<T> A(R, D);    // the tile's rows, each scaled by its power of two
+      RowMatrix<T> Bn(Tc, D);  // the tile's columns, likewise
       for (Index c0 = 0; c0 < C; c0 += Tc) {
         const Index nc = std::min(Tc, C - c0);
-        Bn.topRows(nc).noalias() = inv_norm.segment(c0, nc).asDiagonal() * Wr.middleRows(c0, nc);
+        Bn.topRows(nc).noalias() = pow2.segment(c0, nc).asDiagonal() * Wr.middleRows(c0, nc);
 #if defined(_OPENMP)
 #pragma omp for schedule(dynamic)
 #endif
         for (Index b = 0; b < row_blocks; ++b) {
           const Index r0 = b * R, nr = std::min(R, C - r0);
-          A.topRows(nr).noalias() = inv_norm.segment(r0, nr).asDiagonal() * Wr.middleRows(r0, nr);
+          A.topRows(nr).noalias() = pow2.segment(r0, nr).asDiagonal() * Wr.middleRows(r0, nr);
           G.topLeftCorner(nr, nc).noalias() = A.topRows(nr) * Bn.topRows(nc).transpose();
           for (Index r = 0; r < nr; ++r) {
             const Index i = r0 + r;
@@ -399,7 +414,7 @@ class HardPrototypeMiner {
             // Tiles and columns are scanned upwards, so ties keep the smaller class id.
             for (Index t = 0; t < nc; ++t) {
               const Index j = c0 + t;
-              const T v = g[t];
+              const T v = g[t] * rest(j);  // ranks row i by (w_i . w_j) / |w_j|
               if (n == K && !(v > val[K - 1])) continue;
               if (j == i || !(v == v)) continue;
               Index p = n < K ? n++ : K - 1;
@@ -415,6 +430,7 @@ class HardPrototypeMiner {
         }
       }
     }
+    for (Index i = 0; i < C; ++i) nsim.row(i) *= rest(i);  // (w_i . w_j) / |w_j| / |w_i|
     C_ = C;
     k_ = K;
     cap_ = std::max(o_.queue_capacity, k_);
@@ -422,7 +438,6 @@ class HardPrototypeMiner {
     qn_.assign(static_cast<std::size_t>(C), 0);
     pos_.assign(static_cast<std::size_t>(C), -1);
     steps_ = 0;
-    inv_.swap(inv_norm);
     nbr_.swap(nbr);
     nsim_.swap(nsim);
   }
@@ -431,7 +446,7 @@ class HardPrototypeMiner {
   Index C_ = 0, k_ = 0, cap_ = 0, steps_ = 0;
   Eigen::Matrix<Index, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> nbr_;
   RowMatrix<T> nsim_;
-  Vector<T> inv_, xinv_;
+  Vector<T> xinv_;
   std::vector<Index> q_, qn_, pos_, order_, touched_, hard_;
   Eigen::Matrix<Index, Eigen::Dynamic, 1> y_;
   std::vector<T> wa_, scores_, ainv_;
