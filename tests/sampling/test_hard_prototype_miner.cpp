@@ -265,3 +265,32 @@ TEST_CASE("HPM errors") {
   l << 4;
   CHECK_THROWS_WITH_AS(hpm.active_set(l), doctest::Contains("out of range"), ml::invalid_argument);
 }
+
+TEST_CASE("nearest_prototypes: hand-computed neighbours, k clamped to C - 1, bad arguments throw") {
+  // Rows of norm 1, 1 and 1000: cos(0,1) = 0.8, cos(0,2) = 0, cos(1,2) = 0.6.
+  Mat<double> W(3, 2);
+  W << 1, 0, 0.8, 0.6, 0, 1000;
+  const auto n = ml::nearest_prototypes(W, 5);
+  REQUIRE(n.ids.rows() == 3);
+  REQUIRE(n.ids.cols() == 2);
+  CHECK(n.ids(0, 0) == 1);
+  CHECK(n.ids(0, 1) == 2);
+  CHECK(n.ids(1, 0) == 0);
+  CHECK(n.ids(1, 1) == 2);
+  CHECK(n.ids(2, 0) == 1);
+  CHECK(n.ids(2, 1) == 0);
+  CHECK(n.similarities(0, 0) == doctest::Approx(0.8).epsilon(1e-15));
+  CHECK(std::fabs(n.similarities(0, 1)) < 1e-15);
+  CHECK(n.similarities(1, 1) == doctest::Approx(0.6).epsilon(1e-15));
+  CHECK(n.similarities(2, 0) == doctest::Approx(0.6).epsilon(1e-15));
+  CHECK(ml::prototype_cosine(W, 1, 2) == doctest::Approx(0.6).epsilon(1e-15));
+  CHECK_THROWS_WITH_AS(ml::nearest_prototypes(W, 0), doctest::Contains("k = 0"), ml::invalid_argument);
+  CHECK_THROWS_WITH_AS(ml::nearest_prototypes(W, 1, 0), doctest::Contains("tile_rows"), ml::invalid_argument);
+  const Mat<double> one = W.topRows(1);
+  CHECK_THROWS_WITH_AS(ml::nearest_prototypes(one, 1), doctest::Contains("at least 2"), ml::invalid_argument);
+  Mat<double> bad = W;
+  bad(1, 0) = std::numeric_limits<double>::infinity();
+  CHECK_THROWS_AS(ml::nearest_prototypes(bad, 1), ml::invalid_argument);
+  bad.row(1).setZero();
+  CHECK_THROWS_AS(ml::nearest_prototypes(bad, 1), ml::invalid_argument);
+}

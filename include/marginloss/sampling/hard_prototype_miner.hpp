@@ -13,18 +13,9 @@
 //     ... optimiser step ...
 //   }
 //
-// * Prototypes are the normalised rows of W; similarity is their cosine. build() finds each
-//   class's k most similar other classes exactly, with blocked products: for each tile of
-//   classes (tile_cols of them) and each block of rows (tile_rows), G = W_rows W_tile^T is
-//   formed in a per-thread buffer (256 x 2048 by default: 2 MiB in float) while the tile stays
-//   in cache, and each row's running top-k (sorted insertion; k is small) is updated from it
-//   -- never the C x C matrix, never a per-pair loop. Threads share the row blocks of a tile.
-//   Cost O(C^2 D) flops and O(C k) memory besides the tiles (float, C = 100000, k = 10, built
-//   with -march=native: 26 CPU-seconds at D = 128, 79 at D = 512). Each neighbour list is
-//   sorted by similarity, descending; ties go to the smaller class id. Row i ranks class j by
-//   (w_i . w_j) / |w_j| rounded once (rows are scaled by powers of two, which is exact, not
-//   normalised, before the product), so classes with equal dot products and equal norms tie
-//   exactly.
+// * Prototypes are the rows of W; similarity is their cosine. build() finds each class's k
+//   most similar other classes exactly (nearest_prototypes(), sampling/nearest_prototypes.hpp:
+//   blocked products, never the C x C matrix; ties go to the smaller class id).
 // * Queue order: front = most recently mined, then the nearest prototypes by similarity.
 //   build() sets Q_j to its k nearest (those with similarity > h). update(): for every sample
 //   whose top-scoring class (cosines over the active set) is not its label, every class whose
@@ -60,6 +51,7 @@
 #include "../detail/validate.hpp"
 #include "../errors.hpp"
 #include "../types.hpp"
+#include "nearest_prototypes.hpp"
 #include "subset.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
@@ -150,7 +142,7 @@ class HardPrototypeMiner {
         if (static_cast<double>(nsim_(j, r)) > o_.h) q[n++] = nbr_(j, r);
       for (Index r = 0; r < old_n[static_cast<std::size_t>(j)] && n < cap_; ++r) {
         const Index c = old_q[static_cast<std::size_t>(j * cap_ + r)];
-        if (std::find(q, q + n, c) == q + n && similarity(W, j, c) > o_.h) q[n++] = c;
+        if (std::find(q, q + n, c) == q + n && prototype_cosine(W, j, c) > o_.h) q[n++] = c;
       }
       qn_[static_cast<std::size_t>(j)] = n;
     }
@@ -282,7 +274,7 @@ class HardPrototypeMiner {
       });
       for (Index a : hard_) {
         const Index c = set.classes(a);
-        if (similarity(W, y, c) > o_.h) push_front(y, c);
+        if (prototype_cosine(W, y, c) > o_.h) push_front(y, c);
       }
     }
     for (Index j : touched_) prune(W, j);
@@ -309,19 +301,6 @@ class HardPrototypeMiner {
     for (Index a = 0; a < set.size(); ++a) check_class(set.classes(a));
   }
 
-  // Cosine of rows j and c of W, in double, each row scaled by its own norm first (no overflow
-  // or underflow of the products at any row norm the loss accepts).
-  template <typename DW>
-  static double similarity(const Eigen::MatrixBase<DW>& W, Index j, Index c) {
-    const auto wj = W.derived().row(j), wc = W.derived().row(c);
-    const double nj = detail::stable_row_norm(wj.data(), W.cols()), nc = detail::stable_row_norm(wc.data(), W.cols());
-    if (!(nj > 0 && nc > 0 && std::isfinite(nj) && std::isfinite(nc))) return 0.0;
-    double dot = 0;
-    for (Index d = 0; d < W.cols(); ++d)
-      dot += (static_cast<double>(wj(d)) / nj) * (static_cast<double>(wc(d)) / nc);
-    return dot;
-  }
-
   void push_front(Index j, Index c) {
     Index* q = q_.data() + j * cap_;
     Index& n = qn_[static_cast<std::size_t>(j)];
@@ -341,7 +320,7 @@ class HardPrototypeMiner {
     Index& n = qn_[static_cast<std::size_t>(j)];
     Index kept = 0;
     for (Index r = 0; r < n; ++r)
-      if (similarity(W, j, q[r]) > o_.h) q[kept++] = q[r];
+      if (prototype_cosine(W, j, q[r]) > o_.h) q[kept++] = q[r];
     n = kept;
   }
 
@@ -355,91 +334,21 @@ class HardPrototypeMiner {
     }
   }
 
-  // The k most similar prototypes of every class. The similarity of classes i and j is
-  //   cos(w_i, w_j) = ((2^-e_i w_i) . (2^-e_j w_j)) * r_j * r_i,   r_j = 2^e_j / |w_j|,
-  // with 2^e_j the power of two just above |w_j| (frexp). Scaling a row by a power of two is
-  // exact, so the product of the scaled rows is the raw dot product times 2^-(e_i+e_j): it
-  // cannot overflow or underflow anywhere in the norm range the loss accepts (rows of norm 1e20
-  // or 1e-25 in float), and rows are ranked by (w_i . w_j) / |w_j| rounded once. Two classes
-  // whose dot product with w_i and whose norms are equal therefore tie exactly and the tie goes
-  // to the smaller class id (normalising before the product, as the loss does, would round the
-  // two differently and break such ties at random). Everything is computed into locals and
-  // committed at the end: a W the loss would reject leaves the miner as it was.
+  // The neighbours of every class (sampling/nearest_prototypes.hpp), committed only when the
+  // search succeeds: a W the loss would reject leaves the miner as it was.
   template <typename DW>
   void compute_neighbours(const Eigen::MatrixBase<DW>& W) {
-    detail::check_row_major_matrix<DW, T>();
-    const Index C = W.rows(), D = W.cols();
-    if (C < 2) detail::fail("HardPrototypeMiner: W has ", C, " rows: mining needs at least 2 classes");
-    if (D < 1) detail::fail("HardPrototypeMiner: W has 0 columns");
-    const Eigen::Ref<const RowMatrix<T>> Wr(W.derived());
-    Vector<T> norm, unused;
-    detail::compute_row_norms<T>("W", Wr, &norm, unused);  // throws on a row the loss rejects
-    Vector<T> pow2(C), rest(C);  // 2^-e_j and r_j = 2^e_j / |w_j| (in (1, 2])
-    for (Index j = 0; j < C; ++j) {
-      int e = 0;
-      const double n = static_cast<double>(norm(j));
-      std::frexp(n, &e);
-      pow2(j) = static_cast<T>(std::ldexp(1.0, -e));
-      rest(j) = static_cast<T>(std::ldexp(1.0 / n, e));
-    }
-    const Index K = std::min(o_.k, C - 1);
-    Eigen::Matrix<Index, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> nbr(C, K);
-    RowMatrix<T> nsim(C, K);
-    const Index R = std::max<Index>(1, std::min(o_.tile_rows, C)), Tc = std::max<Index>(1, std::min(o_.tile_cols, C));
-    const Index row_blocks = (C + R - 1) / R;
-    std::vector<Index> count(static_cast<std::size_t>(C), 0);
-#if defined(_OPENMP)
-#pragma omp parallel
-#endif
-    {
-      RowMatrix<T> G(R, Tc);   // one tile of scaled dot products per thread
-      RowMatrix<T> A(R, D);    // the tile's rows, each scaled by its power of two
-      RowMatrix<T> Bn(Tc, D);  // the tile's columns, likewise
-      for (Index c0 = 0; c0 < C; c0 += Tc) {
-        const Index nc = std::min(Tc, C - c0);
-        Bn.topRows(nc).noalias() = pow2.segment(c0, nc).asDiagonal() * Wr.middleRows(c0, nc);
-#if defined(_OPENMP)
-#pragma omp for schedule(dynamic)
-#endif
-        for (Index b = 0; b < row_blocks; ++b) {
-          const Index r0 = b * R, nr = std::min(R, C - r0);
-          A.topRows(nr).noalias() = pow2.segment(r0, nr).asDiagonal() * Wr.middleRows(r0, nr);
-          G.topLeftCorner(nr, nc).noalias() = A.topRows(nr) * Bn.topRows(nc).transpose();
-          for (Index r = 0; r < nr; ++r) {
-            const Index i = r0 + r;
-            const T* g = G.row(r).data();
-            Index* idx = nbr.row(i).data();
-            T* val = nsim.row(i).data();
-            Index& n = count[static_cast<std::size_t>(i)];
-            // Tiles and columns are scanned upwards, so ties keep the smaller class id.
-            for (Index t = 0; t < nc; ++t) {
-              const Index j = c0 + t;
-              const T v = g[t] * rest(j);  // ranks row i by (w_i . w_j) / |w_j|
-              if (n == K && !(v > val[K - 1])) continue;
-              if (j == i || !(v == v)) continue;
-              Index p = n < K ? n++ : K - 1;
-              while (p > 0 && val[p - 1] < v) {
-                val[p] = val[p - 1];
-                idx[p] = idx[p - 1];
-                --p;
-              }
-              val[p] = v;
-              idx[p] = j;
-            }
-          }
-        }
-      }
-    }
-    for (Index i = 0; i < C; ++i) nsim.row(i) *= rest(i);  // (w_i . w_j) / |w_j| / |w_i|
-    C_ = C;
-    k_ = K;
+    if (W.rows() < 2) detail::fail("HardPrototypeMiner: W has ", W.rows(), " rows: mining needs at least 2 classes");
+    NearestPrototypes<T> found = nearest_prototypes(W, o_.k, o_.tile_rows, o_.tile_cols);
+    C_ = W.rows();
+    k_ = found.ids.cols();
     cap_ = std::max(o_.queue_capacity, k_);
-    q_.assign(static_cast<std::size_t>(C * cap_), 0);
-    qn_.assign(static_cast<std::size_t>(C), 0);
-    pos_.assign(static_cast<std::size_t>(C), -1);
+    q_.assign(static_cast<std::size_t>(C_ * cap_), 0);
+    qn_.assign(static_cast<std::size_t>(C_), 0);
+    pos_.assign(static_cast<std::size_t>(C_), -1);
     steps_ = 0;
-    nbr_.swap(nbr);
-    nsim_.swap(nsim);
+    nbr_.swap(found.ids);
+    nsim_.swap(found.similarities);
   }
 
   HardPrototypeMinerOptions o_;
