@@ -5,19 +5,6 @@
 
 namespace fashion_mnist {
 
-void Param::step(float lr, float momentum, float wd) {
-  if (decay)
-    velocity = momentum * velocity + grad + wd * value;
-  else
-    velocity = momentum * velocity + grad;
-  value -= lr * velocity;
-}
-
-void Param::init(std::mt19937& rng, float stddev) {
-  std::normal_distribution<float> normal(0.f, 1.f);
-  for (Eigen::Index k = 0; k < value.size(); ++k) value.data()[k] = stddev * normal(rng);
-}
-
 Mat Net::embed(const Mat& A) {
   Mat out(A.rows(), dim()), X, chunk;
   for (Eigen::Index first = 0; first < A.rows(); first += 256) {
@@ -79,8 +66,8 @@ class MlpNet final : public Net {
   MlpNet(int dim, float dropout, bool bn, std::mt19937& rng)
       : W1(kIn, kHidden, true), b1(1, kHidden, false), W2(kHidden, dim, true), b2(1, dim, false), dropout_(dropout),
         bn_(bn) {
-    W1.init(rng, std::sqrt(2.f / kIn));     // He
-    W2.init(rng, std::sqrt(1.f / kHidden)); // LeCun
+    W1.init_normal(rng, std::sqrt(2.f / kIn));     // He
+    W2.init_normal(rng, std::sqrt(1.f / kHidden)); // LeCun
   }
   void forward(const Mat& A, Mat& X, std::mt19937* rng) override {
     H.resize(A.rows(), kHidden);
@@ -128,10 +115,10 @@ class ConvNet final : public Net {
       : K1(kK * kK, kC1, true), c1(1, kC1, false), K2(kK * kK * kC1, kC2, true), c2(1, kC2, false),
         W3(16 * kC2, kHidden, true), b3(1, kHidden, false), W4(kHidden, dim, true), b4(1, dim, false),
         dropout_(dropout), bn_(bn) {
-    K1.init(rng, std::sqrt(2.f / (kK * kK)));
-    K2.init(rng, std::sqrt(2.f / (kK * kK * kC1)));
-    W3.init(rng, std::sqrt(2.f / (16 * kC2)));
-    W4.init(rng, std::sqrt(1.f / kHidden));
+    K1.init_normal(rng, std::sqrt(2.f / (kK * kK)));
+    K2.init_normal(rng, std::sqrt(2.f / (kK * kK * kC1)));
+    W3.init_normal(rng, std::sqrt(2.f / (16 * kC2)));
+    W4.init_normal(rng, std::sqrt(1.f / kHidden));
   }
   void forward(const Mat& A, Mat& X, std::mt19937* rng) override {
     const Eigen::Index B = A.rows();

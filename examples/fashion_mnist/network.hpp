@@ -8,19 +8,13 @@
 #include <random>
 #include <vector>
 
+#include "../common/sgd_param.hpp"
 #include "types.hpp"
 
 namespace fashion_mnist {
 
-// A trainable tensor with its gradient and momentum buffer.
-struct Param {
-  Mat value, grad, velocity;
-  bool decay;  // weight decay applies (weights, not biases)
-  Param(Eigen::Index r, Eigen::Index c, bool d)
-      : value(Mat::Zero(r, c)), grad(Mat::Zero(r, c)), velocity(Mat::Zero(r, c)), decay(d) {}
-  void step(float lr, float momentum, float wd);
-  void init(std::mt19937& rng, float stddev);  // value ~ N(0, stddev^2)
-};
+// A trainable tensor with its gradient and momentum buffer (examples/common/sgd_param.hpp).
+using Param = marginloss_examples::SgdParam;
 
 class Net {
  public:

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "../common/batches.hpp"
 #include "augment.hpp"
 #include "heads.hpp"
 
@@ -50,10 +51,7 @@ Trained train(const std::string& name, Head head, const Subset& data, int classe
     long hits = 0;
     float lr = 0;
     for (int b = 0; b < steps_per_epoch; ++b, ++step) {
-      if (ads)
-        ads->draw(B, batch);
-      else
-        for (int k = 0; k < B; ++k) batch(k) = order[b * B + k];
+      marginloss_examples::select_batch(ads, order, b, B, batch);
       for (int k = 0; k < B; ++k) {
         A.row(k) = data.images.row(batch(k));
         y(k) = data.label(batch(k));

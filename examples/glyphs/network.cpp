@@ -5,22 +5,6 @@
 
 namespace glyphs {
 
-Param::Param(Eigen::Index r, Eigen::Index c, bool d)
-    : value(Mat::Zero(r, c)), grad(Mat::Zero(r, c)), velocity(Mat::Zero(r, c)), decay(d) {}
-
-void Param::step(float lr, float momentum, float wd) {
-  if (decay)
-    velocity = momentum * velocity + grad + wd * value;
-  else
-    velocity = momentum * velocity + grad;
-  value -= lr * velocity;
-}
-
-void Param::init_normal(std::mt19937& rng, float stddev) {
-  std::normal_distribution<float> normal(0.f, 1.f);
-  for (Eigen::Index k = 0; k < value.size(); ++k) value.data()[k] = stddev * normal(rng);
-}
-
 Mlp::Mlp(int in, int hidden, int dim, std::mt19937& rng)
     : W1(in, hidden, true), b1(1, hidden, false), W2(hidden, dim, true), b2(1, dim, false) {
   W1.init_normal(rng, std::sqrt(2.f / static_cast<float>(in)));      // He

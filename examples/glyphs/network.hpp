@@ -11,18 +11,14 @@
 #include <random>
 #include <vector>
 
+#include "../common/sgd_param.hpp"
+
 namespace glyphs {
 
 using Mat = marginloss::RowMatrix<float>;
 
-// A parameter with its gradient and momentum buffer.
-struct Param {
-  Mat value, grad, velocity;
-  bool decay;  // weight decay applies (weights, not biases)
-  Param(Eigen::Index r, Eigen::Index c, bool d);
-  void step(float lr, float momentum, float wd);
-  void init_normal(std::mt19937& rng, float stddev);
-};
+// A parameter with its gradient and momentum buffer (examples/common/sgd_param.hpp).
+using Param = marginloss_examples::SgdParam;
 
 class Mlp {
  public:

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <optional>
 
+#include "../common/batches.hpp"
+
 namespace glyphs {
 
 ImageList make_images(const std::vector<int>& styles, const std::vector<int>& chars) {
@@ -80,10 +82,7 @@ Trained train(const std::string& name, std::unique_ptr<Head> head, const GlyphSe
     long hits = 0;
     float lr = 0;
     for (int b = 0; b < steps_per_epoch; ++b, ++step) {
-      if (ads)
-        ads->draw(B, batch);
-      else
-        for (int k = 0; k < B; ++k) batch(k) = order[static_cast<std::size_t>(b * B + k)];
+      marginloss_examples::select_batch(ads, order, b, B, batch);
       for (int k = 0; k < B; ++k) {
         const auto i = static_cast<std::size_t>(batch(k));
         const std::uint8_t* img = g.image(data.style[i], data.ch[i]);
