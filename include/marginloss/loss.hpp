@@ -77,21 +77,31 @@ struct CosineResult {
 // Workspace of another scalar, labels that are not integers) reports the library's message
 // first rather than "no matching function".
 
+namespace detail {
+// forward() on one process; with_regulariser = false leaves a learnable-margins policy's
+// regulariser to the caller (sampling/subset.hpp).
+template <typename PP, typename DX, typename DW, typename L, typename U>
+policy_value_t<PP> forward_local(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
+                                 const L& labels, Workspace<U>& ws, const Options& options, bool with_regulariser) {
+  using T = policy_value_t<PP>;
+  check_row_major_matrix<DX, T>();
+  check_row_major_matrix<DW, T>();
+  check_workspace_scalar<U, T>();
+  using Labels = label_argument<L>;
+  LocalCommunicator local;
+  return Engine::forward(std::forward<PP>(policy), Eigen::Ref<const RowMatrix<T>>(X.derived()),
+                         Eigen::Ref<const RowMatrix<T>>(W.derived()), 0, W.rows(), Labels::view(labels), local,
+                         resolve_class_block<T>(options, X.rows(), W.rows(), kCpuBlockBytes), ws, with_regulariser);
+}
+}  // namespace detail
+
 /// The loss L = mean_i CE(z_i, y_i) over the margined, scaled logits z_ij (plus the margins'
 /// regulariser for learnable margins), leaving in `ws` what backward() needs. X (B x D) and
 /// W (C x D) are raw; labels are B integers in [0, C).
 template <typename PP, typename DX, typename DW, typename L, typename U>
 detail::policy_value_t<PP> forward(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
                                    const L& labels, Workspace<U>& ws, const Options& options = {}) {
-  using T = detail::policy_value_t<PP>;
-  detail::check_row_major_matrix<DX, T>();
-  detail::check_row_major_matrix<DW, T>();
-  detail::check_workspace_scalar<U, T>();
-  using Labels = detail::label_argument<L>;
-  LocalCommunicator local;
-  return detail::Engine::forward(std::forward<PP>(policy), Eigen::Ref<const RowMatrix<T>>(X.derived()),
-                                 Eigen::Ref<const RowMatrix<T>>(W.derived()), 0, W.rows(), Labels::view(labels), local,
-                                 detail::resolve_class_block<T>(options, X.rows(), W.rows(), detail::kCpuBlockBytes), ws);
+  return detail::forward_local(std::forward<PP>(policy), X, W, labels, ws, options, true);
 }
 
 /// Writes dX (B x D) and dW (C x D), the gradients times the upstream gradient grad_loss =

@@ -176,6 +176,7 @@ class Workspace {
   Index block_ = 0;
   T loss_ = T(0);
   T regulariser_ = T(0);
+  bool regulariser_included_ = false;  // the forward added R (its backward adds dR/dm)
   bool holds_forward_ = false;
   // What the forward was called with, checked by its backward (detail/forward_record.hpp).
   const void* policy_type_ = nullptr;

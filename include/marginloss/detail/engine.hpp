@@ -151,42 +151,34 @@ double batch_mean(const T* v, Index B) {
 }
 
 // The margins' regulariser of a learnable-margins policy (policies/common.hpp):
-// R = weight * mean_{j in J} m_j over J = the batch's distinct classes or all classes, summed
-// in class order (CUDA: margins.cuh, the same order).
-template <typename P, typename T = typename P::value_type>
-T margin_regulariser(const P& policy, const Index* batch_classes, Index n, Index num_classes) {
-  const auto m = policy.class_values();
+// R = weight * mean_{k in J} m_k over the classes J = ids[0, n), or 0 .. n-1 when ids is null,
+// summed in J's order in double (CUDA: margins.cuh, the same order). The engine takes J = the
+// batch's distinct classes or all classes, by the policy's scope; sampling/subset.hpp takes the
+// J of SubsetOptions::regulariser on the full margin vector.
+template <typename T, typename Margins>
+T margin_regulariser(T weight, const Margins& m, const Index* ids, Index n) {
   double sum = 0;
-  if (policy.regulariser_over_batch()) {
-    for (Index k = 0; k < n; ++k) sum += static_cast<double>(m[batch_classes[k]]);
-  } else {
-    n = num_classes;
-    for (Index k = 0; k < n; ++k) sum += static_cast<double>(m[k]);
-  }
-  return static_cast<T>(static_cast<double>(policy.regulariser_weight()) * (sum / static_cast<double>(n)));
+  for (Index k = 0; k < n; ++k) sum += static_cast<double>(m[ids ? ids[k] : k]);
+  return static_cast<T>(static_cast<double>(weight) * (sum / static_cast<double>(n)));
 }
 
-// dm += grad_loss * dR/dm = grad_loss * weight / |J| on the classes of J.
-template <typename P, typename T = typename P::value_type>
-void add_margin_regulariser_gradient(const P& policy, T grad_loss, const Index* batch_classes, Index n,
-                                     Index num_classes, T* dm) {
-  if (policy.regulariser_over_batch()) {
-    const T g = grad_loss * policy.regulariser_weight() / static_cast<T>(n);
-    for (Index k = 0; k < n; ++k) dm[batch_classes[k]] += g;
-  } else {
-    const T g = grad_loss * policy.regulariser_weight() / static_cast<T>(num_classes);
-    for (Index k = 0; k < num_classes; ++k) dm[k] += g;
-  }
+// dm += grad_loss * dR/dm = grad_loss * weight / |J| on the classes of J (as above).
+template <typename T>
+void add_margin_regulariser_gradient(T grad_loss, T weight, const Index* ids, Index n, T* dm) {
+  const T g = grad_loss * weight / static_cast<T>(n);
+  for (Index k = 0; k < n; ++k) dm[ids ? ids[k] : k] += g;
 }
 
 struct Engine {
   static_assert(Workspace<float>::class_tile <= kRowTile, "a class tile must fit the row pass's stack tile");
   // PP: the policy as the entry point received it (a reference type); a stateful policy
-  // (has_state_hook) is updated here when PP is a modifiable lvalue.
+  // (has_state_hook) is updated here when PP is a modifiable lvalue. with_regulariser = false
+  // leaves a learnable-margins policy's regulariser (and, in the backward, its gradient) to
+  // the caller: sampling/subset.hpp, whose class set J is not the engine's.
   template <typename PP, typename Labels, typename Comm, typename P = std::decay_t<PP>, typename T = typename P::value_type>
   static T forward(PP&& policy, const Eigen::Ref<const RowMatrix<T>>& X, const Eigen::Ref<const RowMatrix<T>>& W,
                    Index class_offset, Index num_classes, const Eigen::MatrixBase<Labels>& labels, Comm& comm,
-                   Index block, Workspace<T>& ws) {
+                   Index block, Workspace<T>& ws, bool with_regulariser = true) {
     static_assert(is_margin_policy_v<P>, "marginloss: P does not satisfy the policy contract (policies/common.hpp)");
     WorkspaceGuard guard(ws.in_use_);
     ws.holds_forward_ = false;
@@ -319,12 +311,24 @@ struct Engine {
     for (Index i = 0; i < B; ++i) total += static_cast<double>(ws.row_loss_(i));
     ws.loss_ = static_cast<T>(total / static_cast<double>(B));
     ws.regulariser_ = T(0);
+    ws.regulariser_included_ = false;
     if constexpr (has_learnable_margins<P>::value) {
-      ws.batch_classes_ = ws.labels_;
-      std::sort(ws.batch_classes_.data(), ws.batch_classes_.data() + B);
-      ws.batch_class_count_ = std::unique(ws.batch_classes_.data(), ws.batch_classes_.data() + B) - ws.batch_classes_.data();
-      ws.regulariser_ = margin_regulariser(policy, ws.batch_classes_.data(), ws.batch_class_count_, num_classes);
-      ws.loss_ += ws.regulariser_;
+      if (with_regulariser) {
+        const bool over_batch = policy.regulariser_over_batch();
+        if (over_batch) {
+          ws.batch_classes_ = ws.labels_;
+          std::sort(ws.batch_classes_.data(), ws.batch_classes_.data() + B);
+          ws.batch_class_count_ =
+              std::unique(ws.batch_classes_.data(), ws.batch_classes_.data() + B) - ws.batch_classes_.data();
+        }
+        ws.regulariser_ = margin_regulariser(policy.regulariser_weight(), policy.class_values(),
+                                             over_batch ? ws.batch_classes_.data() : nullptr,
+                                             over_batch ? ws.batch_class_count_ : num_classes);
+        ws.regulariser_included_ = true;
+        ws.loss_ += ws.regulariser_;
+      }
+    } else {
+      static_cast<void>(with_regulariser);
     }
     // Identical on every rank, so every rank throws together.
     if (!std::isfinite(ws.loss_)) fail_not_representable("the loss");
@@ -475,8 +479,12 @@ struct Engine {
           const T p = std::exp(S * terms[i].target.value - ws.lse_(i));
           dmargins[ws.labels_(i)] += coef * (p - T(1)) * S * terms[i].dtarget_dmargin;
         }
-        add_margin_regulariser_gradient(policy, grad_loss, ws.batch_classes_.data(), ws.batch_class_count_,
-                                        ws.num_classes_, dmargins);
+        if (ws.regulariser_included_) {
+          const bool over_batch = policy.regulariser_over_batch();
+          add_margin_regulariser_gradient(grad_loss, policy.regulariser_weight(),
+                                          over_batch ? ws.batch_classes_.data() : nullptr,
+                                          over_batch ? ws.batch_class_count_ : ws.num_classes_, dmargins);
+        }
       }
     }
 #if defined(_OPENMP)

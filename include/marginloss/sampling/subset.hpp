@@ -100,6 +100,7 @@ class SubsetWorkspace {
   // Internal storage (grows, never shrinks): public for detail::subset_run, not part of the API.
   std::vector<T> w_, dw_, margins_, dmargins_;
   std::vector<unsigned char> seen_;
+  std::vector<Index> ids_;  // the regulariser's classes J
   Workspace<T> ws_;
   Index rows_ = 0, dim_ = 0;
   /// \endcond
@@ -197,39 +198,32 @@ T subset_run(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBas
       if (dmargins_size != C) fail("dmargins has ", dmargins_size, " entries but there are ", C, " classes");
       if (sws.dmargins_.size() < static_cast<std::size_t>(A)) sws.dmargins_.resize(static_cast<std::size_t>(A));
       Eigen::Map<Vector<T>> dma(sws.dmargins_.data(), A);
-      loss = forward_backward(local, X.derived(), Wa, local_labels.derived(), dX, dWa, dma, sws.ws_, options.engine);
+      // The engine leaves the regulariser out; it is added here on the FULL margin vector over
+      // the classes J of SubsetOptions::regulariser: as_policy -> the policy's scope (all C
+      // classes, or the batch's distinct classes), active_classes -> the active set.
+      loss = detail::forward_local(local, X.derived(), Wa, local_labels.derived(), sws.ws_, options.engine, false);
+      backward(static_cast<const P&>(local), Wa, sws.ws_, T(1), dX, dWa, dma);
       give_back_state();
-      // The engine's regulariser on the local policy is R_e = w mean_{J_e} m over J_e = the
-      // batch's classes (all active, so the same as on the full vector) or all |A| active
-      // classes. Where the subset's regulariser differs, R_e and its gradient w/|J_e| are
-      // replaced: as_policy over all classes -> the full vector's w mean_C m and w/C on every
-      // class; active_classes with a batch-scoped policy -> w mean_A m and w/|A| on A.
-      T inactive_gradient = T(0);
-      const T w = policy.regulariser_weight();
-      const bool batch_scope = policy.regulariser_over_batch();
-      if (options.regulariser == SubsetRegulariser::as_policy && !batch_scope) {
-        double sum = 0;
-        for (Index k = 0; k < C; ++k) sum += static_cast<double>(margins[k]);
-        loss += static_cast<T>(static_cast<double>(w) * (sum / static_cast<double>(C))) - sws.ws_.regulariser();
-        inactive_gradient = w / static_cast<T>(C);
-        dma.array() += inactive_gradient - w / static_cast<T>(A);
-      } else if (options.regulariser == SubsetRegulariser::active_classes && batch_scope) {
-        sws.seen_.assign(static_cast<std::size_t>(A), 0);
-        Index distinct = 0;
-        for (Index i = 0; i < local_labels.size(); ++i) {
-          auto& mark = sws.seen_[static_cast<std::size_t>(local_labels.derived().coeff(i))];
-          distinct += mark ? 0 : 1;
-          mark = 1;
-        }
-        double sum = 0;
-        for (Index a = 0; a < A; ++a) sum += static_cast<double>(sws.margins_[static_cast<std::size_t>(a)]);
-        loss += static_cast<T>(static_cast<double>(w) * (sum / static_cast<double>(A))) - sws.ws_.regulariser();
-        for (Index a = 0; a < A; ++a)
-          dma(a) += w / static_cast<T>(A) - (sws.seen_[static_cast<std::size_t>(a)] ? w / static_cast<T>(distinct) : T(0));
-        sws.seen_.assign(static_cast<std::size_t>(C), 0);
-      }
-      std::fill(dmargins, dmargins + C, inactive_gradient);
+      std::fill(dmargins, dmargins + C, T(0));
       for (Index a = 0; a < A; ++a) dmargins[static_cast<Index>(active.derived().coeff(a))] = dma(a);
+      const bool all_classes =
+          options.regulariser == SubsetRegulariser::as_policy && !policy.regulariser_over_batch();
+      if (options.regulariser == SubsetRegulariser::active_classes) {
+        sws.ids_.resize(static_cast<std::size_t>(A));
+        for (Index a = 0; a < A; ++a) sws.ids_[static_cast<std::size_t>(a)] = static_cast<Index>(active.derived().coeff(a));
+      } else if (!all_classes) {  // the batch's distinct classes, in class order as the engine sums them
+        const Index B = local_labels.size();
+        sws.ids_.resize(static_cast<std::size_t>(B));
+        for (Index i = 0; i < B; ++i)
+          sws.ids_[static_cast<std::size_t>(i)] = static_cast<Index>(active.derived().coeff(local_labels.derived().coeff(i)));
+        std::sort(sws.ids_.begin(), sws.ids_.end());
+        sws.ids_.erase(std::unique(sws.ids_.begin(), sws.ids_.end()), sws.ids_.end());
+      }
+      const Index* ids = all_classes ? nullptr : sws.ids_.data();
+      const Index n = all_classes ? C : static_cast<Index>(sws.ids_.size());
+      const T w = policy.regulariser_weight();
+      loss += margin_regulariser(w, margins, ids, n);
+      add_margin_regulariser_gradient(T(1), w, ids, n, dmargins);
     } else {
       static_cast<void>(dmargins);
       static_cast<void>(dmargins_size);
