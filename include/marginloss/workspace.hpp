@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "detail/checks.hpp"
 #include "detail/plan.hpp"
 #include "detail/threads.hpp"
 #include "options.hpp"
@@ -106,6 +107,25 @@ class Workspace {
   T loss() const { return loss_; }
   /// The margin regulariser included in loss() (AdaptiveMargin); 0 for other policies.
   T regulariser() const { return regulariser_; }
+
+  /// Copies into `out` (B x classes()) the cosines cos(x_i, w_j), clamped to [-1, 1], that the
+  /// last forward computed: what a miner reads instead of recomputing them (HardPrototypeMiner,
+  /// SubsetOptions::keep_cosines). Available between a forward on the dense path (class_block()
+  /// == classes()) and its backward, which overwrites them; throws invalid_argument otherwise.
+  void cosines(Eigen::Ref<RowMatrix<T>> out) const {
+    if (!holds_forward_)
+      detail::fail("Workspace::cosines(): no forward holds them (call it after forward(), before backward())");
+    if (block_ < local_classes_)
+      detail::fail("Workspace::cosines(): the forward ran in class blocks of ", block_, " of ", local_classes_,
+                   " classes; only the dense path keeps every cosine (Options::class_block)");
+    detail::check_output_shape("out", out.rows(), out.cols(), batch(), local_classes_);
+    // Stored tile after tile, each tile a contiguous B x tile matrix (the engine's sweep).
+    const Index B = batch(), tile = tile_for_block(block_);
+    for (Index j0 = 0; j0 < local_classes_; j0 += tile) {
+      const Index n = std::min(tile, local_classes_ - j0);
+      out.middleCols(j0, n) = Eigen::Map<const RowMatrix<T>>(cosine_storage_.data() + B * j0, B, n);
+    }
+  }
 
  private:
   friend struct detail::Engine;

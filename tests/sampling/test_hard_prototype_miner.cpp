@@ -294,3 +294,53 @@ TEST_CASE("nearest_prototypes: hand-computed neighbours, k clamped to C - 1, bad
   bad.row(1).setZero();
   CHECK_THROWS_AS(ml::nearest_prototypes(bad, 1), ml::invalid_argument);
 }
+
+TEST_CASE("HPM update from the subset loss's kept cosines equals update from X and W") {
+  const Index C = 120, D = 12, B = 40;
+  SplitMix64 rng(23);
+  Mat<double> W(C, D), X(B, D);
+  for (Index k = 0; k < W.size(); ++k) W.data()[k] = rng.normal();
+  for (Index k = 0; k < X.size(); ++k) X.data()[k] = rng.normal();
+  Eigen::VectorXi labels(B);
+  for (Index i = 0; i < B; ++i) labels(i) = static_cast<int>(rng.next() % 30);  // 30 batch classes
+  ml::HardPrototypeMinerOptions o;
+  o.k = 6;
+  o.h = -1;  // every mined class passes
+  ml::HardPrototypeMiner<double> from_x(o), from_loss(o);
+  from_x.build(W);
+  from_loss.build(W);
+  const ml::ActiveSet set = from_x.active_set(labels);
+  Mat<double> dX(B, D), dW(C, D);
+  ml::SubsetWorkspace<double> sws;
+  ml::SubsetOptions so;
+  so.keep_cosines = true;
+  CHECK_THROWS_WITH_AS(from_loss.update(sws, W, set), doctest::Contains("keep_cosines"), ml::invalid_argument);
+  const ml::CosFace<double> policy{8.0, 0.2};
+  (void)ml::subset_forward_backward(policy, X, W, set, dX, dW, sws, so);
+  // The kept cosines against x.w / (|x| |w|) computed here.
+  REQUIRE(sws.cosines().rows() == B);
+  REQUIRE(sws.cosines().cols() == set.size());
+  double worst = 0;
+  for (Index i = 0; i < B; ++i)
+    for (Index a = 0; a < set.size(); ++a) {
+      const auto w = W.row(set.classes(a));
+      const double c = X.row(i).dot(w) / (X.row(i).norm() * w.norm());
+      worst = std::max(worst, std::fabs(sws.cosines()(i, a) - c));
+    }
+  CHECK(worst < 1e-14);
+  std::vector<ml::IndexVector> before;
+  for (Index j = 0; j < C; ++j) before.push_back(from_x.queue(j));
+  from_x.update(X, W, set);
+  from_loss.update(sws, W, set);
+  Index changed = 0;
+  for (Index j = 0; j < C; ++j) {
+    CHECK(from_loss.queue(j) == from_x.queue(j));
+    changed += !(from_x.queue(j) == before[static_cast<std::size_t>(j)]);
+  }
+  CHECK(changed > 0);  // the rule mined something, so equal queues say something
+  // Class blocks keep no full cosine matrix: the call says so instead of keeping some.
+  so.engine.class_block = 16;
+  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(policy, X, W, set, dX, dW, sws, so), doctest::Contains("class blocks"),
+                       ml::invalid_argument);
+  CHECK(sws.cosines().size() == 0);
+}

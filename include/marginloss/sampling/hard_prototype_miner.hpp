@@ -8,8 +8,9 @@
 //   for (each step) {
 //     hpm.step(W);                                // counts the step; rebuilds when due
 //     const ml::ActiveSet& a = hpm.active_set(labels);
-//     loss = ml::subset_forward_backward(policy, X, W, a, dX, dW, dm, sws);
-//     hpm.update(X, W, a);                        // the queue rule, from this step's cosines
+//     loss = ml::subset_forward_backward(policy, X, W, a, dX, dW, dm, sws, so);  // so.keep_cosines
+//     hpm.update(sws, W, a);                      // the queue rule, from the loss's cosines
+//                                                 // (or update(X, W, a): one more product)
 //     ... optimiser step ...
 //   }
 //
@@ -244,6 +245,16 @@ class HardPrototypeMiner {
     S.noalias() = X.derived() * Wa.transpose();
     for (Index i = 0; i < B; ++i) S.row(i) *= xinv_(i);
     update_from_scores(S, W, set);
+  }
+
+  /// The queue rule from the cosines the subset loss kept (subset_forward_backward with
+  /// SubsetOptions::keep_cosines, on this `set`): no product, no gather of W[A].
+  template <typename DW>
+  void update(const SubsetWorkspace<T>& sws, const Eigen::MatrixBase<DW>& W, const ActiveSet& set) {
+    if (sws.cosines().size() == 0)
+      detail::fail("HardPrototypeMiner::update: the SubsetWorkspace holds no cosines: run subset_forward_backward "
+                   "with SubsetOptions::keep_cosines = true first");
+    update_from_scores(sws.cosines(), W, set);
   }
 
   /// The queue rule from a B x |A| score matrix (cosines, or any score with the same order):

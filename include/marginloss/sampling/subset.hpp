@@ -81,6 +81,11 @@ struct SubsetOptions {
   bool zero_inactive_rows = false;  ///< false: dW rows outside the active set are untouched
   SubsetRegulariser regulariser = SubsetRegulariser::as_policy;  ///< AdaptiveMargin's R on the subset
   Options engine = {};  ///< class blocks / memory budget of the engine, on the subset
+  /// Keep the B x |A| cosines the loss computed in the SubsetWorkspace (cosines()), for
+  /// HardPrototypeMiner::update(sws, W, set) instead of its own product. Needs the dense path
+  /// (engine.class_block 0 with B x |A| within the memory budget, or >= |A|): a call that runs
+  /// in class blocks throws.
+  bool keep_cosines = false;
 };
 
 /// Caller-owned memory of subset_forward_backward(): the gathered active rows of W, their
@@ -95,12 +100,17 @@ class SubsetWorkspace {
   Workspace<T>& engine() { return ws_; }
   /// The gathered active rows of the last call (|A| x D).
   Eigen::Map<const RowMatrix<T>> gathered() const { return {w_.data(), rows_, dim_}; }
+  /// The clamped cosines cos(x_i, w_{active[a]}) of the last call (B x |A|) when it ran with
+  /// SubsetOptions::keep_cosines; 0 x 0 otherwise.
+  Eigen::Map<const RowMatrix<T>> cosines() const { return {cos_.data(), cos_rows_, cos_cols_}; }
 
   /// \cond INTERNAL
   // Internal storage (grows, never shrinks): public for detail::subset_run, not part of the API.
   std::vector<T> w_, dw_, margins_, dmargins_;
   std::vector<unsigned char> seen_;
   std::vector<Index> ids_;  // the regulariser's classes J
+  std::vector<T> cos_;      // B x |A| cosines (keep_cosines)
+  Index cos_rows_ = 0, cos_cols_ = 0;
   Workspace<T> ws_;
   Index rows_ = 0, dim_ = 0;
   /// \endcond
@@ -151,6 +161,34 @@ void scatter_active(SubsetWorkspace<T>& sws, const Eigen::MatrixBase<DA>& active
   }
 }
 
+// forward, the cosines kept when asked, backward: the engine on the gathered rows Wa.
+template <typename PP, typename DX, typename DL, typename P = std::decay_t<PP>, typename T = typename P::value_type>
+T subset_engine(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::Map<const RowMatrix<T>>& Wa,
+                const Eigen::MatrixBase<DL>& local_labels, Eigen::Ref<RowMatrix<T>> dX,
+                Eigen::Map<RowMatrix<T>>& dWa, T* dma, SubsetWorkspace<T>& sws, const SubsetOptions& options) {
+  if (options.keep_cosines && resolve_class_block<T>(options.engine, X.rows(), Wa.rows(), kCpuBlockBytes) < Wa.rows())
+    fail("SubsetOptions::keep_cosines: the engine would run the ", Wa.rows(),
+         " active classes in class blocks, which keep no full cosine matrix (engine.class_block, memory_budget)");
+  const T loss = forward_local(std::forward<PP>(policy), X.derived(), Wa, local_labels.derived(), sws.ws_,
+                               options.engine, /*with_regulariser=*/false);
+  if (options.keep_cosines) {
+    const Index B = X.rows(), A = Wa.rows();
+    if (sws.cos_.size() < static_cast<std::size_t>(B * A)) sws.cos_.resize(static_cast<std::size_t>(B * A));
+    Eigen::Map<RowMatrix<T>> kept(sws.cos_.data(), B, A);
+    sws.ws_.cosines(kept);  // throws when the engine ran in class blocks
+    sws.cos_rows_ = B;
+    sws.cos_cols_ = A;
+  }
+  if constexpr (has_learnable_margins<P>::value) {
+    Eigen::Map<Vector<T>> dm(dma, Wa.rows());
+    backward(static_cast<const P&>(policy), Wa, sws.ws_, T(1), dX, dWa, dm);
+  } else {
+    static_cast<void>(dma);
+    backward(static_cast<const P&>(policy), Wa, sws.ws_, T(1), dX, dWa);
+  }
+  return loss;
+}
+
 template <typename PP, typename DX, typename DW, typename DA, typename DL, typename P = std::decay_t<PP>,
           typename T = typename P::value_type>
 T subset_run(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
@@ -170,6 +208,7 @@ T subset_run(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBas
     policy.validate();
     check_class_values_on_host(policy, C);
   }
+  sws.cos_rows_ = sws.cos_cols_ = 0;  // a call that fails keeps no stale cosines
   gather_active<T>(Eigen::Ref<const RowMatrix<T>>(W.derived()), active, C, sws);
   const Index A = sws.rows_;
   Eigen::Map<const RowMatrix<T>> Wa(sws.w_.data(), A, D);
@@ -201,8 +240,7 @@ T subset_run(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBas
       // The engine leaves the regulariser out; it is added here on the FULL margin vector over
       // the classes J of SubsetOptions::regulariser: as_policy -> the policy's scope (all C
       // classes, or the batch's distinct classes), active_classes -> the active set.
-      loss = detail::forward_local(local, X.derived(), Wa, local_labels.derived(), sws.ws_, options.engine, false);
-      backward(static_cast<const P&>(local), Wa, sws.ws_, T(1), dX, dWa, dma);
+      loss = subset_engine(local, X, Wa, local_labels, dX, dWa, dma.data(), sws, options);
       give_back_state();
       std::fill(dmargins, dmargins + C, T(0));
       for (Index a = 0; a < A; ++a) dmargins[static_cast<Index>(active.derived().coeff(a))] = dma(a);
@@ -227,14 +265,14 @@ T subset_run(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBas
     } else {
       static_cast<void>(dmargins);
       static_cast<void>(dmargins_size);
-      loss = forward_backward(local, X.derived(), Wa, local_labels.derived(), dX, dWa, sws.ws_, options.engine);
+      loss = subset_engine(local, X, Wa, local_labels, dX, dWa, static_cast<T*>(nullptr), sws, options);
       give_back_state();
     }
   } else {
     static_cast<void>(dmargins);
     static_cast<void>(dmargins_size);
-    loss = forward_backward(std::forward<PP>(policy), X.derived(), Wa, local_labels.derived(), dX, dWa, sws.ws_,
-                            options.engine);
+    loss = subset_engine(std::forward<PP>(policy), X, Wa, local_labels, dX, dWa, static_cast<T*>(nullptr), sws,
+                         options);
   }
   scatter_active<T>(sws, active, options.zero_inactive_rows, dW);
   return loss;
