@@ -103,6 +103,7 @@ class AdaptiveHead final : public Head {
         hpm_(hpm_options()) {
     if (s > 0) s_ = s;
     sopt_.regulariser = ml::SubsetRegulariser::active_classes;
+    sopt_.keep_cosines = true;  // the miner's queue rule reads the loss's cosines
   }
   float forward_backward(const Mat& X, const Mat& W, const Eigen::VectorXi& y, Mat& dX, Mat& dW) override {
     if (!built_) {
@@ -114,7 +115,7 @@ class AdaptiveHead final : public Head {
     dm_.setZero();
     dW.setZero();
     const float loss = ml::subset_forward_backward(policy(), X, W, a, dX, dW, dm_, sws_, sopt_);
-    hpm_.update(X, W, a);
+    hpm_.update(sws_, W, a);
     active_ += static_cast<double>(a.size());
     ++steps_;
     return loss;

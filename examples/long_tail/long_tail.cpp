@@ -120,6 +120,7 @@ Outcome train(const Problem& p, Run run, Index steps) {
   ml::SubsetWorkspace<double> sws;
   ml::SubsetOptions subset_options;
   subset_options.regulariser = ml::SubsetRegulariser::active_classes;  // only active margins move
+  subset_options.keep_cosines = true;  // the miner's queue rule reads the loss's cosines
   ml::Workspace<double> ws;
 
   ml::IndexVector batch(kBatch);
@@ -146,7 +147,7 @@ Outcome train(const Problem& p, Run run, Index steps) {
       const ml::ActiveSet& set = hpm.active_set(y);
       ml::subset_forward_backward(adaptive, X, W, set, dX, dW, dm, sws,
                                   [&] { auto o = subset_options; o.zero_inactive_rows = true; return o; }());
-      hpm.update(X, W, set);
+      hpm.update(sws, W, set);
       // Feedback for the sampler: classified correctly by the nearest class weight.
       const Mat cos = X.rowwise().normalized() * W.rowwise().normalized().transpose();
       for (Index i = 0; i < kBatch; ++i) {
