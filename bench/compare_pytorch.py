@@ -1,32 +1,38 @@
 #!/usr/bin/env python3
-"""marginloss against PyTorch autograd: time and peak memory of fp32 forward + backward.
+"""marginloss against PyTorch autograd (eager; torch.compile on torch 2.x): fp32 forward + backward time, peak memory.
 
     /usr/bin/python3 bench/compare_pytorch.py build/bench/bench/eigen.json \\
         [blas.json ...] [--peak-bin build/bench/bench/marginloss_peak_memory] \\
         [--policies CosFace,ArcFace] [--shapes 128x512x10000,256x512x100000] \\
-        [--min-time 3] [--threads 2] [--markdown]
+        [--min-time 3] [--threads 2] [--markdown] \\
+        [--python /path/to/venv/bin/python] [--compile-modes default,max-autotune] [--no-compile]
 
-Run it with Debian's python3-torch (/usr/bin/python3). The JSON files are
-marginloss_bench's --benchmark_out (see bench/README.md); the loss rows found there give
+By default the cases run with Debian's python3-torch (/usr/bin/python3, torch 1.13: eager only).
+--python names another interpreter for them, e.g. a venv holding PyPI's torch 2.x (bench/README.md:
+`pip install torch numpy` in a venv, never in CI); with a torch that has torch.compile, each case
+also times the same loss function under torch.compile, in every mode of --compile-modes. The JSON
+files are marginloss_bench's --benchmark_out (see bench/README.md); the loss rows found there give
 marginloss's times, and only the policies and shapes found there are run in PyTorch.
 
 PyTorch side: each policy written the way its usual PyTorch ports write it, as one
 autograd graph (normalise X and W inside the graph, cosines by F.linear, clamp, the margined
 target gathered and scattered back, scale, F.cross_entropy, .backward()). Each case runs
-in its own subprocess: imports and inputs first, two warm-up steps, then the peak-RSS mark
-is reset (/proc/self/clear_refs; where that is refused, the baseline is the peak so far)
-and one step's peak is read from VmHWM: peak memory = VmHWM - VmRSS before the step, i.e.
-everything the step allocates beyond its inputs, the gradients included. Then steps are
-timed until --min-time seconds and at least 3 steps have run; the median is reported.
-Gradients are set to None before every step (zero_grad(set_to_none=True)), so each step
-allocates its dX and dW, like marginloss's allocating forward_backward().
+in its own subprocess: imports and inputs first, two warm-up steps of each variant (eager, then
+each torch.compile mode: its first step compiles), then for each variant the peak-RSS mark is
+reset (/proc/self/clear_refs; where that is refused, the baseline is the peak so far) and one
+step's peak is read from VmHWM: peak memory = VmHWM - VmRSS before the step, i.e. everything the
+step allocates beyond its inputs, the gradients included. Then the variants are timed
+interleaved (one step of each in turn) until --min-time seconds per variant and at least 3
+rounds have run; the medians are reported. Gradients are set to None before every step
+(zero_grad(set_to_none=True)), so each step allocates its dX and dW, like marginloss's
+allocating forward_backward().
 
 marginloss side: time = the loss benchmark's median (loss_ms). Peak memory: with
 --peak-bin, marginloss_peak_memory is run per case (same method, a process of its own);
 without, the estimate Workspace::bytes_required + dX + dW is shown (marked ~).
 
-speed-up = PyTorch ms / marginloss ms; memory ratio = PyTorch peak / marginloss peak.
-Plain python3 and torch, nothing else.
+speed-up = PyTorch eager ms / marginloss ms; vs compile = torch.compile ms / marginloss ms;
+memory ratio = PyTorch eager peak / marginloss peak. Plain python3 and torch, nothing else.
 """
 
 import argparse
@@ -135,24 +141,43 @@ def make_step(loss_fn, X, W, y):
     return step
 
 
-def loaded_blas():
-    """The BLAS libraries this process has mapped (after torch ran a product): Debian's torch
-    calls whatever the libblas.so.3 alternative points to, the reference (netlib) BLAS unless an
-    optimised one is installed, and its times then say nothing about PyTorch."""
+def loaded_blas(torch=None):
+    """The BLAS torch's products run on, after torch ran a product: a statically linked MKL where
+    torch's build settings say BLAS_INFO=mkl (PyPI's torch), else the BLAS libraries this process
+    has mapped. Debian's torch (BLAS_INFO=generic) calls whatever the libblas.so.3 alternative
+    points to, the reference (netlib) BLAS unless an optimised one is installed, and its times
+    then say nothing about PyTorch. cuBLAS and numpy's own OpenBLAS are not torch's CPU BLAS."""
+    if torch is not None:
+        try:
+            if "BLAS_INFO=mkl" in torch.__config__.show():
+                return "MKL (linked into libtorch_cpu)"
+        except Exception:  # noqa: BLE001 -- only a label
+            pass
     found = set()
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
                 parts = line.split()
-                name = os.path.basename(parts[-1]) if len(parts) >= 6 else ""
+                path = parts[-1] if len(parts) >= 6 else ""
+                name = os.path.basename(path)
+                if "cublas" in name or "numpy" in path:
+                    continue
                 if any(k in name for k in ("blas", "blis", "mkl_rt", "mkl_core", "dnnl")):
-                    found.add(os.path.realpath(parts[-1]))
+                    found.add(os.path.realpath(path))
     except OSError:
         return "unknown"
     return ", ".join(sorted(found)) or "none"
 
 
-def child(policy, B, D, C, min_time, threads):
+def has_compile(torch):
+    """torch.compile exists (torch 2.0 and later)."""
+    try:
+        return hasattr(torch, "compile") and int(torch.__version__.split(".")[0]) >= 2
+    except ValueError:
+        return False
+
+
+def child(policy, B, D, C, min_time, threads, compile_modes=()):
     import torch
     import torch.nn.functional as F
 
@@ -161,26 +186,51 @@ def child(policy, B, D, C, min_time, threads):
     X = torch.randn(B, D, generator=g, dtype=torch.float32).requires_grad_()
     W = torch.randn(C, D, generator=g, dtype=torch.float32).requires_grad_()
     y = torch.randint(0, C, (B,), generator=g)
-    step = make_step(make_loss(torch, F, policy), X, W, y)
-    value = float(step())
-    step()
-    reset = reset_peak()
-    base = status_bytes("VmRSS") if reset else status_bytes("VmHWM")
-    step()
-    peak = status_bytes("VmHWM")
+    loss_fn = make_loss(torch, F, policy)
+    variants = [("eager", make_step(loss_fn, X, W, y))]
+    if has_compile(torch):
+        for mode in compile_modes:
+            compiled = torch.compile(loss_fn) if mode == "default" else torch.compile(loss_fn, mode=mode)
+            variants.append(("compile" if mode == "default" else "compile:" + mode, make_step(compiled, X, W, y)))
 
-    times = []
-    t_end = time.perf_counter() + min_time
-    while len(times) < 3 or time.perf_counter() < t_end:
+    # Two warm-up steps each (torch.compile compiles the forward and backward graphs in the first).
+    values, first = {}, {}
+    for name, step in variants:
         t0 = time.perf_counter()
+        values[name] = float(step().detach())
+        first[name] = time.perf_counter() - t0
         step()
-        times.append(time.perf_counter() - t0)
-    print(json.dumps({
-        "policy": policy, "B": B, "D": D, "C": C, "loss": value,
-        "ms": 1e3 * statistics.median(times), "steps": len(times),
-        "peak_delta": peak - base, "peak_reset": reset,
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "blas": loaded_blas(),
-    }))
+    peaks = {}
+    for name, step in variants:
+        # Drop the previous step's gradients first: freed inside the step (munmap), they would
+        # otherwise offset the new dX and dW in VmHWM - VmRSS.
+        X.grad = None
+        W.grad = None
+        reset = reset_peak()
+        base = status_bytes("VmRSS") if reset else status_bytes("VmHWM")
+        step()
+        peaks[name] = (status_bytes("VmHWM") - base, reset)
+
+    # Interleaved: one step of each variant in turn, until --min-time per variant and 3 rounds.
+    times = {name: [] for name, _ in variants}
+    t_end = time.perf_counter() + min_time * len(variants)
+    while len(times["eager"]) < 3 or time.perf_counter() < t_end:
+        for name, step in variants:
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    out = {
+        "policy": policy, "B": B, "D": D, "C": C, "loss": values["eager"],
+        "ms": 1e3 * statistics.median(times["eager"]), "steps": len(times["eager"]),
+        "peak_delta": peaks["eager"][0], "peak_reset": peaks["eager"][1],
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "blas": loaded_blas(torch),
+        "compiled": {},
+    }
+    for name, _ in variants[1:]:
+        out["compiled"][name] = {"ms": 1e3 * statistics.median(times[name]), "steps": len(times[name]),
+                                 "loss": values[name], "first_step_s": first[name],
+                                 "peak_delta": peaks[name][0], "peak_reset": peaks[name][1]}
+    print(json.dumps(out))
 
 
 # ----------------------------------------------------------------------------------------
@@ -205,9 +255,10 @@ def read_marginloss(path):
     return label, rows
 
 
-def run_child(script, python, policy, B, D, C, min_time, threads):
+def run_child(script, python, policy, B, D, C, min_time, threads, compile_modes):
     cmd = [python, script, "--child", policy, str(B), str(D), str(C),
-           "--min-time", str(min_time), "--threads", str(threads)]
+           "--min-time", str(min_time), "--threads", str(threads),
+           "--compile-modes", ",".join(compile_modes) if compile_modes else "none"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -231,16 +282,22 @@ def main(argv):
                     help="only measure marginloss's peak memory with --peak-bin (no PyTorch, no JSON needed)")
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--shapes", default="128x512x10000,256x512x100000,512x512x100000")
-    ap.add_argument("--min-time", type=float, default=3.0, help="seconds of timed PyTorch steps per case")
+    ap.add_argument("--min-time", type=float, default=3.0, help="seconds of timed PyTorch steps per case and variant")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    ap.add_argument("--python", default="/usr/bin/python3", help="interpreter with torch for the cases")
+    ap.add_argument("--python", default="/usr/bin/python3",
+                    help="interpreter with torch for the cases (a venv's python for PyPI torch 2.x)")
+    ap.add_argument("--compile-modes", default="default",
+                    help="torch.compile modes timed beside eager where the torch is 2.x, comma-separated "
+                         "(default, max-autotune, ...); 'none' = eager only")
+    ap.add_argument("--no-compile", action="store_true", help="eager only (same as --compile-modes none)")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--save", help="write the measured PyTorch and peak numbers to this JSON file")
     args = ap.parse_args(argv[1:])
 
+    compile_modes = [] if args.no_compile else [m for m in args.compile_modes.split(",") if m and m != "none"]
     if args.child:
         p, B, D, C = args.child
-        child(p, int(B), int(D), int(C), args.min_time, args.threads)
+        child(p, int(B), int(D), int(C), args.min_time, args.threads, compile_modes)
         return 0
 
     policies = [p for p in args.policies.split(",") if p]
@@ -270,7 +327,7 @@ def main(argv):
             if not any(key in rows for _, rows in sources):
                 print("skip %s %s: not in the JSON" % (p, shape_str(B, D, C)), file=sys.stderr)
                 continue
-            t = run_child(script, args.python, p, B, D, C, args.min_time, args.threads)
+            t = run_child(script, args.python, p, B, D, C, args.min_time, args.threads, compile_modes)
             if not results:
                 print("PyTorch %s, BLAS: %s" % (t.get("torch"), t.get("blas")), file=sys.stderr)
                 if "/blas/libblas.so" in t.get("blas", ""):
@@ -287,7 +344,9 @@ def main(argv):
                         break
                 exact = False
             results.append({"key": key, "torch": t, "ml_peak": ml_peak, "exact": exact})
-            print("done %s %s: torch %.1f ms" % (p, shape_str(B, D, C), t["ms"]), file=sys.stderr)
+            print("done %s %s: torch eager %.1f ms%s" % (
+                p, shape_str(B, D, C), t["ms"], "".join(", %s %.1f ms (first step %.1f s)" % (
+                    n, c["ms"], c["first_step_s"]) for n, c in t.get("compiled", {}).items())), file=sys.stderr)
 
     if args.save:
         with open(args.save, "w") as f:
@@ -295,23 +354,33 @@ def main(argv):
                         "torch": r["torch"], "marginloss_peak": r["ml_peak"], "peak_measured": r["exact"]}
                        for r in results], f, indent=1)
 
-    head = ["policy", "B×D×C", "PyTorch ms"]
+    cnames = []
+    for r in results:
+        for n in r["torch"].get("compiled", {}):
+            if n not in cnames:
+                cnames.append(n)
+    head = ["policy", "B×D×C", "PyTorch ms"] + ["torch.%s ms" % n for n in cnames]
     for label, _ in sources:
         head += ["marginloss ms (%s)" % label, "speed-up (%s)" % label]
-    head += ["PyTorch peak MiB", "marginloss peak MiB", "memory ratio"]
+        head += ["vs %s (%s)" % (n, label) for n in cnames]
+    head += ["PyTorch peak MiB"] + ["%s peak MiB" % n for n in cnames] + ["marginloss peak MiB", "memory ratio"]
     lines = []
     for r in results:
         p, B, D, C = r["key"]
         t = r["torch"]
+        comp = t.get("compiled", {})
         row = [p, shape_str(B, D, C), "%.1f" % t["ms"]]
+        row += ["%.1f" % comp[n]["ms"] if n in comp else "-" for n in cnames]
         for _, rows in sources:
             b = rows.get(r["key"])
             if b is None:
-                row += ["-", "-"]
+                row += ["-", "-"] + ["-" for _ in cnames]
             else:
                 row += ["%.1f" % b["loss_ms"], "%.2f×" % (t["ms"] / b["loss_ms"])]
+                row += ["%.2f×" % (comp[n]["ms"] / b["loss_ms"]) if n in comp else "-" for n in cnames]
         tp, mp = t["peak_delta"] / MiB, r["ml_peak"] / MiB
-        row += ["%.1f" % tp, ("%.1f" if r["exact"] else "~%.1f") % mp, "%.2f×" % (tp / mp) if mp > 0 else "-"]
+        row += ["%.1f" % tp] + ["%.1f" % (comp[n]["peak_delta"] / MiB) if n in comp else "-" for n in cnames]
+        row += [("%.1f" if r["exact"] else "~%.1f") % mp, "%.2f×" % (tp / mp) if mp > 0 else "-"]
         lines.append(row)
 
     if args.markdown:
@@ -326,8 +395,11 @@ def main(argv):
             print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
     if results:
         t = results[0]["torch"]
-        print("\nPyTorch %s, %d threads; speed-up = PyTorch ms / marginloss ms; memory ratio = PyTorch peak / "
-              "marginloss peak (peak = VmHWM during one step minus VmRSS before it)" % (t["torch"], t["threads"]))
+        print("\nPyTorch %s, %d threads, BLAS %s; speed-up = PyTorch eager ms / marginloss ms%s; memory ratio = "
+              "PyTorch eager peak / marginloss peak (peak = VmHWM during one step minus VmRSS before it)"
+              % (t["torch"], t["threads"], t.get("blas"),
+                 ", vs compile = torch.compile ms / marginloss ms (PyTorch's variants interleaved in one process, "
+                 "marginloss from the JSON)" if cnames else " (torch.compile: not timed)"))
     return 0
 
 

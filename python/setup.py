@@ -18,6 +18,9 @@ dnnl_sgemm when oneDNN is installed (dnnl.h and libdnnl; Debian: libdnnl-dev), a
 target marginloss::onednn does (-DMARGINLOSS_PRODUCTS_ONEDNN -ldnnl), else with Eigen;
 MARGINLOSS_PRODUCTS=onednn requires oneDNN, MARGINLOSS_PRODUCTS=eigen uses Eigen.
 marginloss._C.products says which one was built.
+
+Language standard: C++17, or C++20 where the torch built against requires it in its headers (recent
+PyPI torch 2.x releases, e.g. 2.15); MARGINLOSS_CXX_STD=20 forces it.
 """
 import os
 import re
@@ -67,6 +70,11 @@ def library_version():
     return "%s.%s.%s" % (parts["MAJOR"], parts["MINOR"], parts["PATCH"])
 
 
+SYSTEM_LIB_DIRS = {os.path.realpath(d) for d in (
+    "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu",
+    "/usr/lib64", "/usr/lib", "/lib64", "/lib", "/usr/local/lib")}
+
+
 def onednn_paths():
     """(include directory, library directory) of oneDNN, or None: $DNNL_ROOT, else the system's."""
     roots = [os.environ["DNNL_ROOT"]] if os.environ.get("DNNL_ROOT") else []
@@ -88,13 +96,34 @@ if not os.path.isfile(os.path.join(LIB_INCLUDE, "marginloss", "marginloss.hpp"))
 VERSION = library_version()
 
 # torch is imported only now: `setup.py --version` and the like work without it.
-from torch.utils.cpp_extension import BuildExtension, CppExtension  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, include_paths  # noqa: E402
+
+
+def cxx_standard():
+    """-std=c++NN for the extension: C++17 (the library's), or the newer standard the torch being
+    built against demands in its own headers (ATen/ATen.h: "#error C++20 or later compatible
+    compiler is required", PyPI torch 2.x's recent releases; Debian's torch 1.13 asks for C++14).
+    MARGINLOSS_CXX_STD=17/20/23 overrides."""
+    env = os.environ.get("MARGINLOSS_CXX_STD", "").strip()
+    if env:
+        return "c++" + env.replace("c++", "")
+    needed = 17
+    for inc in include_paths():
+        header = os.path.join(inc, "ATen", "ATen.h")
+        if os.path.isfile(header):
+            with open(header, encoding="utf-8", errors="replace") as f:
+                m = re.search(r"#error C\+\+(\d+) or later compatible compiler is required", f.read())
+            if m:
+                needed = max(needed, int(m.group(1)))
+            break
+    return "c++%d" % needed
+
 
 march = os.environ.get("MARGINLOSS_MARCH", "native").strip()
 openmp = os.environ.get("MARGINLOSS_OPENMP", "1") != "0"
 # -Wno-(maybe-)uninitialized: GCC < 13 warns inside its own avx512fintrin.h wherever Eigen's
 # AVX-512 packets are inlined (GCC bug 105593), a false positive.
-cxx_flags = ["-std=c++17", "-O3", "-g0", "-DNDEBUG", "-Wall", "-Wextra", "-Wno-maybe-uninitialized",
+cxx_flags = ["-std=" + cxx_standard(), "-O3", "-g0", "-DNDEBUG", "-Wall", "-Wextra", "-Wno-maybe-uninitialized",
              "-Wno-uninitialized"]
 if march and march != "none":
     cxx_flags.append("-march=" + march)
@@ -112,7 +141,11 @@ extra_include, library_dirs, libraries = [], [], []
 if dnnl is not None:
     cxx_flags.append("-DMARGINLOSS_PRODUCTS_ONEDNN")
     extra_include.append(dnnl[0])
-    library_dirs.append(dnnl[1])
+    # The system's own directories are searched by the linker anyway: naming them with -L would put
+    # them before torch's lib/ (CppExtension appends it), and a Debian libtorch-dev's libc10.so there
+    # would then shadow a venv torch's (undefined symbols at import).
+    if os.path.realpath(dnnl[1]) not in SYSTEM_LIB_DIRS:
+        library_dirs.append(dnnl[1])
     libraries.append("dnnl")
 
 setup(
