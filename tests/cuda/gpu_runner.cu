@@ -1,22 +1,24 @@
-// The GPU side of the CUDA tests (see gpu_runner.hpp): runs the CUDA backend on host problems
-// and returns plain host vectors. Every policy type used by test_cuda.cpp is instantiated at
-// the end of this file.
+// The GPU side of the CUDA tests (see gpu_runner.hpp and faults.hpp): runs the CUDA backend on
+// host problems and returns plain host vectors. Every entry point takes an AnyPolicy<T> and is
+// instantiated at the end of this file for float and double, so for every policy type of
+// policies.hpp.
+#include "faults.hpp"
 #include "gpu_runner.hpp"
 #include "../thread_barrier.hpp"
 
 #include <marginloss/cuda/cuda.cuh>
 
-#include <condition_variable>
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 #include <thread>
 #include <type_traits>
 #include <utility>
+#include <variant>
 
 namespace mlcuda_test {
 
@@ -142,6 +144,11 @@ struct DeviceProblem {
   mc::DeviceMatrix<const T> w() const { return {W.get<T>(), C, D, ld}; }
   mc::DeviceMatrix<T> dx() const { return {dX.get<T>(), B, D, ld}; }
   mc::DeviceMatrix<T> dw() const { return {dW.get<T>(), C, D, ld}; }
+  // call(labels) with the labels as int64_t or int32_t.
+  template <typename Call>
+  decltype(auto) with_labels(bool int64, Call&& call) const {
+    return int64 ? call(labels64.get<const std::int64_t>()) : call(labels32.get<const std::int32_t>());
+  }
 
   void read_gradients(Result<T>& r, cudaStream_t stream) const {
     r.dX = unpadded(download(dX.get<T>(), static_cast<std::size_t>(B * ld), stream), B, D, ld, guard, r.guards_intact);
@@ -155,7 +162,6 @@ template <typename P>
 struct DevicePolicy {
   using T = typename P::value_type;
   static constexpr bool per_class = ml::detail::has_class_values<P>::value;
-  static constexpr bool learnable = ml::detail::has_learnable_margins<P>::value;
   P policy;
   Index classes = 0;
   std::unique_ptr<DeviceBuffer> margins, dmargins;
@@ -168,52 +174,153 @@ struct DevicePolicy {
       margins = std::make_unique<DeviceBuffer>(sizeof(T) * values.size());
       upload(margins->template get<T>(), values, stream);
       policy.margins = ml::ClassValues<T>(margins->template get<T>(), view.size);
-      if constexpr (learnable) dmargins = std::make_unique<DeviceBuffer>(sizeof(T) * values.size());
+      if constexpr (ml::detail::has_learnable_margins<P>::value)
+        dmargins = std::make_unique<DeviceBuffer>(sizeof(T) * values.size());
     }
   }
   T* dm() const { return dmargins ? dmargins->template get<T>() : nullptr; }
-  // Sets margin k of the device copy (the fault tests).
-  void set_margin(Index k, T value, cudaStream_t stream) {
-    MARGINLOSS_CUDA_CHECK(cudaMemcpyAsync(margins->template get<T>() + k, &value, sizeof(T), cudaMemcpyHostToDevice, stream));
-    MARGINLOSS_CUDA_CHECK(cudaStreamSynchronize(stream));
-  }
   std::vector<T> read_dmargins(cudaStream_t stream) const {
     return dmargins ? download(dmargins->template get<T>(), static_cast<std::size_t>(classes), stream) : std::vector<T>{};
   }
+  // The device copy's state (CurricularFace's tau, after the engine updated it) into `host`,
+  // whose margins view is kept.
+  void copy_state_to(P& host) const {
+    if constexpr (per_class) {
+      const auto view = host.margins;
+      host = policy;
+      host.margins = view;
+    } else {
+      host = policy;
+    }
+  }
 };
 
-template <typename P, typename L, typename T = typename P::value_type>
-T run_with_labels(const DevicePolicy<P>& dpol, const DeviceProblem<T>& dp, const L* labels, const RunOptions& o,
-                  mc::Workspace<T>& ws, cudaStream_t stream, cublasHandle_t cublas) {
-  const P& policy = dpol.policy;
-  mc::Options opts;
-  opts.class_block = o.class_block;
+// One policy's entry points on one problem's buffers (device memory, or host arrays standing in
+// for it in the host checks), each with dL/dmargins where the policy has learnable margins. P is
+// const (the policy as given) or not (one whose state the engine updates). The fault runs copy
+// it and change one member: a workspace, a view, the cuBLAS handle, the options.
+template <typename P>
+struct Calls {
+  using Policy = std::remove_const_t<P>;
+  using T = typename Policy::value_type;
+  static constexpr bool learnable = ml::detail::has_learnable_margins<Policy>::value;
+  P& policy;
+  T* dmargins;  // C entries when learnable
+  mc::DeviceMatrix<const T> X, W;
+  mc::DeviceMatrix<T> dX, dW;
+  mc::Workspace<T>* ws;
+  cudaStream_t stream;
+  cublasHandle_t cublas;
+  mc::Options options;
+
+  template <typename L>
+  T forward(const L* labels) const {
+    return mc::forward(policy, X, W, labels, *ws, stream, cublas, options);
+  }
+  template <typename L>
+  void forward_async(const L* labels, T* loss) const {
+    mc::forward_async(policy, X, W, labels, *ws, loss, stream, cublas, options);
+  }
+  void backward(T grad_loss) const {
+    if constexpr (learnable)
+      mc::backward(policy, W, *ws, grad_loss, dX, dW, dmargins, stream, cublas);
+    else
+      mc::backward(policy, W, *ws, grad_loss, dX, dW, stream, cublas);
+  }
+  void backward_async(const T* grad_loss) const {
+    if constexpr (learnable)
+      mc::backward_async(policy, W, *ws, grad_loss, dX, dW, dmargins, stream, cublas);
+    else
+      mc::backward_async(policy, W, *ws, grad_loss, dX, dW, stream, cublas);
+  }
+  template <typename L>
+  T forward_backward(const L* labels) const {
+    if constexpr (learnable)
+      return mc::forward_backward(policy, X, W, labels, dX, dW, dmargins, *ws, stream, cublas, options);
+    else
+      return mc::forward_backward(policy, X, W, labels, dX, dW, *ws, stream, cublas, options);
+  }
+  template <typename L>
+  void forward_backward_async(const L* labels, T* loss) const {
+    if constexpr (learnable)
+      mc::forward_backward_async(policy, X, W, labels, dX, dW, dmargins, *ws, loss, stream, cublas, options);
+    else
+      mc::forward_backward_async(policy, X, W, labels, dX, dW, *ws, loss, stream, cublas, options);
+  }
+  // W, dW: this rank's shard, rows [offset, offset + W.rows) of `classes`.
+  template <typename L, typename Comm>
+  T sharded_forward_backward(Index offset, Index classes, const L* labels, Comm& comm) const {
+    if constexpr (learnable)
+      throw std::logic_error("marginloss CUDA tests: the sharded entry points take no policy with learnable margins");
+    else
+      return mc::sharded_forward_backward(policy, X, W, offset, classes, labels, comm, dX, dW, *ws, cublas, options);
+  }
+  void check_errors() const { mc::check_errors(*ws, stream); }
+  // The same buffers with another policy object.
+  template <typename Q>
+  Calls<Q> with_policy(Q& other) const {
+    return {other, dmargins, X, W, dX, dW, ws, stream, cublas, options};
+  }
+};
+
+// The calls of a DevicePolicy (const: the policy as given; else modifiable) on a DeviceProblem.
+template <typename DP, typename T>
+auto device_calls(DP& dpol, const DeviceProblem<T>& dp, mc::Workspace<T>& ws, cudaStream_t stream, cublasHandle_t cublas,
+                  const mc::Options& options = {}) {
+  using P = std::remove_reference_t<decltype((dpol.policy))>;
+  return Calls<P>{dpol.policy, dpol.dm(), dp.x(), dp.w(), dp.dx(), dp.dw(), &ws, stream, cublas, options};
+}
+
+// One run as the options say: forward_backward, split (forward, backward(grad_loss)) or
+// asynchronous (the upstream gradient in device memory, then check_errors).
+template <typename P, typename L>
+typename Calls<P>::T run_calls(const Calls<P>& calls, const L* labels, const RunOptions& o) {
+  using T = typename Calls<P>::T;
   if (o.async) {
     DeviceBuffer scalars(2 * sizeof(T));
     const std::vector<T> grad{static_cast<T>(o.grad_loss), T(0)};
-    upload(scalars.get<T>(), grad, stream);
+    upload(scalars.get<T>(), grad, calls.stream);
     T* d_grad = scalars.get<T>();
     T* d_loss = scalars.get<T>() + 1;
-    mc::forward_async(policy, dp.x(), dp.w(), labels, ws, d_loss, stream, cublas, opts);
-    if constexpr (DevicePolicy<P>::learnable)
-      mc::backward_async(policy, dp.w(), ws, d_grad, dp.dx(), dp.dw(), dpol.dm(), stream, cublas);
-    else
-      mc::backward_async(policy, dp.w(), ws, d_grad, dp.dx(), dp.dw(), stream, cublas);
-    mc::check_errors(ws, stream);
-    return download(d_loss, 1, stream)[0];
+    calls.forward_async(labels, d_loss);
+    calls.backward_async(d_grad);
+    calls.check_errors();
+    return download(d_loss, 1, calls.stream)[0];
   }
   if (o.split) {
-    const T loss = mc::forward(policy, dp.x(), dp.w(), labels, ws, stream, cublas, opts);
-    if constexpr (DevicePolicy<P>::learnable)
-      mc::backward(policy, dp.w(), ws, static_cast<T>(o.grad_loss), dp.dx(), dp.dw(), dpol.dm(), stream, cublas);
-    else
-      mc::backward(policy, dp.w(), ws, static_cast<T>(o.grad_loss), dp.dx(), dp.dw(), stream, cublas);
+    const T loss = calls.forward(labels);
+    calls.backward(static_cast<T>(o.grad_loss));
     return loss;
   }
-  if constexpr (DevicePolicy<P>::learnable)
-    return mc::forward_backward(policy, dp.x(), dp.w(), labels, dp.dx(), dp.dw(), dpol.dm(), ws, stream, cublas, opts);
-  else
-    return mc::forward_backward(policy, dp.x(), dp.w(), labels, dp.dx(), dp.dw(), ws, stream, cublas, opts);
+  return calls.forward_backward(labels);
+}
+
+// What `call` threw, if anything: the outcome the error tests compare against the CPU's.
+template <typename F>
+Error capture_error(F&& call) {
+  Error e;
+  try {
+    call();
+  } catch (const ml::invalid_argument& ex) {
+    e.thrown = true;
+    e.invalid_argument = true;
+    e.message = ex.what();
+  } catch (const std::exception& ex) {
+    e.thrown = true;
+    e.message = ex.what();
+  }
+  return e;
+}
+
+// Asynchronous calls must leave their errors to check_errors(): one thrown before is reported
+// as such.
+template <typename F>
+void nothing_thrown_before_check(F&& calls) {
+  try {
+    calls();
+  } catch (const std::exception& early) {
+    throw std::runtime_error(std::string("thrown before check_errors(): ") + early.what());
+  }
 }
 
 // In-process ranks on one GPU: each all-reduce copies the rank's device buffer to the host,
@@ -276,6 +383,138 @@ class HostGroup {
   std::vector<std::vector<double>> slots_;
 };
 
+// The host faults: host arrays stand in for device memory (every call throws before touching
+// it), with a null stream and a fake cuBLAS handle.
+template <typename P, typename T = typename P::value_type>
+Error host_fault(const P& policy, const Problem<T>& problem, Fault f) {
+  const Index B = problem.B, D = problem.D, C = problem.C;
+  std::vector<T> x(static_cast<std::size_t>((B + 1) * (D + 1))), w(static_cast<std::size_t>((C + 1) * (D + 1)));
+  std::vector<T> dx(x.size()), dw(w.size()), dmargins(static_cast<std::size_t>(C + 1));
+  const std::vector<std::int32_t> labels = labels_as<std::int32_t>(problem.labels);
+  const std::size_t bytes = mc::workspace_bytes<T>(B, D, C);
+  std::vector<unsigned char> memory(bytes);
+  return capture_error([&] {
+    mc::Workspace<T> ws(memory.data(), bytes);
+    Calls<const P> c{policy, dmargins.data(), {x.data(), B, D}, {w.data(), C, D}, {dx.data(), B, D}, {dw.data(), C, D},
+                     &ws, nullptr, reinterpret_cast<cublasHandle_t>(memory.data()), {}};
+    switch (f) {
+      case Fault::small_workspace: {
+        mc::Workspace<T> small(memory.data(), bytes - 256);  // less than the layout once aligned
+        c.ws = &small;
+        c.forward_backward(labels.data());
+        return;
+      }
+      case Fault::no_workspace: {
+        mc::Workspace<T> none;
+        c.ws = &none;
+        c.forward_backward(labels.data());
+        return;
+      }
+      case Fault::w_columns: c.W = {w.data(), C, D + 1}; break;
+      case Fault::empty_batch: c.X = {x.data(), 0, D}; break;
+      case Fault::x_leading_dimension: c.X = {x.data(), B, D, D - 1}; break;
+      case Fault::null_labels: c.forward_backward(static_cast<const std::int64_t*>(nullptr)); return;
+      case Fault::null_cublas: c.cublas = nullptr; break;
+      case Fault::negative_block: c.options.class_block = -1; break;
+      case Fault::backward_first: c.backward(T(1)); return;
+      case Fault::shard_outside: {
+        HostGroup group(1);
+        HostGroup::Comm comm(group, 0, c.stream);
+        c.W = {w.data(), C - 1, D};
+        c.dW = {dw.data(), C - 1, D};
+        c.sharded_forward_backward(3, C, labels.data(), comm);
+        return;
+      }
+      case Fault::policy_on_host: break;
+      case Fault::policy_on_host_async: {
+        P modifiable = policy;
+        c.with_policy(modifiable).forward_async(labels.data(), dx.data());
+        return;
+      }
+      default: throw std::logic_error("marginloss CUDA tests: not a host fault");
+    }
+    c.forward_backward(labels.data());
+  });
+}
+
+// The device faults: the problem with the fault injected, on the device.
+template <typename P, typename T = typename P::value_type>
+Error device_fault(const P& policy, const Problem<T>& problem, Fault f) {
+  Problem<T> bad = problem;
+  inject(f, bad);
+  Stream stream;
+  Cublas cublas;
+  const DeviceProblem<T> dp(bad, 0, stream.get());
+  const DevicePolicy<P> dpol(policy, stream.get());
+  const std::size_t bytes = mc::workspace_bytes<T>(problem.B, problem.D, problem.C);
+  DeviceBuffer memory(bytes);
+  mc::Workspace<T> ws(memory.get(), bytes);
+  const auto* labels = dp.labels32.template get<const std::int32_t>();
+  return capture_error([&] {
+    auto c = device_calls(dpol, dp, ws, stream.get(), cublas.get());
+    switch (f) {
+      case Fault::async_label: {
+        DeviceBuffer loss(sizeof(T));
+        nothing_thrown_before_check([&] {
+          c.forward_async(labels, loss.get<T>());
+          c.backward_async(nullptr);
+        });
+        c.check_errors();
+        return;
+      }
+      case Fault::unchecked_async: {
+        DeviceBuffer clean(sizeof(std::int32_t) * problem.labels.size());
+        upload(clean.get<std::int32_t>(), labels_as<std::int32_t>(problem.labels), stream.get());
+        c.forward_async(labels, static_cast<T*>(nullptr));
+        // The valid call reports the earlier, unchecked error (sticky until reported) ...
+        try {
+          c.forward(clean.get<const std::int32_t>());
+        } catch (const ml::invalid_argument&) {
+          // ... once: the next valid call succeeds.
+          c.forward_backward(clean.get<const std::int32_t>());
+          throw;
+        }
+        return;
+      }
+      case Fault::nan_grad_host:
+        c.forward(labels);
+        c.backward(std::numeric_limits<T>::quiet_NaN());
+        return;
+      case Fault::nan_grad_device: {
+        DeviceBuffer grad(sizeof(T));
+        upload(grad.get<T>(), std::vector<T>{std::numeric_limits<T>::quiet_NaN()}, stream.get());
+        c.forward(labels);
+        c.backward_async(grad.get<const T>());
+        c.check_errors();
+        return;
+      }
+      case Fault::backward_twice:
+        c.forward(labels);
+        c.backward(T(1));
+        c.backward(T(1));
+        return;
+      case Fault::backward_other_w:
+        c.forward(labels);
+        c.W = {dp.W.template get<T>(), problem.C - 1, problem.D};
+        c.backward(T(1));
+        return;
+      case Fault::dx_shape:
+        c.forward(labels);
+        c.dX = {dp.dX.template get<T>(), problem.B - 1, problem.D};
+        c.backward(T(1));
+        return;
+      case Fault::policy_on_device_async:
+        nothing_thrown_before_check([&] { c.forward_backward_async(labels, static_cast<T*>(nullptr)); });
+        c.check_errors();
+        return;
+      case Fault::nan_in_second_shard: throw std::logic_error("marginloss CUDA tests: a sharded fault runs by run_gpu_sharded");
+      default:  // the bad inputs, policy_on_device
+        dp.with_labels(int64_labels(f), [&](const auto* l) { return c.forward_backward(l); });
+        return;
+    }
+  });
+}
+
 }  // namespace
 
 bool cuda_device_available(std::string& why) {
@@ -293,370 +532,107 @@ bool cuda_device_available(std::string& why) {
   return true;
 }
 
-template <typename P>
-Result<typename P::value_type> run_gpu(const P& policy, const Problem<typename P::value_type>& problem,
+template <typename T>
+Result<T> run_gpu(const AnyPolicy<T>& any, const Problem<T>& problem, const RunOptions& options) {
+  return std::visit(
+      [&](const auto& policy) {
+        using P = std::decay_t<decltype(policy)>;
+        Stream stream;
+        Cublas cublas;
+        const DeviceProblem<T> dp(problem, options.pad, stream.get());
+        const DevicePolicy<P> dpol(policy, stream.get());
+        mc::Options opts;
+        opts.class_block = options.class_block;
+        // The workspace starts 8 bytes past an allocation's start: the library aligns it itself.
+        const std::size_t bytes = mc::workspace_bytes<T>(problem.B, problem.D, problem.C, opts);
+        DeviceBuffer memory(bytes + 8);
+        mc::Workspace<T> ws(memory.get<char>() + 8, bytes);
+        const auto calls = device_calls(dpol, dp, ws, stream.get(), cublas.get(), opts);
+        Result<T> r;
+        r.loss = dp.with_labels(options.int64_labels, [&](const auto* labels) { return run_calls(calls, labels, options); });
+        r.class_block = ws.class_block();
+        dp.read_gradients(r, stream.get());
+        r.dmargins = dpol.read_dmargins(stream.get());
+        return r;
+      },
+      any);
+}
+
+template <typename T>
+Result<T> run_gpu_updating(AnyPolicy<T>& any, const Problem<T>& problem, Index class_block) {
+  return std::visit(
+      [&](auto& policy) {
+        using P = std::decay_t<decltype(policy)>;
+        Stream stream;
+        Cublas cublas;
+        const DeviceProblem<T> dp(problem, 0, stream.get());
+        DevicePolicy<P> dpol(policy, stream.get());
+        mc::Options opts;
+        opts.class_block = class_block;
+        const std::size_t bytes = mc::workspace_bytes<T>(problem.B, problem.D, problem.C, opts);
+        DeviceBuffer memory(bytes);
+        mc::Workspace<T> ws(memory.get(), bytes);
+        Result<T> r;
+        r.loss = device_calls(dpol, dp, ws, stream.get(), cublas.get(), opts)
+                     .forward_backward(dp.labels64.template get<const std::int64_t>());
+        dp.read_gradients(r, stream.get());
+        r.dmargins = dpol.read_dmargins(stream.get());
+        dpol.copy_state_to(policy);
+        return r;
+      },
+      any);
+}
+
+template <typename T>
+std::vector<Result<T>> run_gpu_sharded(const AnyPolicy<T>& any, const Problem<T>& problem, int ranks,
                                        const RunOptions& options) {
-  using T = typename P::value_type;
-  Stream stream;
-  Cublas cublas;
-  const DeviceProblem<T> dp(problem, options.pad, stream.get());
-  const DevicePolicy<P> dpol(policy, stream.get());
-  mc::Options opts;
-  opts.class_block = options.class_block;
-  // The workspace starts 8 bytes past an allocation's start: the library aligns it itself.
-  const std::size_t bytes = mc::workspace_bytes<T>(problem.B, problem.D, problem.C, opts);
-  DeviceBuffer memory(bytes + 8);
-  mc::Workspace<T> ws(memory.get<char>() + 8, bytes);
-  Result<T> r;
-  r.loss = options.int64_labels
-               ? run_with_labels(dpol, dp, dp.labels64.template get<std::int64_t>(), options, ws, stream.get(), cublas.get())
-               : run_with_labels(dpol, dp, dp.labels32.template get<std::int32_t>(), options, ws, stream.get(), cublas.get());
-  r.class_block = ws.class_block();
-  dp.read_gradients(r, stream.get());
-  r.dmargins = dpol.read_dmargins(stream.get());
-  return r;
-}
-
-template <typename P>
-Result<typename P::value_type> run_gpu_updating(P& policy, const Problem<typename P::value_type>& problem,
-                                                Index class_block) {
-  using T = typename P::value_type;
-  Stream stream;
-  Cublas cublas;
-  const DeviceProblem<T> dp(problem, 0, stream.get());
-  DevicePolicy<P> dpol(policy, stream.get());
-  mc::Options opts;
-  opts.class_block = class_block;
-  const std::size_t bytes = mc::workspace_bytes<T>(problem.B, problem.D, problem.C, opts);
-  DeviceBuffer memory(bytes);
-  mc::Workspace<T> ws(memory.get(), bytes);
-  Result<T> r;
-  r.loss = mc::forward_backward(dpol.policy, dp.x(), dp.w(), dp.labels64.template get<std::int64_t>(), dp.dx(), dp.dw(),
-                                ws, stream.get(), cublas.get(), opts);
-  dp.read_gradients(r, stream.get());
-  if constexpr (DevicePolicy<P>::per_class) {
-    const auto view = policy.margins;
-    policy = dpol.policy;
-    policy.margins = view;
-  } else {
-    policy = dpol.policy;
-  }
-  return r;
-}
-
-template <typename P>
-std::vector<Result<typename P::value_type>> run_gpu_sharded(const P& policy, const Problem<typename P::value_type>& problem,
-                                                            int ranks, Index class_block) {
-  using T = typename P::value_type;
   HostGroup group(ranks);
   std::vector<Result<T>> results(static_cast<std::size_t>(ranks));
   std::vector<T> dW_full(problem.W.size(), T(0));
-  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(ranks));
   std::vector<std::thread> threads;
   for (int r = 0; r < ranks; ++r)
     threads.emplace_back([&, r] {
-      try {
-        Stream stream;
-        Cublas cublas;
-        HostGroup::Comm comm(group, r, stream.get());
-        const auto range = ml::even_class_range(problem.C, comm.size(), comm.rank());
-        Problem<T> shard = problem;
-        shard.C = range.count;
-        shard.W.assign(problem.W.begin() + range.offset * problem.D, problem.W.begin() + (range.offset + range.count) * problem.D);
-        const DeviceProblem<T> dp(shard, 0, stream.get());
-        const DevicePolicy<P> dpol(policy, stream.get());
-        mc::Options opts;
-        opts.class_block = class_block;
-        const std::size_t bytes = mc::sharded_workspace_bytes<T>(problem.B, problem.D, range.count, opts);
-        DeviceBuffer memory(bytes);
-        mc::Workspace<T> ws(memory.get(), bytes);
-        Result<T>& out = results[static_cast<std::size_t>(r)];
-        out.loss = mc::sharded_forward_backward(dpol.policy, dp.x(), dp.w(), range.offset, problem.C,
-                                                dp.labels64.template get<std::int64_t>(), comm, dp.dx(), dp.dw(), ws,
-                                                cublas.get(), opts);
-        out.class_block = ws.class_block();
-        dp.read_gradients(out, stream.get());
-        std::copy(out.dW.begin(), out.dW.end(), dW_full.begin() + range.offset * problem.D);
-      } catch (...) {
-        errors[static_cast<std::size_t>(r)] = std::current_exception();
-      }
+      Result<T>& out = results[static_cast<std::size_t>(r)];
+      out.error = capture_error([&] {
+        std::visit(
+            [&](const auto& policy) {
+              using P = std::decay_t<decltype(policy)>;
+              Stream stream;
+              Cublas cublas;
+              HostGroup::Comm comm(group, r, stream.get());
+              const auto range = ml::even_class_range(problem.C, comm.size(), comm.rank());
+              Problem<T> shard = problem;
+              shard.C = range.count;
+              shard.W.assign(problem.W.begin() + range.offset * problem.D,
+                             problem.W.begin() + (range.offset + range.count) * problem.D);
+              const DeviceProblem<T> dp(shard, 0, stream.get());
+              const DevicePolicy<P> dpol(policy, stream.get());
+              mc::Options opts;
+              opts.class_block = options.class_block;
+              const std::size_t bytes = mc::sharded_workspace_bytes<T>(problem.B, problem.D, range.count, opts);
+              DeviceBuffer memory(bytes);
+              mc::Workspace<T> ws(memory.get(), bytes);
+              const auto calls = device_calls(dpol, dp, ws, stream.get(), cublas.get(), opts);
+              out.loss = dp.with_labels(options.int64_labels, [&](const auto* labels) {
+                return calls.sharded_forward_backward(range.offset, problem.C, labels, comm);
+              });
+              out.class_block = ws.class_block();
+              dp.read_gradients(out, stream.get());
+              std::copy(out.dW.begin(), out.dW.end(), dW_full.begin() + range.offset * problem.D);
+            },
+            any);
+      });
     });
   for (auto& t : threads) t.join();
-  for (const auto& e : errors)
-    if (e) std::rethrow_exception(e);
   for (auto& r : results) r.dW = dW_full;
   return results;
 }
 
-std::vector<std::string> run_gpu_sharded_bad_shard() {
-  const Index B = 4, D = 5, C = 8;
-  Problem<float> problem;
-  problem.B = B;
-  problem.D = D;
-  problem.C = C;
-  for (Index k = 0; k < B * D; ++k) problem.X.push_back(static_cast<float>((k * 7) % 11) - 4.5f);
-  for (Index k = 0; k < C * D; ++k) problem.W.push_back(static_cast<float>((k * 5) % 13) - 6.25f);
-  problem.labels = {0, 3, 5, 7};
-  HostGroup group(2);
-  std::vector<std::string> messages(2);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < 2; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        Stream stream;
-        Cublas cublas;
-        HostGroup::Comm comm(group, r, stream.get());
-        const auto range = ml::even_class_range(C, 2, r);
-        Problem<float> shard = problem;
-        shard.C = range.count;
-        shard.W.assign(problem.W.begin() + range.offset * D, problem.W.begin() + (range.offset + range.count) * D);
-        if (r == 1) shard.W[0] = std::numeric_limits<float>::quiet_NaN();
-        const DeviceProblem<float> dp(shard, 0, stream.get());
-        const std::size_t bytes = mc::sharded_workspace_bytes<float>(B, D, range.count);
-        DeviceBuffer memory(bytes);
-        mc::Workspace<float> ws(memory.get(), bytes);
-        mc::sharded_forward_backward(ml::CosFace<float>{}, dp.x(), dp.w(), range.offset, C,
-                                     dp.labels32.get<std::int32_t>(), comm, dp.dx(), dp.dw(), ws, cublas.get());
-      } catch (const std::exception& e) {
-        messages[static_cast<std::size_t>(r)] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  return messages;
-}
-
-// What `call` threw, if anything: the outcome the error tests compare against the CPU's.
-template <typename F>
-Error capture_error(F&& call) {
-  Error e;
-  try {
-    call();
-  } catch (const ml::invalid_argument& ex) {
-    e.thrown = true;
-    e.invalid_argument = true;
-    e.message = ex.what();
-  } catch (const std::exception& ex) {
-    e.thrown = true;
-    e.message = ex.what();
-  }
-  return e;
-}
-
-template <typename P>
-Error run_gpu_error(const P& policy, const Problem<typename P::value_type>& problem_in, DeviceFault fault) {
-  using T = typename P::value_type;
-  Problem<T> problem = problem_in;
-  const Index D = problem.D;
-  switch (fault) {
-    case DeviceFault::label_too_large: problem.labels[1] = problem.C; break;
-    case DeviceFault::label_negative: problem.labels[2] = -3; break;
-    case DeviceFault::zero_x_row:
-      for (Index k = 0; k < D; ++k) problem.X[static_cast<std::size_t>(2 * D + k)] = T(0);
-      break;
-    case DeviceFault::nan_in_x: problem.X[static_cast<std::size_t>(1 * D + 3)] = std::numeric_limits<T>::quiet_NaN(); break;
-    case DeviceFault::bad_w_rows:
-      problem.W[static_cast<std::size_t>(4 * D + 2)] = std::numeric_limits<T>::quiet_NaN();
-      for (Index k = 0; k < D; ++k) problem.W[static_cast<std::size_t>(6 * D + k)] = T(0);
-      break;
-    case DeviceFault::huge_x_row:
-      for (Index k = 0; k < D; ++k) problem.X[static_cast<std::size_t>(1 * D + k)] *= T(1e31);
-      break;
-    case DeviceFault::async_label: problem.labels[0] = problem.C; break;
-    default: break;
-  }
-  Stream stream;
-  Cublas cublas;
-  const DeviceProblem<T> dp(problem, 0, stream.get());
-  const std::size_t bytes = mc::workspace_bytes<T>(problem.B, problem.D, problem.C);
-  DeviceBuffer memory(bytes);
-  mc::Workspace<T> ws(memory.get(), bytes);
-  const auto* labels32 = dp.labels32.template get<std::int32_t>();
-  const auto* labels64 = dp.labels64.template get<std::int64_t>();
-  return capture_error([&] {
-    switch (fault) {
-      case DeviceFault::label_negative:
-        mc::forward_backward(policy, dp.x(), dp.w(), labels64, dp.dx(), dp.dw(), ws, stream.get(), cublas.get());
-        break;
-      case DeviceFault::async_label: {
-        DeviceBuffer loss(sizeof(T));
-        mc::forward_async(policy, dp.x(), dp.w(), labels32, ws, loss.get<T>(), stream.get(), cublas.get());
-        // Nothing may be thrown before the check.
-        try {
-          mc::backward_async(policy, dp.w(), ws, static_cast<const T*>(nullptr), dp.dx(), dp.dw(), stream.get(), cublas.get());
-        } catch (const std::exception& early) {
-          throw std::runtime_error(std::string("thrown before check_errors(): ") + early.what());
-        }
-        mc::check_errors(ws, stream.get());
-        break;
-      }
-      case DeviceFault::unchecked_async: {
-        std::vector<std::int32_t> bad = labels_as<std::int32_t>(problem.labels);
-        bad[0] = static_cast<std::int32_t>(problem.C);
-        DeviceBuffer bad_labels(sizeof(std::int32_t) * bad.size());
-        upload(bad_labels.get<std::int32_t>(), bad, stream.get());
-        mc::forward_async(policy, dp.x(), dp.w(), bad_labels.get<const std::int32_t>(), ws, static_cast<T*>(nullptr),
-                          stream.get(), cublas.get());
-        // The valid call reports the earlier, unchecked error (sticky until reported) ...
-        try {
-          mc::forward(policy, dp.x(), dp.w(), labels32, ws, stream.get(), cublas.get());
-        } catch (const ml::invalid_argument&) {
-          // ... once: the next valid call succeeds.
-          mc::forward_backward(policy, dp.x(), dp.w(), labels32, dp.dx(), dp.dw(), ws, stream.get(), cublas.get());
-          throw;
-        }
-        break;
-      }
-      case DeviceFault::nan_grad_host:
-        mc::forward(policy, dp.x(), dp.w(), labels32, ws, stream.get(), cublas.get());
-        mc::backward(policy, dp.w(), ws, std::numeric_limits<T>::quiet_NaN(), dp.dx(), dp.dw(), stream.get(), cublas.get());
-        break;
-      case DeviceFault::nan_grad_device: {
-        DeviceBuffer grad(sizeof(T));
-        upload(grad.get<T>(), std::vector<T>{std::numeric_limits<T>::quiet_NaN()}, stream.get());
-        mc::forward(policy, dp.x(), dp.w(), labels32, ws, stream.get(), cublas.get());
-        mc::backward_async(policy, dp.w(), ws, grad.get<const T>(), dp.dx(), dp.dw(), stream.get(), cublas.get());
-        mc::check_errors(ws, stream.get());
-        break;
-      }
-      case DeviceFault::backward_twice:
-        mc::forward(policy, dp.x(), dp.w(), labels32, ws, stream.get(), cublas.get());
-        mc::backward(policy, dp.w(), ws, T(1), dp.dx(), dp.dw(), stream.get(), cublas.get());
-        mc::backward(policy, dp.w(), ws, T(1), dp.dx(), dp.dw(), stream.get(), cublas.get());
-        break;
-      case DeviceFault::backward_other_w: {
-        mc::forward(policy, dp.x(), dp.w(), labels32, ws, stream.get(), cublas.get());
-        const mc::DeviceMatrix<const T> fewer(dp.W.template get<T>(), problem.C - 1, problem.D);
-        mc::backward(policy, fewer, ws, T(1), dp.dx(), dp.dw(), stream.get(), cublas.get());
-        break;
-      }
-      case DeviceFault::dx_shape: {
-        mc::forward(policy, dp.x(), dp.w(), labels32, ws, stream.get(), cublas.get());
-        const mc::DeviceMatrix<T> wrong(dp.dX.template get<T>(), problem.B - 1, problem.D);
-        mc::backward(policy, dp.w(), ws, T(1), wrong, dp.dw(), stream.get(), cublas.get());
-        break;
-      }
-      default:
-        mc::forward_backward(policy, dp.x(), dp.w(), labels32, dp.dx(), dp.dw(), ws, stream.get(), cublas.get());
-        break;
-    }
-  });
-}
-
-template <typename P>
-Error run_gpu_class_value_error(const P& policy, const Problem<typename P::value_type>& problem, Index k,
-                                typename P::value_type value, bool async) {
-  using T = typename P::value_type;
-  Stream stream;
-  Cublas cublas;
-  const DeviceProblem<T> dp(problem, 0, stream.get());
-  DevicePolicy<P> dpol(policy, stream.get());
-  dpol.set_margin(k, value, stream.get());
-  const std::size_t bytes = mc::workspace_bytes<T>(problem.B, problem.D, problem.C);
-  DeviceBuffer memory(bytes);
-  mc::Workspace<T> ws(memory.get(), bytes);
-  const auto* labels = dp.labels32.template get<std::int32_t>();
-  return capture_error([&] {
-    if (async) {
-      try {
-        if constexpr (DevicePolicy<P>::learnable)
-          mc::forward_backward_async(dpol.policy, dp.x(), dp.w(), labels, dp.dx(), dp.dw(), dpol.dm(), ws,
-                                     static_cast<T*>(nullptr), stream.get(), cublas.get());
-        else
-          mc::forward_backward_async(dpol.policy, dp.x(), dp.w(), labels, dp.dx(), dp.dw(), ws, static_cast<T*>(nullptr),
-                                     stream.get(), cublas.get());
-      } catch (const std::exception& early) {
-        throw std::runtime_error(std::string("thrown before check_errors(): ") + early.what());
-      }
-      mc::check_errors(ws, stream.get());
-    } else if constexpr (DevicePolicy<P>::learnable) {
-      mc::forward_backward(dpol.policy, dp.x(), dp.w(), labels, dp.dx(), dp.dw(), dpol.dm(), ws, stream.get(), cublas.get());
-    } else {
-      mc::forward_backward(dpol.policy, dp.x(), dp.w(), labels, dp.dx(), dp.dw(), ws, stream.get(), cublas.get());
-    }
-  });
-}
-
-Error host_error(HostFault fault) {
-  // Host arrays stand in for device memory: every call below throws before touching it.
-  static float x[64], w[64], dx[64], dw[64];
-  static std::int32_t labels[8];
-  static unsigned char memory[1 << 16];
-  const Index B = 4, D = 5, C = 6;
-  auto* fake_cublas = reinterpret_cast<cublasHandle_t>(&memory[0]);
-  const cudaStream_t stream = nullptr;
-  mc::DeviceMatrix<const float> X(x, B, D), W(w, C, D);
-  const mc::DeviceMatrix<float> dX(dx, B, D), dW(dw, C, D);
-  const std::size_t bytes = mc::workspace_bytes<float>(B, D, C);
-  mc::Workspace<float> ws(memory, bytes);
-  const ml::CosFace<float> policy{};
-  mc::Options options;
-  return capture_error([&] {
-    switch (fault) {
-      case HostFault::small_workspace: {
-        mc::Workspace<float> small(memory, bytes - 256);  // less than the layout once aligned
-        mc::forward_backward(policy, X, W, labels, dX, dW, small, stream, fake_cublas);
-        break;
-      }
-      case HostFault::no_workspace: {
-        mc::Workspace<float> none;
-        mc::forward_backward(policy, X, W, labels, dX, dW, none, stream, fake_cublas);
-        break;
-      }
-      case HostFault::w_columns:
-        mc::forward_backward(policy, X, mc::DeviceMatrix<const float>(w, C, D + 1), labels, dX, dW, ws, stream, fake_cublas);
-        break;
-      case HostFault::empty_batch:
-        mc::forward_backward(policy, mc::DeviceMatrix<const float>(x, 0, D), W, labels, dX, dW, ws, stream, fake_cublas);
-        break;
-      case HostFault::x_leading_dimension:
-        mc::forward_backward(policy, mc::DeviceMatrix<const float>(x, B, D, D - 1), W, labels, dX, dW, ws, stream,
-                             fake_cublas);
-        break;
-      case HostFault::null_labels:
-        mc::forward_backward(policy, X, W, static_cast<const std::int64_t*>(nullptr), dX, dW, ws, stream, fake_cublas);
-        break;
-      case HostFault::null_cublas:
-        mc::forward_backward(policy, X, W, labels, dX, dW, ws, stream, static_cast<cublasHandle_t>(nullptr));
-        break;
-      case HostFault::invalid_policy:
-        mc::forward_backward(ml::CosFace<float>{-1.f}, X, W, labels, dX, dW, ws, stream, fake_cublas);
-        break;
-      case HostFault::negative_block:
-        options.class_block = -1;
-        mc::forward_backward(policy, X, W, labels, dX, dW, ws, stream, fake_cublas, options);
-        break;
-      case HostFault::backward_first:
-        mc::backward(policy, W, ws, 1.f, dX, dW, stream, fake_cublas);
-        break;
-      case HostFault::shard_outside: {
-        HostGroup group(1);
-        HostGroup::Comm comm(group, 0, stream);
-        mc::sharded_forward_backward(policy, X, mc::DeviceMatrix<const float>(w, 5, D), 3, 6, labels, comm, dX,
-                                     mc::DeviceMatrix<float>(dw, 5, D), ws, fake_cublas);
-        break;
-      }
-      case HostFault::margins_count: {
-        static float margins[8], dmargins[8];
-        mc::forward_backward(ml::AdaptiveMargin<float>{30, ml::ClassValues<float>(margins, 5)}, X, W, labels, dX, dW,
-                             dmargins, ws, stream, fake_cublas);
-        break;
-      }
-      case HostFault::state_const: {
-        const ml::CurricularFace<float> constant{};
-        mc::forward_backward(constant, X, W, labels, dX, dW, ws, stream, fake_cublas);
-        break;
-      }
-      case HostFault::state_async: {
-        ml::CurricularFace<float> updating{};
-        mc::forward_async(updating, X, W, labels, ws, dx, stream, fake_cublas);
-        break;
-      }
-      case HostFault::margins_null:
-        mc::forward_backward(ml::ClassMargins<ml::CosFace<float>>{{}, ml::ClassValues<float>(nullptr, 6)}, X, W, labels,
-                             dX, dW, ws, stream, fake_cublas);
-        break;
-    }
-  });
+template <typename T>
+Error run_with_fault(const AnyPolicy<T>& any, const Problem<T>& problem, Fault f) {
+  return std::visit(
+      [&](const auto& policy) { return needs_device(f) ? device_fault(policy, problem, f) : host_fault(policy, problem, f); },
+      any);
 }
 
 template <typename T>
@@ -683,45 +659,17 @@ double norm_limit_hi() {
   return ml::detail::NormRange<T>::hi;
 }
 
-#define MLCUDA_TEST_INSTANTIATE_RUN(P)                                                                           \
-  template Result<typename P::value_type> run_gpu(const P&, const Problem<typename P::value_type>&,             \
-                                                  const RunOptions&);
-#define MLCUDA_TEST_INSTANTIATE_SHARDED(P)                                                                       \
-  template std::vector<Result<typename P::value_type>> run_gpu_sharded(const P&, const Problem<typename P::value_type>&, \
-                                                                       int, Index);
-#define MLCUDA_TEST_INSTANTIATE(P)   \
-  MLCUDA_TEST_INSTANTIATE_RUN(P)     \
-  MLCUDA_TEST_INSTANTIATE_SHARDED(P) \
-  template Error run_gpu_error(const P&, const Problem<typename P::value_type>&, DeviceFault);
-#define MLCUDA_TEST_INSTANTIATE_PER_CLASS(P) \
-  MLCUDA_TEST_INSTANTIATE_RUN(P)             \
-  template Error run_gpu_class_value_error(const P&, const Problem<typename P::value_type>&, Index, \
-                                           typename P::value_type, bool);
-
-#define MLCUDA_TEST_INSTANTIATE_ALL(T)                    \
-  MLCUDA_TEST_INSTANTIATE(ml::NormFace<T>)                \
-  MLCUDA_TEST_INSTANTIATE(ml::CosFace<T>)                 \
-  MLCUDA_TEST_INSTANTIATE(ml::ArcFace<T>)                 \
-  MLCUDA_TEST_INSTANTIATE(ml::CombinedMargin<T>)          \
-  MLCUDA_TEST_INSTANTIATE(ml::SphereFace<T>)              \
-  MLCUDA_TEST_INSTANTIATE(ml::SVSoftmax<T>)               \
-  MLCUDA_TEST_INSTANTIATE(ml::MVSoftmax<T>)               \
-  MLCUDA_TEST_INSTANTIATE(ml::CurricularFace<T>)          \
-  MLCUDA_TEST_INSTANTIATE(ml::AMMSoftmax<T>)              \
-  MLCUDA_TEST_INSTANTIATE_PER_CLASS(ml::AdaptiveMargin<T>) \
-  MLCUDA_TEST_INSTANTIATE_PER_CLASS(ml::ClassMargins<ml::CosFace<T>>) \
-  MLCUDA_TEST_INSTANTIATE_PER_CLASS(ml::ClassMargins<ml::ArcFace<T>>) \
-  MLCUDA_TEST_INSTANTIATE_PER_CLASS(ml::ClassMargins<ml::MVSoftmax<T>>) \
-  MLCUDA_TEST_INSTANTIATE_PER_CLASS(ml::ClassMargins<ml::CurricularFace<T>>) \
-  MLCUDA_TEST_INSTANTIATE_SHARDED(ml::ClassMargins<ml::ArcFace<T>>) \
-  template Result<T> run_gpu_updating(ml::CurricularFace<T>&, const Problem<T>&, Index); \
-  template Result<T> run_gpu_updating(ml::ClassMargins<ml::CurricularFace<T>>&, const Problem<T>&, Index); \
-  template std::size_t workspace_bytes<T>(Index, Index, Index, Index, std::size_t); \
-  template std::size_t sharded_workspace_bytes<T>(Index, Index, Index, Index);      \
-  template double norm_limit_lo<T>();                     \
+#define MLCUDA_TEST_INSTANTIATE(T)                                                                               \
+  template Result<T> run_gpu(const AnyPolicy<T>&, const Problem<T>&, const RunOptions&);                         \
+  template std::vector<Result<T>> run_gpu_sharded(const AnyPolicy<T>&, const Problem<T>&, int, const RunOptions&); \
+  template Result<T> run_gpu_updating(AnyPolicy<T>&, const Problem<T>&, Index);                                  \
+  template Error run_with_fault(const AnyPolicy<T>&, const Problem<T>&, Fault);                                 \
+  template std::size_t workspace_bytes<T>(Index, Index, Index, Index, std::size_t);                            \
+  template std::size_t sharded_workspace_bytes<T>(Index, Index, Index, Index);                                  \
+  template double norm_limit_lo<T>();                                                                           \
   template double norm_limit_hi<T>();
 
-MLCUDA_TEST_INSTANTIATE_ALL(float)
-MLCUDA_TEST_INSTANTIATE_ALL(double)
+MLCUDA_TEST_INSTANTIATE(float)
+MLCUDA_TEST_INSTANTIATE(double)
 
 }  // namespace mlcuda_test

@@ -1,11 +1,17 @@
 // Compile check of the NCCL path: ml::cuda::NcclCommunicator and the sharded entry points
-// instantiated for every GPU policy, float and double, int32 and int64 labels. Not run: it
-// needs one GPU per NCCL rank. The sharded engine itself is run by the CUDA tests with an
-// in-process communicator (gpu_runner.cu).
+// instantiated for every policy type of the CUDA tests' list (policies.hpp) but those with
+// learnable margins (the sharded entry points take none), float and double, int32 labels for
+// every other type and int64 for the rest. Not run: it needs one GPU per NCCL rank. The sharded
+// engine itself is run by the CUDA tests with an in-process communicator (gpu_runner.cu).
+#include "policies.hpp"
+
 #include <marginloss/cuda/cuda.cuh>
 #include <marginloss/cuda/nccl.cuh>
 
+#include <cstddef>
 #include <cstdint>
+#include <utility>
+#include <variant>
 
 namespace ml = marginloss;
 namespace mc = marginloss::cuda;
@@ -23,19 +29,28 @@ void sharded_calls(const P& policy, mc::NcclCommunicator& comm, cublasHandle_t c
   mc::sharded_backward(policy, W, comm, ws, typename P::value_type(2), dX, dW, cublas);
 }
 
+template <typename T, std::size_t... I>
+void all_policies(mc::NcclCommunicator& comm, cublasHandle_t cublas, mc::Workspace<T>& ws, const mc::DeviceMatrix<const T>& X,
+                  const mc::DeviceMatrix<const T>& W, const std::int32_t* l32, const std::int64_t* l64,
+                  const mc::DeviceMatrix<T>& dX, const mc::DeviceMatrix<T>& dW, std::index_sequence<I...>) {
+  const auto one = [&](auto index) {
+    using P = std::variant_alternative_t<decltype(index)::value, mlcuda_test::AnyPolicy<T>>;
+    if constexpr (!ml::detail::has_learnable_margins<P>::value) {
+      if constexpr (decltype(index)::value % 2 == 0)
+        sharded_calls(P{}, comm, cublas, ws, X, W, l32, dX, dW);
+      else
+        sharded_calls(P{}, comm, cublas, ws, X, W, l64, dX, dW);
+    }
+  };
+  (one(std::integral_constant<std::size_t, I>{}), ...);
+}
+
 template <typename T>
 void all_policies(mc::NcclCommunicator& comm, cublasHandle_t cublas, mc::Workspace<T>& ws, const mc::DeviceMatrix<const T>& X,
                   const mc::DeviceMatrix<const T>& W, const std::int32_t* l32, const std::int64_t* l64,
                   const mc::DeviceMatrix<T>& dX, const mc::DeviceMatrix<T>& dW) {
-  sharded_calls(ml::NormFace<T>{}, comm, cublas, ws, X, W, l32, dX, dW);
-  sharded_calls(ml::CosFace<T>{}, comm, cublas, ws, X, W, l64, dX, dW);
-  sharded_calls(ml::ArcFace<T>{}, comm, cublas, ws, X, W, l32, dX, dW);
-  sharded_calls(ml::CombinedMargin<T>{}, comm, cublas, ws, X, W, l64, dX, dW);
-  sharded_calls(ml::SphereFace<T>{}, comm, cublas, ws, X, W, l32, dX, dW);
-  sharded_calls(ml::SVSoftmax<T>{}, comm, cublas, ws, X, W, l64, dX, dW);
-  sharded_calls(ml::MVSoftmax<T>{}, comm, cublas, ws, X, W, l32, dX, dW);
-  sharded_calls(ml::CurricularFace<T>{}, comm, cublas, ws, X, W, l64, dX, dW);
-  sharded_calls(ml::AMMSoftmax<T>{}, comm, cublas, ws, X, W, l32, dX, dW);
+  all_policies(comm, cublas, ws, X, W, l32, l64, dX, dW,
+               std::make_index_sequence<std::variant_size_v<mlcuda_test::AnyPolicy<T>>>{});
 }
 
 }  // namespace

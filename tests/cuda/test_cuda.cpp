@@ -4,7 +4,9 @@
 // products' summation order; to 1e-4 on random Gaussian inputs), dense and class-chunked with
 // blocks that do not divide C, int32 and int64 labels, strided views, split and asynchronous
 // calls with an upstream gradient != 1, the class-sharded loss, and every error with the CPU's
-// message.
+// message. The policies are policies.hpp's list (every test that runs "every policy" runs it
+// through for_each_run, the one loop over policies and run options); the faults are
+// faults.hpp's, injected by naming them.
 //
 // Two CTest tests run this program: `--host-only` runs the test suite "host" (argument checks
 // made before any CUDA call, workspace sizes), which needs no GPU; without it, everything runs,
@@ -22,7 +24,7 @@
 #include <vector>
 
 #include "../support.hpp"
-#include "gpu_runner.hpp"
+#include "faults.hpp"
 
 using namespace mltest;
 namespace gt = mlcuda_test;
@@ -46,78 +48,6 @@ template <typename T>
 Mat<double> as_matrix(const std::vector<T>& v, Index rows, Index cols) {
   REQUIRE(static_cast<Index>(v.size()) == rows * cols);
   return Eigen::Map<const Mat<T>>(v.data(), rows, cols).template cast<double>();
-}
-
-// Every policy and the variants that change its code path (fallbacks, gradient modes, scale
-// modes, targets, variants, conditional margins); the per-class policies are below.
-template <typename T, typename Fn>
-void for_each_gpu_policy(Fn&& fn) {
-  using ml::Fallback;
-  using ml::Gradient;
-  fn(ml::NormFace<T>{16});
-  fn(ml::CosFace<T>{30, T(0.35)});
-  fn(ml::CosFace<T>{30, T(0.35), true});
-  fn(ml::ArcFace<T>{64, T(0.5)});
-  fn(ml::ArcFace<T>{64, T(0.5), Fallback::easy_margin});
-  fn(ml::ArcFace<T>{64, T(0.5), Fallback::none});
-  fn(ml::ArcFace<T>{64, T(0.5), Fallback::hard_threshold, Gradient::straight_through});
-  fn(ml::CombinedMargin<T>{64, 1, T(0.3), T(0.2)});
-  fn(ml::CombinedMargin<T>{30, T(1.5), T(0.1), T(0.05), Fallback::hard_threshold});
-  fn(ml::CombinedMargin<T>{30, T(0.9), T(0.4), T(0.15), Fallback::easy_margin, Gradient::straight_through});
-  fn(ml::SphereFace<T>{4, 5});
-  fn(ml::SphereFace<T>{2, 0});
-  fn(ml::SphereFace<T>{5, 1});
-  fn(ml::SphereFace<T>{3, 0, ml::Scale::fixed, 30});
-  fn(ml::SphereFace<T>{1, 5, ml::Scale::fixed, 20});
-  fn(ml::SVSoftmax<T>{30, T(0), T(1.2)});
-  fn(ml::SVSoftmax<T>{30, T(0.35), T(1.2)});
-  fn(ml::SVSoftmax<T>{30, T(0.5), T(1.2), ml::MarginTarget::additive_angular, Fallback::hard_threshold});
-  fn(ml::MVSoftmax<T>{32, T(0.35), T(1.2)});
-  fn(ml::MVSoftmax<T>{32, T(0.35), T(1.12), ml::MarginTarget::additive_cosine, ml::MVVariant::adaptive,
-                      Fallback::easy_margin});
-  fn(ml::MVSoftmax<T>{32, T(0.35), T(1.12), ml::MarginTarget::additive_cosine, ml::MVVariant::fixed, Fallback::none,
-                      true});
-  fn(ml::MVSoftmax<T>{32, T(0.5), T(1.2), ml::MarginTarget::additive_angular, ml::MVVariant::fixed});
-  fn(fixed_tau(ml::CurricularFace<T>{64, T(0.5), T(0.3)}));
-  fn(fixed_tau(ml::CurricularFace<T>{64, T(0.5), T(0.6), T(0.99), Fallback::easy_margin}));
-  fn(ml::AMMSoftmax<T>{64, T(0.5), T(0.1)});
-  fn(ml::AMMSoftmax<T>{64, T(0.4), T(0.3), Fallback::none});
-}
-
-// Per-class margins for C classes: vectors the policies below view (the runner copies them to
-// the device). Deterministic, distinct per class, inside every base policy's range.
-template <typename T>
-struct PerClassMargins {
-  std::vector<T> adaptive, cosine, angular;
-  explicit PerClassMargins(Index C) {
-    for (Index k = 0; k < C; ++k) {
-      const double u = std::fmod(0.6180339887498949 * static_cast<double>(k + 1), 1.0);
-      adaptive.push_back(static_cast<T>(0.3 + 0.1 * u));      // FaceX-Zoo's U(0.3, 0.4)
-      cosine.push_back(static_cast<T>(0.15 + 0.3 * u));
-      angular.push_back(static_cast<T>(0.2 + 0.4 * (1.0 - u)));
-    }
-  }
-};
-
-// AdaptiveMargin (both regulariser scopes) and ClassMargins over the bases with a margin `m`
-// (additive cosine, additive angular with its fallback, a mining policy, CurricularFace).
-template <typename T, typename Fn>
-void for_each_per_class_policy(const PerClassMargins<T>& m, Fn&& fn) {
-  fn(ml::AdaptiveMargin<T>{30, m.adaptive, T(70)});
-  fn(ml::AdaptiveMargin<T>{32, m.adaptive, T(5), ml::RegulariserScope::batch_classes});
-  fn(ml::class_margins(ml::CosFace<T>{30, T(0)}, m.cosine));
-  fn(ml::class_margins(ml::ArcFace<T>{64, T(0.5)}, m.angular));
-  fn(ml::class_margins(ml::MVSoftmax<T>{32, T(0.35), T(1.2), ml::MarginTarget::additive_angular, ml::MVVariant::fixed},
-                       m.angular));
-  fn(ml::class_margins(fixed_tau(ml::CurricularFace<T>{64, T(0.5), T(0.3)}), m.angular));
-}
-
-// Every policy, the per-class ones with C classes.
-template <typename T, typename Fn>
-void for_each_gpu_policy(Index C, Fn&& fn) {
-  for_each_gpu_policy<T>(fn);
-  const PerClassMargins<T> margins(C);
-  for_each_per_class_policy(margins, fn);
 }
 
 // Target cosines on both sides of every threshold of the policies above (ArcFace's
@@ -203,14 +133,53 @@ void check_against_cpu(const P& policy, const Case& c, const gt::RunOptions& o, 
   CHECK(gpu.guards_intact);
 }
 
-// The same comparison for each class block size (0: dense), default run options otherwise.
-template <typename P>
-void check_blocks_against_cpu(const P& policy, const Case& c, std::initializer_list<Index> blocks, double tol) {
+// One run per class block (0: dense), default options otherwise.
+std::vector<gt::RunOptions> per_block(std::initializer_list<Index> blocks) {
+  std::vector<gt::RunOptions> runs;
   for (Index block : blocks) {
     gt::RunOptions o;
     o.class_block = block;
-    check_against_cpu(policy, c, o, tol);
+    runs.push_back(o);
   }
+  return runs;
+}
+
+// Run options as given.
+struct SameOptions {
+  void operator()(gt::RunOptions&) const {}
+};
+
+// Int64 labels every other run and, with `pad`, padded leading dimensions every third run.
+struct Alternate {
+  bool pad = false;
+  int run = 0;
+  void operator()(gt::RunOptions& o) {
+    o.int64_labels = run % 2 == 1;
+    if (pad) o.pad = run % 3 == 2 ? 3 : 0;
+    ++run;
+  }
+};
+
+// The one loop over policies and run options: fn(policy, options) for every policy of
+// policies.hpp's list (per-class margins for C classes) and every run of `runs`, vary(options)
+// first. vary is called once per run, in order, so a stateful one (Alternate) changes the
+// options from run to run over the whole loop.
+template <typename T, typename Vary, typename Fn>
+void for_each_run(Index C, const std::vector<gt::RunOptions>& runs, Vary&& vary, Fn&& fn) {
+  const gt::PerClassMargins<T> margins(C);
+  gt::for_each_gpu_policy(margins, [&](const auto& policy) {
+    for (gt::RunOptions o : runs) {
+      vary(o);
+      fn(policy, o);
+    }
+  });
+}
+
+// Every policy against the CPU on case c, in precision T, for each run.
+template <typename T, typename Vary = SameOptions>
+void check_every_policy(const Case& c, const std::vector<gt::RunOptions>& runs, double tol, Vary&& vary = {}) {
+  for_each_run<T>(c.W.rows(), runs, vary,
+                  [&](const auto& policy, const gt::RunOptions& o) { check_against_cpu(policy, c, o, tol); });
 }
 
 template <typename Fn>
@@ -221,6 +190,34 @@ std::string cpu_message(Fn&& fn) {
     return e.what();
   }
   return "";
+}
+
+// The GPU's message for fault f (faults.hpp) with `policy` on `problem`: it must throw a
+// marginloss::invalid_argument.
+template <typename P, typename T = typename P::value_type>
+std::string gpu_message(const P& policy, const gt::Problem<T>& problem, gt::Fault f) {
+  const gt::Error e = gt::run_with_fault(policy, problem, f);
+  CHECK(e.thrown);
+  CHECK(e.invalid_argument);
+  return e.message;
+}
+
+// The CPU engine's message for forward_backward on `problem` with fault f injected (its bad
+// inputs, labels in the type of the fault's call): the reference of the faults of the inputs.
+template <typename P, typename T = typename P::value_type>
+std::string cpu_message(const P& policy, gt::Problem<T> problem, gt::Fault f) {
+  gt::inject(f, problem);
+  const Mat<T> X = Eigen::Map<const Mat<T>>(problem.X.data(), problem.B, problem.D);
+  const Mat<T> W = Eigen::Map<const Mat<T>>(problem.W.data(), problem.C, problem.D);
+  const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> labels64 =
+      Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>>(problem.labels.data(), problem.B);
+  const Eigen::VectorXi labels32 = labels64.cast<int>();
+  return cpu_message([&] {
+    if (gt::int64_labels(f))
+      ml::forward_backward(policy, X, W, labels64);
+    else
+      ml::forward_backward(policy, X, W, labels32);
+  });
 }
 
 }  // namespace
@@ -254,51 +251,48 @@ TEST_SUITE("host") {
   }
 
   TEST_CASE("host: argument errors are thrown before any CUDA call, with the CPU's messages") {
-    using F = gt::HostFault;
-    auto message = [](F f) {
-      const gt::Error e = gt::host_error(f);
-      CHECK(e.thrown);
-      CHECK(e.invalid_argument);
-      return e.message;
-    };
-    const std::string small = message(F::small_workspace);
+    using F = gt::Fault;
+    const Case c = random_case(4, 5, 6, 1);
+    const gt::Problem<float> problem = to_problem<float>(c);
+    const ml::CosFace<float> cosface{};
+    auto message = [&](F f, const auto& policy) { return gpu_message(policy, problem, f); };
+    const std::string small = message(F::small_workspace, cosface);
     CHECK(small.find("marginloss: the workspace has ") == 0);
     CHECK(small.find("(marginloss::cuda::workspace_bytes<T>(B, D, C, options))") != std::string::npos);
-    CHECK(message(F::no_workspace).find("the workspace has no device memory") != std::string::npos);
+    CHECK(message(F::no_workspace, cosface).find("the workspace has no device memory") != std::string::npos);
     // Shapes and hyper-parameters: the CPU's messages, word for word.
-    Case c = random_case(4, 5, 6, 1);
     const Mat<float> X = c.X.cast<float>(), W = c.W.cast<float>();
     const Mat<float> W6 = Mat<float>::Ones(6, 6);
-    CHECK(message(F::w_columns) == cpu_message([&] { ml::forward_backward(ml::CosFace<float>{}, X, W6, c.labels); }));
+    CHECK(message(F::w_columns, cosface) == cpu_message([&] { ml::forward_backward(cosface, X, W6, c.labels); }));
     const Mat<float> X0(0, 5);
     const Eigen::VectorXi l0(0);
-    CHECK(message(F::empty_batch) == cpu_message([&] { ml::forward_backward(ml::CosFace<float>{}, X0, W, l0); }));
-    CHECK(message(F::invalid_policy) == cpu_message([&] { ml::forward_backward(ml::CosFace<float>{-1.f}, X, W, c.labels); }));
+    CHECK(message(F::empty_batch, cosface) == cpu_message([&] { ml::forward_backward(cosface, X0, W, l0); }));
+    const ml::CosFace<float> invalid{-1.f};
+    CHECK(message(F::policy_on_host, invalid) == cpu_message([&] { ml::forward_backward(invalid, X, W, c.labels); }));
     ml::Options negative;
     negative.class_block = -1;
-    CHECK(message(F::negative_block) == cpu_message([&] { ml::forward_backward(ml::CosFace<float>{}, X, W, c.labels, negative); }));
+    CHECK(message(F::negative_block, cosface) == cpu_message([&] { ml::forward_backward(cosface, X, W, c.labels, negative); }));
     ml::Workspace<float> ws;
-    CHECK(message(F::backward_first) == cpu_message([&] { ml::backward(ml::CosFace<float>{}, W, ws, 1.f); }));
+    CHECK(message(F::backward_first, cosface) == cpu_message([&] { ml::backward(cosface, W, ws, 1.f); }));
     const Mat<float> W5 = W.topRows(5);
     ml::LocalCommunicator local;
     Mat<float> dX(4, 5), dW5(5, 5);
-    CHECK(message(F::shard_outside) ==
-          cpu_message([&] { ml::sharded_forward_backward(ml::CosFace<float>{}, X, W5, 3, 6, c.labels, local, dX, dW5, ws); }));
-    CHECK(message(F::x_leading_dimension) == "marginloss: X has leading dimension 4 but 5 columns: ld must be >= cols");
-    CHECK(message(F::null_labels) == "marginloss: labels is a null device pointer");
-    CHECK(message(F::null_cublas) == "marginloss: the cuBLAS handle is null");
+    CHECK(message(F::shard_outside, cosface) ==
+          cpu_message([&] { ml::sharded_forward_backward(cosface, X, W5, 3, 6, c.labels, local, dX, dW5, ws); }));
+    CHECK(message(F::x_leading_dimension, cosface) == "marginloss: X has leading dimension 4 but 5 columns: ld must be >= cols");
+    CHECK(message(F::null_labels, cosface) == "marginloss: labels is a null device pointer");
+    CHECK(message(F::null_cublas, cosface) == "marginloss: the cuBLAS handle is null");
     // CurricularFace updating tau: a const policy, and any asynchronous call.
-    const ml::CurricularFace<float> constant{};
-    CHECK(message(F::state_const) == cpu_message([&] { ml::forward_backward(constant, X, W, c.labels); }));
-    const std::string async_state = message(F::state_async);
+    const ml::CurricularFace<float> updating{};
+    CHECK(message(F::policy_on_host, updating) == cpu_message([&] { ml::forward_backward(updating, X, W, c.labels); }));
+    const std::string async_state = message(F::policy_on_host_async, updating);
     CHECK(async_state.find("marginloss: CurricularFace: update_tau_in_forward = true needs the batch's mean target "
                            "cosine on the host") == 0);
-        const std::vector<float> five(5, 0.3f);
-    CHECK(message(F::margins_count) ==
-          cpu_message([&] { ml::forward_backward(ml::AdaptiveMargin<float>{30, five, 70.f}, X, W, c.labels); }));
-    CHECK(message(F::margins_null) == cpu_message([&] {
-            ml::forward_backward(ml::ClassMargins<ml::CosFace<float>>{{}, ml::ClassValues<float>(nullptr, 6)}, X, W, c.labels);
-          }));
+    const std::vector<float> five(5, 0.3f);
+    const ml::AdaptiveMargin<float> five_margins{30, five, 70.f};
+    CHECK(message(F::policy_on_host, five_margins) == cpu_message([&] { ml::forward_backward(five_margins, X, W, c.labels); }));
+    const ml::ClassMargins<ml::CosFace<float>> null_margins{{}, ml::ClassValues<float>(nullptr, 6)};
+    CHECK(message(F::policy_on_host, null_margins) == cpu_message([&] { ml::forward_backward(null_margins, X, W, c.labels); }));
   }
 }
 
@@ -306,67 +300,33 @@ TEST_SUITE("gpu") {
   TEST_CASE("double: GPU equals CPU to 1e-12 for every policy, dense and chunked, int32 and int64 labels, strided views") {
     const Case random = random_case(13, 24, 57, 11);
     const Case targets = case_with_targets(kTargets, 16, 40, 12);
-    int run = 0;
     REQUIRE(random.W.rows() == 57);
     REQUIRE(targets.W.rows() == 40);
-    auto both = [&](const auto& policy) {
-      for (const Case* c : {&random, &targets})
-        for (Index block : {0, 5, 16, 39}) {
-          gt::RunOptions o;
-          o.class_block = block;
-          o.int64_labels = (run % 2) == 1;
-          o.pad = (run % 3 == 2) ? 3 : 0;
-          ++run;
-          check_against_cpu(policy, *c, o, 1e-12);
-        }
-    };
-    for_each_gpu_policy<double>(both);
-    // Per-class policies need margins for each case's C.
-    for (const Case* c : {&random, &targets}) {
-      const PerClassMargins<double> margins(c->W.rows());
-      for_each_per_class_policy(margins, [&](const auto& policy) {
-        for (Index block : {0, 5, 16, 39}) {
-          gt::RunOptions o;
-          o.class_block = block;
-          o.int64_labels = (run % 2) == 1;
-          o.pad = (run % 3 == 2) ? 3 : 0;
-          ++run;
-          check_against_cpu(policy, *c, o, 1e-12);
-        }
-      });
-    }
+    Alternate vary{true};
+    for (const Case* c : {&random, &targets}) check_every_policy<double>(*c, per_block({0, 5, 16, 39}), 1e-12, vary);
   }
 
   TEST_CASE("double: rows wider than one segment of the row pass (C = 5000), dense and in blocks") {
     const Case wide = random_case(3, 8, 5000, 13);
-    for_each_gpu_policy<double>(wide.W.rows(), [&](const auto& policy) { check_blocks_against_cpu(policy, wide, {0, 2100}, 1e-12); });
+    check_every_policy<double>(wide, per_block({0, 2100}), 1e-12);
   }
 
   TEST_CASE("float: GPU equals CPU to 1e-5 on inputs exact in float, every policy, dense and chunked") {
     const Case exact = exact_case(16, 48, 301, 21);
     const Case wide = exact_case(3, 48, 4500, 22);
-    int run = 0;
-    for_each_gpu_policy<float>(exact.W.rows(), [&](const auto& policy) {
-      for (Index block : {0, 7, 64, 300}) {
-        gt::RunOptions o;
-        o.class_block = block;
-        o.int64_labels = (run++ % 2) == 1;
-        check_against_cpu(policy, exact, o, 1e-5);
-      }
-    });
-    for_each_gpu_policy<float>(wide.W.rows(), [&](const auto& policy) { check_blocks_against_cpu(policy, wide, {0, 2049}, 1e-5); });
+    check_every_policy<float>(exact, per_block({0, 7, 64, 300}), 1e-5, Alternate{});
+    check_every_policy<float>(wide, per_block({0, 2049}), 1e-5);
   }
 
   TEST_CASE("float: GPU equals CPU to 1e-4 on random Gaussian inputs (different summation orders in the products)") {
     const Case random = random_case(32, 64, 500, 31);
-    for_each_gpu_policy<float>(random.W.rows(), [&](const auto& policy) { check_blocks_against_cpu(policy, random, {0, 128}, 1e-4); });
+    check_every_policy<float>(random, per_block({0, 128}), 1e-4);
   }
 
   TEST_CASE("Split forward/backward and asynchronous calls with an upstream gradient != 1") {
     const Case random = random_case(9, 12, 31, 41);
     const Case exact = exact_case(9, 40, 31, 42);
-    const PerClassMargins<double> margins_d(31);
-    const PerClassMargins<float> margins_f(31);
+    std::vector<gt::RunOptions> runs;
     for (bool async : {false, true})
       for (double grad : {2.5, -0.75})
         for (Index block : {0, 8}) {
@@ -376,30 +336,28 @@ TEST_SUITE("gpu") {
           o.grad_loss = grad;
           o.class_block = block;
           o.int64_labels = async;
-          check_against_cpu(ml::ArcFace<double>{64, 0.5}, random, o, 1e-12);
-          check_against_cpu(ml::SphereFace<double>{4, 5}, random, o, 1e-12);
-          check_against_cpu(fixed_tau(ml::CurricularFace<double>{64, 0.5, 0.3}), random, o, 1e-12);
-          check_against_cpu(ml::CosFace<float>{30, 0.35f}, exact, o, 1e-5);
-          check_against_cpu(ml::SphereFace<float>{4, 5.f}, exact, o, 1e-5);
-          check_against_cpu(ml::MVSoftmax<float>{32, 0.35f, 1.2f}, exact, o, 1e-5);
-          check_against_cpu(ml::AdaptiveMargin<double>{30, margins_d.adaptive, 70.0}, random, o, 1e-12);
-          check_against_cpu(ml::AdaptiveMargin<float>{30, margins_f.adaptive, 5.f, ml::RegulariserScope::batch_classes},
-                            exact, o, 1e-5);
-          check_against_cpu(ml::class_margins(ml::ArcFace<float>{64, 0.5f}, margins_f.angular), exact, o, 1e-5);
+          runs.push_back(o);
         }
+    check_every_policy<double>(random, runs, 1e-12);
+    check_every_policy<float>(exact, runs, 1e-5);
   }
 
   TEST_CASE("Sharded over 2 and 3 in-process ranks equals the single-process CPU loss, every policy") {
     const Case c = random_case(8, 6, 19, 3);
-    auto sharded_equals_cpu = [&](const auto& policy) {
+    const gt::Problem<double> problem = to_problem<double>(c);
+    // Every policy but those with learnable margins (the sharded entry points take none): the
+    // per-class ones view all C margins on each rank (labels are global).
+    for_each_run<double>(19, per_block({0, 2}), Alternate{}, [&](const auto& policy, const gt::RunOptions& o) {
       using P = std::decay_t<decltype(policy)>;
-      CAPTURE(name_of(P::name));
-      const auto dense = ml::forward_backward(policy, c.X, c.W, c.labels);
-      for (int ranks : {2, 3})
-        for (Index block : {0, 2}) {
+      if constexpr (!ml::detail::has_learnable_margins<P>::value) {
+        CAPTURE(name_of(P::name));
+        CAPTURE(o.class_block);
+        CAPTURE(o.int64_labels);
+        const auto dense = ml::forward_backward(policy, c.X, c.W, c.labels);
+        for (int ranks : {2, 3}) {
           CAPTURE(ranks);
-          CAPTURE(block);
-          const auto r = gt::run_gpu_sharded(policy, to_problem<double>(c), ranks, block);
+          const auto r = gt::run_gpu_sharded(policy, problem, ranks, o);
+          for (int k = 0; k < ranks; ++k) CHECK(r[static_cast<std::size_t>(k)].error.message == "");
           for (int k = 1; k < ranks; ++k) {
             CHECK(r[static_cast<std::size_t>(k)].loss == r[0].loss);  // identical on every rank
             CHECK(r[static_cast<std::size_t>(k)].dX == r[0].dX);
@@ -408,51 +366,25 @@ TEST_SUITE("gpu") {
           CHECK(rel_error(as_matrix(r[0].dX, 8, 6), dense.dX) < 1e-12);
           CHECK(rel_error(as_matrix(r[0].dW, 19, 6), dense.dW) < 1e-12);
         }
-    };
-    for_each_gpu_policy<double>(sharded_equals_cpu);
-    // Fixed per-class margins (each rank views all C margins; labels are global).
-    const PerClassMargins<double> margins(19);
-    sharded_equals_cpu(ml::class_margins(ml::ArcFace<double>{64, 0.5}, margins.angular));
+      }
+    });
   }
 
   TEST_CASE("Errors found on the device: the CPU's messages") {
-    using F = gt::DeviceFault;
+    using F = gt::Fault;
     const Case c = random_case(13, 24, 7, 51);
+    const gt::Problem<float> problem = to_problem<float>(c);
     const ml::CosFace<float> policy{30, 0.35f};
     const Mat<float> X = c.X.cast<float>(), W = c.W.cast<float>();
-    auto gpu = [&](F f, const auto& p) {
-      const gt::Error e = gt::run_gpu_error(p, to_problem<typename std::decay_t<decltype(p)>::value_type>(c), f);
-      CHECK(e.thrown);
-      CHECK(e.invalid_argument);
-      return e.message;
-    };
-    {
-      Eigen::VectorXi labels = c.labels;
-      labels(1) = 7;
-      CHECK(gpu(F::label_too_large, policy) == cpu_message([&] { ml::forward_backward(policy, X, W, labels); }));
-      labels = c.labels;
-      labels(0) = 7;
-      CHECK(gpu(F::async_label, policy) == cpu_message([&] { ml::forward_backward(policy, X, W, labels); }));
-      CHECK(gpu(F::unchecked_async, policy) == cpu_message([&] { ml::forward_backward(policy, X, W, labels); }));
-      Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> labels64 = c.labels.cast<std::int64_t>();
-      labels64(2) = -3;
-      CHECK(gpu(F::label_negative, policy) == cpu_message([&] { ml::forward_backward(policy, X, W, labels64); }));
+    // Bad inputs: the CPU gets the same fault injected.
+    for (F f : {F::label_too_large, F::async_label, F::unchecked_async, F::label_negative, F::zero_x_row, F::nan_in_x,
+                F::bad_w_rows}) {
+      CAPTURE(static_cast<int>(f));
+      CHECK(gpu_message(policy, problem, f) == cpu_message(policy, problem, f));
     }
-    {
-      Mat<float> Xz = X;
-      Xz.row(2).setZero();
-      CHECK(gpu(F::zero_x_row, policy) == cpu_message([&] { ml::forward_backward(policy, Xz, W, c.labels); }));
-      Mat<float> Xn = X;
-      Xn(1, 3) = std::numeric_limits<float>::quiet_NaN();
-      CHECK(gpu(F::nan_in_x, policy) == cpu_message([&] { ml::forward_backward(policy, Xn, W, c.labels); }));
-      const std::string huge = gpu(F::huge_x_row, policy);
-      CHECK(huge.find("marginloss: X row 1 has norm ") == 0);
-      CHECK(huge.find(", outside the supported range [") != std::string::npos);
-      Mat<float> Wb = W;
-      Wb(4, 2) = std::numeric_limits<float>::quiet_NaN();
-      Wb.row(6).setZero();
-      CHECK(gpu(F::bad_w_rows, policy) == cpu_message([&] { ml::forward_backward(policy, X, Wb, c.labels); }));
-    }
+    const std::string huge_norm = gpu_message(policy, problem, F::huge_x_row);
+    CHECK(huge_norm.find("marginloss: X row 1 has norm ") == 0);
+    CHECK(huge_norm.find(", outside the supported range [") != std::string::npos);
     {
       ml::Workspace<float> ws;
       auto after_forward = [&](auto&& then) {
@@ -464,17 +396,17 @@ TEST_SUITE("gpu") {
       const float nan = std::numeric_limits<float>::quiet_NaN();
       Mat<float> dX(13, 24), dW(7, 24);
       const std::string nan_grad = after_forward([&] { ml::backward(policy, W, ws, nan, dX, dW); });
-      CHECK(gpu(F::nan_grad_host, policy) == nan_grad);
-      CHECK(gpu(F::nan_grad_device, policy) == nan_grad);
-      CHECK(gpu(F::backward_twice, policy) == after_forward([&] {
+      CHECK(gpu_message(policy, problem, F::nan_grad_host) == nan_grad);
+      CHECK(gpu_message(policy, problem, F::nan_grad_device) == nan_grad);
+      CHECK(gpu_message(policy, problem, F::backward_twice) == after_forward([&] {
               ml::backward(policy, W, ws, 1.f, dX, dW);
               ml::backward(policy, W, ws, 1.f, dX, dW);
             }));
       const Mat<float> W6 = W.topRows(6);
       Mat<float> dW6(6, 24);
-      CHECK(gpu(F::backward_other_w, policy) == after_forward([&] { ml::backward(policy, W6, ws, 1.f, dX, dW6); }));
+      CHECK(gpu_message(policy, problem, F::backward_other_w) == after_forward([&] { ml::backward(policy, W6, ws, 1.f, dX, dW6); }));
       Mat<float> dX12(12, 24);
-      CHECK(gpu(F::dx_shape, policy) == after_forward([&] { ml::backward(policy, W, ws, 1.f, dX12, dW); }));
+      CHECK(gpu_message(policy, problem, F::dx_shape) == after_forward([&] { ml::backward(policy, W, ws, 1.f, dX12, dW); }));
     }
     {
       // A scale whose logits fit in float but whose loss does not.
@@ -483,20 +415,17 @@ TEST_SUITE("gpu") {
       const Mat<float> Xt = t.X.cast<float>(), Wt = t.W.cast<float>();
       const std::string cpu = cpu_message([&] { ml::forward_backward(huge, Xt, Wt, t.labels); });
       CHECK(cpu.find("is not representable") != std::string::npos);
-      const gt::Error e = gt::run_gpu_error(huge, to_problem<float>(t), F::overflow);
-      CHECK(e.message == cpu);
+      CHECK(gpu_message(huge, to_problem<float>(t), F::policy_on_device) == cpu);
     }
   }
 
   TEST_CASE("Run to run: the same call twice gives the same bits (dense, chunked, per-class margins)") {
     const Case c = random_case(64, 96, 3000, 71);
-    const PerClassMargins<float> m(3000);
-    auto same_bits = [&](const auto& policy, Index block) {
+    const gt::PerClassMargins<float> m(3000);
+    auto same_bits = [&](const auto& policy, const gt::RunOptions& o) {
       using P = std::decay_t<decltype(policy)>;
       CAPTURE(name_of(P::name));
-      CAPTURE(block);
-      gt::RunOptions o;
-      o.class_block = block;
+      CAPTURE(o.class_block);
       const auto a = gt::run_gpu(policy, to_problem<float>(c), o);
       const auto b = gt::run_gpu(policy, to_problem<float>(c), o);
       CHECK(std::memcmp(&a.loss, &b.loss, sizeof a.loss) == 0);
@@ -505,17 +434,17 @@ TEST_SUITE("gpu") {
       CHECK((a.dmargins.size() == b.dmargins.size() &&
              std::memcmp(a.dmargins.data(), b.dmargins.data(), sizeof(float) * a.dmargins.size()) == 0));
     };
-    for (Index block : {0, 700}) {
-      same_bits(ml::ArcFace<float>{64, 0.5f}, block);
-      same_bits(ml::SphereFace<float>{4, 5.f}, block);
-      same_bits(ml::AdaptiveMargin<float>{30, m.adaptive, 70.f}, block);
-      same_bits(ml::class_margins(ml::CosFace<float>{30, 0.f}, m.cosine), block);
+    for (const gt::RunOptions& o : per_block({0, 700})) {
+      same_bits(ml::ArcFace<float>{64, 0.5f}, o);
+      same_bits(ml::SphereFace<float>{4, 5.f}, o);
+      same_bits(ml::AdaptiveMargin<float>{30, m.adaptive, 70.f}, o);
+      same_bits(ml::class_margins(ml::CosFace<float>{30, 0.f}, m.cosine), o);
     }
   }
 
   TEST_CASE("CurricularFace's tau is updated by the GPU forward as by the CPU's, step after step") {
     const Case c = random_case(21, 16, 97, 81);
-    const PerClassMargins<double> m(97);
+    const gt::PerClassMargins<double> m(97);
     ml::CurricularFace<double> cpu{64, 0.5, 0.1}, gpu{64, 0.5, 0.1};
     auto cpu_per_class = ml::class_margins(ml::CurricularFace<double>{64, 0.5, 0.1}, m.angular);
     auto gpu_per_class = cpu_per_class;
@@ -542,22 +471,22 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("Per-class margins rejected on the device: the CPU's messages, synchronous and asynchronous") {
     const Case c = random_case(13, 24, 7, 61);
+    const gt::Problem<float> problem = to_problem<float>(c);
     const Mat<float> X = c.X.cast<float>(), W = c.W.cast<float>();
-    const PerClassMargins<float> m(7);
-    // The GPU copy of the margins gets `value` at class k; the CPU runs on a host copy with it.
+    const gt::PerClassMargins<float> m(7);
+    // The policy views margins with `value` at class k, on both engines (the GPU's copied to the
+    // device).
     auto compare = [&](const auto& make_policy, const std::vector<float>& good, Index k, float value) {
       CAPTURE(k);
       CAPTURE(value);
       std::vector<float> bad = good;
       bad[static_cast<std::size_t>(k)] = value;
-      const std::string cpu = cpu_message([&] { ml::forward_backward(make_policy(bad), X, W, c.labels); });
+      const auto policy = make_policy(bad);
+      const std::string cpu = cpu_message([&] { ml::forward_backward(policy, X, W, c.labels); });
       CHECK(cpu.find("margins(" + std::to_string(k) + ")") != std::string::npos);
-      for (bool async : {false, true}) {
-        CAPTURE(async);
-        const gt::Error e = gt::run_gpu_class_value_error(make_policy(good), to_problem<float>(c), k, value, async);
-        CHECK(e.thrown);
-        CHECK(e.invalid_argument);
-        CHECK(e.message == cpu);
+      for (gt::Fault f : {gt::Fault::policy_on_device, gt::Fault::policy_on_device_async}) {
+        CAPTURE(static_cast<int>(f));
+        CHECK(gpu_message(policy, problem, f) == cpu);
       }
     };
     const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
@@ -572,10 +501,12 @@ TEST_SUITE("gpu") {
   }
 
   TEST_CASE("A bad shard makes every rank throw instead of deadlocking") {
-    const std::vector<std::string> messages = gt::run_gpu_sharded_bad_shard();
-    REQUIRE(messages.size() == 2);
-    CHECK(messages[0].find("another rank rejected its input") != std::string::npos);
-    CHECK(messages[1].find("W row 0 contains a non-finite value") != std::string::npos);
+    gt::Problem<float> problem = to_problem<float>(random_case(4, 5, 8, 91));
+    gt::inject(gt::Fault::nan_in_second_shard, problem);
+    const auto ranks = gt::run_gpu_sharded(ml::CosFace<float>{}, problem, 2, gt::RunOptions{});
+    REQUIRE(ranks.size() == 2);
+    CHECK(ranks[0].error.message.find("another rank rejected its input") != std::string::npos);
+    CHECK(ranks[1].error.message.find("W row 0 contains a non-finite value") != std::string::npos);
   }
 }
 
