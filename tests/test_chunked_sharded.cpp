@@ -28,7 +28,7 @@ class ThreadGroup {
     template <typename T>
     void allreduce_sum(T* data, Index n) { reduce(data, n, false); }
 
-   private:
+   protected:
     template <typename T>
     void reduce(T* data, Index n, bool max) {
       g_.slots_[static_cast<std::size_t>(rank_)].assign(data, data + n);
@@ -46,6 +46,17 @@ class ThreadGroup {
     ThreadGroup& g_;
     int rank_;
   };
+  // The same ranks with the concept's optional host_allreduce_sum (the one a DeviceCommunicator
+  // must have): the error agreement goes through it; it records the length of each call.
+  class AgreeingComm : public Comm {
+   public:
+    using Comm::Comm;
+    void host_allreduce_sum(double* data, Index n) {
+      lengths.push_back(n);
+      reduce(data, n, false);
+    }
+    std::vector<Index> lengths;
+  };
   int size() const { return size_; }
 
  private:
@@ -53,6 +64,34 @@ class ThreadGroup {
   Barrier sync_;
   std::vector<std::vector<double>> slots_;
 };
+
+// One concept (distributed/communicator.hpp): the in-process ranks, the single-process and the
+// MPI communicator are Communicators; a DeviceCommunicator adds stream() and host_allreduce_sum.
+static_assert(ml::is_communicator_v<ThreadGroup::Comm> && !ml::is_device_communicator_v<ThreadGroup::Comm>);
+static_assert(ml::is_communicator_v<ThreadGroup::AgreeingComm>);
+static_assert(ml::is_communicator_v<ml::LocalCommunicator> && ml::is_local_communicator_v<ml::LocalCommunicator>);
+static_assert(!ml::is_communicator_v<int> && !ml::is_local_communicator_v<ThreadGroup::Comm>);
+static_assert(std::is_base_of_v<std::runtime_error, ml::communication_error> &&
+              !std::is_base_of_v<std::invalid_argument, ml::communication_error>);
+
+// Runs call(rank, comm) on `ranks` threads; returns what each rank threw ("" when nothing).
+template <typename C, typename F>
+std::vector<std::string> on_ranks(int ranks, F&& call) {
+  ThreadGroup group(ranks);
+  std::vector<std::string> messages(static_cast<std::size_t>(ranks));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < ranks; ++r)
+    threads.emplace_back([&, r] {
+      C comm(group, r);
+      try {
+        call(r, comm);
+      } catch (const ml::invalid_argument& e) {
+        messages[static_cast<std::size_t>(r)] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  return messages;
+}
 
 }  // namespace
 
@@ -183,4 +222,90 @@ TEST_CASE("A bad shard makes every rank throw instead of deadlocking") {
   for (auto& t : threads) t.join();
   CHECK(messages[0].find("another rank rejected its input") != std::string::npos);
   CHECK(messages[1].find("W row 0 contains a non-finite value") != std::string::npos);
+}
+
+TEST_CASE("Ranks agree on errors through host_allreduce_sum when the communicator has one") {
+  Case c = random_case(6, 5, 11, 8);
+  const ml::ArcFace<double> policy{64, 0.5};
+  const auto dense = ml::forward_backward(policy, c.X, c.W, c.labels);
+  const int ranks = 3;
+  std::vector<std::vector<Index>> lengths(static_cast<std::size_t>(ranks)), failed_lengths(lengths);
+  std::vector<double> losses(static_cast<std::size_t>(ranks));
+  const auto messages = on_ranks<ThreadGroup::AgreeingComm>(ranks, [&](int r, ThreadGroup::AgreeingComm& comm) {
+    const auto range = ml::even_class_range(c.W.rows(), ranks, r);
+    const Mat<double> W_shard = c.W.middleRows(range.offset, range.count);
+    Mat<double> dX(c.X.rows(), c.X.cols()), dWs(range.count, c.W.cols());
+    ml::Workspace<double> ws;
+    losses[static_cast<std::size_t>(r)] =
+        ml::sharded_forward_backward(policy, c.X, W_shard, range.offset, c.W.rows(), c.labels, comm, dX, dWs, ws);
+    lengths[static_cast<std::size_t>(r)] = comm.lengths;
+    // Another B on the last rank: every rank throws, after one exchange of the records.
+    comm.lengths.clear();
+    const Index b = r == ranks - 1 ? c.X.rows() - 1 : c.X.rows();
+    const Mat<double> X = c.X.topRows(b);
+    const Eigen::VectorXi y = c.labels.head(b);
+    Mat<double> dXb(b, c.X.cols());
+    try {
+      ml::sharded_forward_backward(policy, X, W_shard, range.offset, c.W.rows(), y, comm, dXb, dWs, ws);
+    } catch (const ml::invalid_argument&) {
+      failed_lengths[static_cast<std::size_t>(r)] = comm.lengths;
+      throw;
+    }
+  });
+  for (int r = 0; r < ranks; ++r) {
+    CAPTURE(r);
+    // The forward's records (8 doubles per rank) and its flag after the sweep over W's rows,
+    // then the backward's flag: nothing else.
+    CHECK(lengths[static_cast<std::size_t>(r)] == std::vector<Index>{8 * ranks, 1, 1});
+    CHECK(losses[static_cast<std::size_t>(r)] == losses[0]);
+    CHECK(messages[static_cast<std::size_t>(r)].find("the ranks disagree on B") != std::string::npos);
+    CHECK(failed_lengths[static_cast<std::size_t>(r)] == std::vector<Index>{8 * ranks});
+  }
+  CHECK(rel_error(losses[0], dense.loss) < 1e-12);
+}
+
+TEST_CASE("Overlapping shards and a bad dW on one rank make every rank throw invalid_argument") {
+  Case c = random_case(4, 5, 9, 9);
+  const ml::CosFace<double> policy{};
+  // The last rank's range starts one class early: an overlap every rank reports.
+  auto messages = on_ranks<ThreadGroup::Comm>(2, [&](int r, ThreadGroup::Comm& comm) {
+    auto range = ml::even_class_range(9, 2, r);
+    if (r == 1) {
+      --range.offset;
+      ++range.count;
+    }
+    const Mat<double> W_shard = c.W.middleRows(range.offset, range.count);
+    Mat<double> dX(4, 5), dWs(range.count, 5);
+    ml::Workspace<double> ws;
+    ml::sharded_forward_backward(policy, c.X, W_shard, range.offset, 9, c.labels, comm, dX, dWs, ws);
+  });
+  for (const auto& m : messages) CHECK(m.find("the shards overlap") != std::string::npos);
+  // A dW of the wrong shape on rank 0 in the backward.
+  messages = on_ranks<ThreadGroup::Comm>(2, [&](int r, ThreadGroup::Comm& comm) {
+    const auto range = ml::even_class_range(9, 2, r);
+    const Mat<double> W_shard = c.W.middleRows(range.offset, range.count);
+    Mat<double> dX(4, 5), dWs(range.count + (r == 0 ? 1 : 0), 5);
+    ml::Workspace<double> ws;
+    ml::sharded_forward(policy, c.X, W_shard, range.offset, 9, c.labels, comm, ws);
+    ml::sharded_backward(policy, W_shard, comm, ws, 1.0, dX, dWs);
+  });
+  CHECK(messages[0].find("dW") != std::string::npos);
+  CHECK(messages[1].find("another rank rejected its input") != std::string::npos);
+}
+
+TEST_CASE("LocalCommunicator: the sharded entry points with one rank give the single-process loss") {
+  Case c = random_case(5, 4, 7, 10);
+  const ml::CombinedMargin<double> policy{};
+  const auto dense = ml::forward_backward(policy, c.X, c.W, c.labels);
+  ml::LocalCommunicator local;
+  Mat<double> dX(5, 4), dW(7, 4);
+  ml::Workspace<double> ws;
+  const double loss = ml::sharded_forward_backward(policy, c.X, c.W, 0, 7, c.labels, local, dX, dW, ws);
+  CHECK(loss == dense.loss);
+  CHECK(dX == dense.dX);
+  CHECK(dW == dense.dW);
+  // With one rank, a shard of some of the classes would silently be another loss.
+  Mat<double> dWs(6, 4);
+  CHECK_THROWS_WITH_AS(ml::sharded_forward_backward(policy, c.X, c.W.topRows(6), 0, 7, c.labels, local, dX, dWs, ws),
+                       doctest::Contains("the shards cover 6 of the 7 classes"), ml::invalid_argument);
 }

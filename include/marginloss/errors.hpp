@@ -1,4 +1,5 @@
-// marginloss: the exception every entry point throws on bad input, and the checks that raise it.
+// marginloss: the exception every entry point throws on bad input, and the checks that raise it;
+// the exception a communicator throws when its communication library fails.
 #pragma once
 
 #include <cmath>
@@ -17,6 +18,18 @@ class invalid_argument : public std::invalid_argument {
  public:
   /// `what()` is "marginloss: " followed by `what`, so messages say where they come from.
   explicit invalid_argument(const std::string& what) : std::invalid_argument("marginloss: " + what) {}
+};
+
+/// Thrown by a communicator of the class-sharded loss when its communication library reports a
+/// failure: MPI (distributed/mpi.hpp) or NCCL (cuda/nccl.cuh) returned an error code. The
+/// message names the call and the library's own description. Unlike an invalid_argument, this
+/// error is not agreed on across the ranks (the channel that would carry the agreement is what
+/// failed): the other ranks may be waiting in the collective, so abort the job or the
+/// communicator (MPI_Abort, ncclCommAbort) rather than retrying the step.
+class communication_error : public std::runtime_error {
+ public:
+  /// `what()` is "marginloss: " followed by `what`.
+  explicit communication_error(const std::string& what) : std::runtime_error("marginloss: " + what) {}
 };
 
 namespace detail {

@@ -344,10 +344,10 @@ class HostGroup {
     void allreduce_max(T* data, Index n) {
       reduce(data, n, true);
     }
-    double count_failures(bool failed) {
-      std::vector<double> v{failed ? 1.0 : 0.0};
+    void host_allreduce_sum(double* host_data, Index n) {
+      std::vector<double> v(host_data, host_data + n);
       combine(v, false);
-      return v[0];
+      std::copy(v.begin(), v.end(), host_data);
     }
 
    private:

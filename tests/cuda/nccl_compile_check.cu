@@ -1,8 +1,10 @@
 // Compile check of the NCCL path: ml::cuda::NcclCommunicator and the sharded entry points
 // instantiated for every policy type of the CUDA tests' list (policies.hpp) but those with
 // learnable margins (the sharded entry points take none), float and double, int32 labels for
-// every other type and int64 for the rest. Not run: it needs one GPU per NCCL rank. The sharded
-// engine itself is run by the CUDA tests with an in-process communicator (gpu_runner.cu).
+// every other type and int64 for the rest, and both single-process communicators checked
+// against the one concept (distributed/communicator.hpp). Not run: it needs one GPU per NCCL
+// rank. The sharded engine itself is run by the CUDA tests with an in-process communicator
+// (gpu_runner.cu).
 #include "policies.hpp"
 
 #include <marginloss/cuda/cuda.cuh>
@@ -16,10 +18,17 @@
 namespace ml = marginloss;
 namespace mc = marginloss::cuda;
 
+// One concept: NCCL's and the single-GPU communicator are DeviceCommunicators (a refinement of
+// Communicator); the CPU's single-process communicator is a Communicator without a stream.
+static_assert(ml::is_device_communicator_v<mc::NcclCommunicator>);
+static_assert(ml::is_device_communicator_v<mc::LocalCommunicator>);
+static_assert(ml::is_local_communicator_v<mc::LocalCommunicator>);
+static_assert(ml::is_communicator_v<ml::LocalCommunicator> && !ml::is_device_communicator_v<ml::LocalCommunicator>);
+
 namespace {
 
-template <typename P, typename L>
-void sharded_calls(const P& policy, mc::NcclCommunicator& comm, cublasHandle_t cublas, mc::Workspace<typename P::value_type>& ws,
+template <typename P, typename L, typename Comm>
+void sharded_calls(const P& policy, Comm& comm, cublasHandle_t cublas, mc::Workspace<typename P::value_type>& ws,
                    const mc::DeviceMatrix<const typename P::value_type>& X, const mc::DeviceMatrix<const typename P::value_type>& W,
                    const L* labels, const mc::DeviceMatrix<typename P::value_type>& dX,
                    const mc::DeviceMatrix<typename P::value_type>& dW) {
@@ -66,5 +75,12 @@ void marginloss_nccl_compile_check(ncclComm_t nccl, cudaStream_t stream, cublasH
   ncclUniqueId id{};
   mc::NcclCommunicator owned = mc::NcclCommunicator::create(1, id, 0, stream);
   mc::NcclCommunicator moved = std::move(owned);
-  (void)moved.count_failures(false);
+  double records[8] = {};
+  try {
+    moved.host_allreduce_sum(records, 8);
+  } catch (const ml::communication_error&) {  // what a failing NCCL call throws
+  }
+  // The single-GPU communicator with the sharded entry points: the single-GPU loss.
+  mc::LocalCommunicator local(stream);
+  sharded_calls(ml::CosFace<float>{}, local, cublas, wsf, {}, {}, static_cast<const std::int32_t*>(nullptr), {}, {});
 }

@@ -7,7 +7,8 @@
 // on rank 0 equal the dense dW to 1e-12; even and skewed splits (class counts not divisible by
 // the process count, a rank with no class), with and without Options::class_block inside each
 // rank; a bad shard on one rank makes every rank throw marginloss::invalid_argument, after
-// which the ranks are still in step. Exit status 0 on every rank when every check passed.
+// which the ranks are still in step; a failing MPI call throws marginloss::communication_error.
+// Exit status 0 on every rank when every check passed.
 #include <marginloss/distributed/mpi.hpp>
 #include <marginloss/distributed/sharded.hpp>
 #include <marginloss/marginloss.hpp>
@@ -265,6 +266,32 @@ void check_agreement(const Problem& prob) {
   check(rel_error(loss, dense.loss) < 1e-12, "after the disagreements: loss vs dense");
 }
 
+// A failing MPI call throws marginloss::communication_error (the one exception of a failed
+// collective, NCCL's too), not invalid_argument. MPI returns errors only under MPI_ERRORS_RETURN:
+// set on the handles an invalid communicator reports to, for this check only.
+void check_communication_error() {
+  static_assert(ml::is_communicator_v<ml::MPICommunicator> && !ml::is_device_communicator_v<ml::MPICommunicator>);
+  MPI_Errhandler world_handler, self_handler;
+  MPI_Comm_get_errhandler(MPI_COMM_WORLD, &world_handler);
+  MPI_Comm_get_errhandler(MPI_COMM_SELF, &self_handler);
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+  std::string message = "nothing thrown";
+  try {
+    ml::MPICommunicator null_comm(MPI_COMM_NULL);
+  } catch (const ml::communication_error& e) {
+    message = e.what();
+  } catch (const std::exception& e) {
+    message = std::string("another exception: ") + e.what();
+  }
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, world_handler);
+  MPI_Comm_set_errhandler(MPI_COMM_SELF, self_handler);
+  MPI_Errhandler_free(&world_handler);
+  MPI_Errhandler_free(&self_handler);
+  check(message.rfind("marginloss: MPI_Comm_rank failed: ", 0) == 0,
+        "MPICommunicator(MPI_COMM_NULL) must throw communication_error naming MPI_Comm_rank: " + message);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -286,6 +313,7 @@ int main(int argc, char** argv) {
   check_split_forward_backward(problems[0]);
   check_errors(problems[0]);
   check_agreement(problems[0]);
+  check_communication_error();
 
   long totals[2] = {g_checks, g_failures};
   MPI_Allreduce(MPI_IN_PLACE, totals, 2, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);

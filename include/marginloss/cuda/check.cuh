@@ -16,9 +16,10 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
-/// Thrown by the CUDA backend when a CUDA runtime, cuBLAS or NCCL call fails (no device, out of
+/// Thrown by the CUDA backend when a CUDA runtime or cuBLAS call fails (no device, out of
 /// memory, an illegal address, ...); the message names the call, the status and its
-/// description. Bad input throws marginloss::invalid_argument instead, as on the CPU.
+/// description. Bad input throws marginloss::invalid_argument instead, as on the CPU; a failing
+/// NCCL call marginloss::communication_error (errors.hpp), as a failing MPI call does.
 class cuda_error : public std::runtime_error {
  public:
   /// `what()` is "marginloss: " followed by `what`.

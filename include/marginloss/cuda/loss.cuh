@@ -67,7 +67,7 @@ using value_t = typename std::decay_t<P>::value_type;
 template <typename PP, typename L>
 value_t<PP> forward(PP&& policy, DeviceMatrix<const value_t<PP>> X, DeviceMatrix<const value_t<PP>> W, const L* labels,
                    Workspace<value_t<PP>>& ws, cudaStream_t stream, cublasHandle_t cublas, const Options& options = {}) {
-  detail::LocalComm comm{stream};
+  LocalCommunicator comm(stream);
   detail::Engine::forward(std::forward<PP>(policy), X, W, Index(0), W.rows, labels, comm, cublas, options, ws,
                           static_cast<value_t<PP>*>(nullptr), true);
   return detail::Engine::check(ws, stream).loss;
@@ -78,7 +78,7 @@ template <typename PP, typename L>
 void forward_async(PP&& policy, DeviceMatrix<const value_t<PP>> X, DeviceMatrix<const value_t<PP>> W, const L* labels,
                    Workspace<value_t<PP>>& ws, value_t<PP>* loss_out, cudaStream_t stream, cublasHandle_t cublas,
                    const Options& options = {}) {
-  detail::LocalComm comm{stream};
+  LocalCommunicator comm(stream);
   detail::Engine::forward(std::forward<PP>(policy), X, W, Index(0), W.rows, labels, comm, cublas, options, ws, loss_out, false);
 }
 
@@ -88,7 +88,7 @@ template <typename P>
 void backward(const P& policy, DeviceMatrix<const value_t<P>> W, Workspace<value_t<P>>& ws, value_t<P> grad_loss,
               DeviceMatrix<value_t<P>> dX, DeviceMatrix<value_t<P>> dW, cudaStream_t stream, cublasHandle_t cublas) {
   static_assert(!detail::learnable_v<P>, MARGINLOSS_CUDA_LEARNABLE_MARGINS_NEED_DMARGINS);
-  detail::LocalComm comm{stream};
+  LocalCommunicator comm(stream);
   detail::Engine::backward(policy, W, comm, ws, grad_loss, static_cast<const value_t<P>*>(nullptr), dX, dW, cublas);
   detail::Engine::check(ws, stream);
 }
@@ -100,7 +100,7 @@ void backward_async(const P& policy, DeviceMatrix<const value_t<P>> W, Workspace
                     const value_t<P>* grad_loss_device, DeviceMatrix<value_t<P>> dX, DeviceMatrix<value_t<P>> dW,
                     cudaStream_t stream, cublasHandle_t cublas) {
   static_assert(!detail::learnable_v<P>, MARGINLOSS_CUDA_LEARNABLE_MARGINS_NEED_DMARGINS);
-  detail::LocalComm comm{stream};
+  LocalCommunicator comm(stream);
   detail::Engine::backward(policy, W, comm, ws, value_t<P>(1), grad_loss_device, dX, dW, cublas);
 }
 
@@ -115,7 +115,7 @@ value_t<PP> forward_backward(PP&& policy, DeviceMatrix<const value_t<PP>> X, Dev
                             Workspace<value_t<PP>>& ws, cudaStream_t stream, cublasHandle_t cublas,
                             const Options& options = {}) {
   static_assert(!detail::learnable_v<std::decay_t<PP>>, MARGINLOSS_CUDA_LEARNABLE_MARGINS_NEED_DMARGINS);
-  detail::LocalComm comm{stream};
+  LocalCommunicator comm(stream);
   detail::Engine::forward(std::forward<PP>(policy), X, W, Index(0), W.rows, labels, comm, cublas, options, ws,
                           static_cast<value_t<PP>*>(nullptr), true);
   detail::Engine::backward(static_cast<const std::decay_t<PP>&>(policy), W, comm, ws, value_t<PP>(1), static_cast<const value_t<PP>*>(nullptr), dX, dW, cublas);
@@ -139,7 +139,7 @@ void forward_backward_async(PP&& policy, DeviceMatrix<const value_t<PP>> X, Devi
                             Workspace<value_t<PP>>& ws, value_t<PP>* loss_out, cudaStream_t stream,
                             cublasHandle_t cublas, const Options& options = {}) {
   static_assert(!detail::learnable_v<std::decay_t<PP>>, MARGINLOSS_CUDA_LEARNABLE_MARGINS_NEED_DMARGINS);
-  detail::LocalComm comm{stream};
+  LocalCommunicator comm(stream);
   detail::Engine::forward(std::forward<PP>(policy), X, W, Index(0), W.rows, labels, comm, cublas, options, ws, loss_out, false);
   detail::Engine::backward(static_cast<const std::decay_t<PP>&>(policy), W, comm, ws, value_t<PP>(1), static_cast<const value_t<PP>*>(nullptr), dX, dW, cublas);
 }
@@ -154,7 +154,7 @@ void backward(const P& policy, DeviceMatrix<const value_t<P>> W, Workspace<value
               DeviceMatrix<value_t<P>> dX, DeviceMatrix<value_t<P>> dW, value_t<P>* dmargins, cudaStream_t stream,
               cublasHandle_t cublas) {
   static_assert(detail::learnable_v<P>, "marginloss::cuda: dmargins is for policies with learnable margins");
-  detail::LocalComm comm{stream};
+  LocalCommunicator comm(stream);
   detail::Engine::backward(policy, W, comm, ws, grad_loss, static_cast<const value_t<P>*>(nullptr), dX, dW, cublas,
                            dmargins);
   detail::Engine::check(ws, stream);
@@ -166,7 +166,7 @@ void backward_async(const P& policy, DeviceMatrix<const value_t<P>> W, Workspace
                     const value_t<P>* grad_loss_device, DeviceMatrix<value_t<P>> dX, DeviceMatrix<value_t<P>> dW,
                     value_t<P>* dmargins, cudaStream_t stream, cublasHandle_t cublas) {
   static_assert(detail::learnable_v<P>, "marginloss::cuda: dmargins is for policies with learnable margins");
-  detail::LocalComm comm{stream};
+  LocalCommunicator comm(stream);
   detail::Engine::backward(policy, W, comm, ws, value_t<P>(1), grad_loss_device, dX, dW, cublas, dmargins);
 }
 
@@ -177,7 +177,7 @@ value_t<PP> forward_backward(PP&& policy, DeviceMatrix<const value_t<PP>> X, Dev
                             value_t<PP>* dmargins, Workspace<value_t<PP>>& ws, cudaStream_t stream, cublasHandle_t cublas,
                             const Options& options = {}) {
   static_assert(detail::learnable_v<std::decay_t<PP>>, "marginloss::cuda: dmargins is for policies with learnable margins");
-  detail::LocalComm comm{stream};
+  LocalCommunicator comm(stream);
   detail::Engine::forward(std::forward<PP>(policy), X, W, Index(0), W.rows, labels, comm, cublas, options, ws,
                           static_cast<value_t<PP>*>(nullptr), true);
   detail::Engine::backward(static_cast<const std::decay_t<PP>&>(policy), W, comm, ws, value_t<PP>(1), static_cast<const value_t<PP>*>(nullptr), dX, dW, cublas,
@@ -192,7 +192,7 @@ void forward_backward_async(PP&& policy, DeviceMatrix<const value_t<PP>> X, Devi
                             value_t<PP>* dmargins, Workspace<value_t<PP>>& ws, value_t<PP>* loss_out, cudaStream_t stream,
                             cublasHandle_t cublas, const Options& options = {}) {
   static_assert(detail::learnable_v<std::decay_t<PP>>, "marginloss::cuda: dmargins is for policies with learnable margins");
-  detail::LocalComm comm{stream};
+  LocalCommunicator comm(stream);
   detail::Engine::forward(std::forward<PP>(policy), X, W, Index(0), W.rows, labels, comm, cublas, options, ws, loss_out, false);
   detail::Engine::backward(static_cast<const std::decay_t<PP>&>(policy), W, comm, ws, value_t<PP>(1), static_cast<const value_t<PP>*>(nullptr), dX, dW, cublas,
                            dmargins);

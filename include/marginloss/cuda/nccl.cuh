@@ -9,8 +9,10 @@
 //   float loss = ml::cuda::sharded_forward_backward(policy, X, W_shard, shard.offset, C, labels, comm,
 //                                                  dX, dW_shard, ws, cublas);
 //
-// The collectives are in-place ncclAllReduce calls on the communicator's stream, the stream the
-// sharded loss runs on. One GPU per rank (NCCL's rule).
+// A DeviceCommunicator (the concept: distributed/communicator.hpp). The collectives are in-place
+// ncclAllReduce calls on the communicator's stream, the stream the sharded loss runs on. One GPU
+// per rank (NCCL's rule). An NCCL call that fails throws marginloss::communication_error (as
+// MPICommunicator does for MPI); a CUDA call that fails, marginloss::cuda_error.
 #pragma once
 
 #include <nccl.h>
@@ -19,7 +21,9 @@
 #include <type_traits>
 #include <utility>
 
+#include "../errors.hpp"
 #include "check.cuh"
+#include "communicator.cuh"
 #include "sharded.cuh"
 
 MARGINLOSS_NAMESPACE_BEGIN
@@ -33,7 +37,7 @@ inline void check_nccl(ncclResult_t status, ncclComm_t comm, const char* call, c
     const char* last = ncclGetLastError(comm);
     if (last && *last) what += std::string(" (") + last + ")";
   }
-  throw cuda_error(what + where(file, line));
+  throw communication_error(what + where(file, line));
 }
 
 template <typename T>
@@ -44,13 +48,15 @@ constexpr ncclDataType_t nccl_type() {
 
 }  // namespace detail
 
-/// Evaluates an NCCL call; on failure (other than ncclInProgress) throws cuda_error naming the
-/// call, NCCL's message and, when `comm` is not null, its last error.
+/// Evaluates an NCCL call; on failure (other than ncclInProgress) throws
+/// marginloss::communication_error naming the call, NCCL's message and, when `comm` is not null,
+/// its last error.
 #define MARGINLOSS_NCCL_CHECK(comm, call) ::marginloss::cuda::detail::check_nccl((call), (comm), #call, __FILE__, __LINE__)
 
-/// The communicator of the class-sharded GPU loss over NCCL: in-place ncclAllReduce on its
+/// The DeviceCommunicator of the class-sharded GPU loss over NCCL: in-place ncclAllReduce on its
 /// stream, bit-identical on every rank for a fixed communicator. One GPU per rank. Move-only;
-/// failures throw cuda_error naming the call and NCCL's last error.
+/// an NCCL failure throws marginloss::communication_error naming the call and NCCL's last error,
+/// a CUDA failure marginloss::cuda_error.
 class NcclCommunicator {
  public:
   /// Wraps an initialised communicator, which stays the caller's (not destroyed here), and the
@@ -59,8 +65,9 @@ class NcclCommunicator {
     if (!comm_) marginloss::detail::fail("NcclCommunicator: the ncclComm_t is null");
     MARGINLOSS_NCCL_CHECK(comm_, ncclCommCount(comm_, &size_));
     MARGINLOSS_NCCL_CHECK(comm_, ncclCommUserRank(comm_, &rank_));
-    // The one device double of count_failures(), allocated once here (not per call).
-    MARGINLOSS_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&flag_), sizeof(double)));
+    // The device buffer of host_allreduce_sum(), allocated once here for the records of a
+    // sharded forward (8 doubles per rank; distributed/agreement.hpp), grown if ever needed.
+    reserve_host_buffer(8 * static_cast<Index>(size_));
   }
 
   /// Creates and owns rank `rank` of `ranks` on the current device (ncclCommInitRank); it is
@@ -80,7 +87,7 @@ class NcclCommunicator {
 
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
-  /// Takes over `other`'s communicator, stream and device flag; `other` is left empty.
+  /// Takes over `other`'s communicator, stream and device buffer; `other` is left empty.
   NcclCommunicator(NcclCommunicator&& other) noexcept { swap(other); }
   /// Releases what this one holds, then takes over `other`'s.
   NcclCommunicator& operator=(NcclCommunicator&& other) noexcept {
@@ -109,19 +116,33 @@ class NcclCommunicator {
     reduce(device_data, n, ncclMax);
   }
 
-  /// The number of ranks that passed `true` (waits for the stream): how every rank learns that
-  /// one rejected its arguments before any collective of the loss.
-  double count_failures(bool this_rank_failed) {
-    double v = this_rank_failed ? 1.0 : 0.0;
-    MARGINLOSS_CUDA_CHECK(cudaMemcpyAsync(flag_, &v, sizeof(double), cudaMemcpyHostToDevice, stream_));
-    reduce(flag_, 1, ncclSum);
-    MARGINLOSS_CUDA_CHECK(cudaMemcpyAsync(&v, flag_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
+  /// host_data[0..n) <- the element-wise sum over the ranks, in HOST memory, done when it returns
+  /// (waits for the stream): how the ranks agree on errors before any collective of the loss.
+  void host_allreduce_sum(double* host_data, Index n) {
+    if (n <= 0) return;
+    reserve_host_buffer(n);
+    const std::size_t bytes = sizeof(double) * static_cast<std::size_t>(n);
+    MARGINLOSS_CUDA_CHECK(cudaMemcpyAsync(buffer_, host_data, bytes, cudaMemcpyHostToDevice, stream_));
+    reduce(buffer_, n, ncclSum);
+    MARGINLOSS_CUDA_CHECK(cudaMemcpyAsync(host_data, buffer_, bytes, cudaMemcpyDeviceToHost, stream_));
     MARGINLOSS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    return v;
   }
 
  private:
   NcclCommunicator() = default;
+
+  void reserve_host_buffer(Index n) {
+    if (n <= capacity_) return;
+    // The old buffer may still be read by work enqueued on the stream.
+    if (buffer_) {
+      MARGINLOSS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      MARGINLOSS_CUDA_CHECK(cudaFree(buffer_));
+      buffer_ = nullptr;
+      capacity_ = 0;
+    }
+    MARGINLOSS_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&buffer_), sizeof(double) * static_cast<std::size_t>(n)));
+    capacity_ = n;
+  }
 
   template <typename T>
   void reduce(T* data, Index n, ncclRedOp_t op) {
@@ -134,15 +155,17 @@ class NcclCommunicator {
     std::swap(comm_, other.comm_);
     std::swap(stream_, other.stream_);
     std::swap(owns_, other.owns_);
-    std::swap(flag_, other.flag_);
+    std::swap(buffer_, other.buffer_);
+    std::swap(capacity_, other.capacity_);
     std::swap(rank_, other.rank_);
     std::swap(size_, other.size_);
   }
 
   void release() noexcept {
-    if (flag_) (void)cudaFree(flag_);
+    if (buffer_) (void)cudaFree(buffer_);
     if (owns_ && comm_) (void)ncclCommDestroy(comm_);
-    flag_ = nullptr;
+    buffer_ = nullptr;
+    capacity_ = 0;
     comm_ = nullptr;
     owns_ = false;
   }
@@ -150,7 +173,8 @@ class NcclCommunicator {
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
   bool owns_ = false;
-  double* flag_ = nullptr;
+  double* buffer_ = nullptr;  // host_allreduce_sum's device copy
+  Index capacity_ = 0;        // its size in doubles
   int rank_ = 0;
   int size_ = 1;
 };

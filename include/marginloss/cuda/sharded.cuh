@@ -10,19 +10,22 @@
 //   float loss = ml::cuda::sharded_forward_backward(policy, X, W_shard, shard.offset, C, labels,
 //                                                  comm, dX, dW_shard, ws, cublas);
 //
-// Every rank must call with the same policy, X, labels and options, in the same order. All the
-// work runs on comm.stream(). A communicator is any type with
-//   int rank() const;  int size() const;  cudaStream_t stream() const;
-//   template <typename T> void allreduce_sum(T* device_data, Index n);  // in place, on stream(),
-//   template <typename T> void allreduce_max(T* device_data, Index n);  //   T = float and double
-//   double count_failures(bool this_rank_failed);  // host-synchronising: sum over the ranks
-// and every rank must obtain bit-identical results (NCCL does for a fixed communicator).
-// An argument rejected on the host by one rank makes every rank throw (count_failures, before
-// any collective); input rejected on the device (labels, rows) is all-reduced with the loss,
-// and every rank throws after the forward's collectives ("another rank rejected its input").
+// `comm` is a DeviceCommunicator: the Communicator concept of the CPU's sharded loss refined
+// with a stream and device memory (stated once in distributed/communicator.hpp). Models:
+// cuda::NcclCommunicator (cuda/nccl.cuh) and cuda::LocalCommunicator (one GPU;
+// cuda/communicator.cuh). Every rank must call with the same policy, X, labels and options, in
+// the same order; all the work runs on comm.stream().
+//
+// Errors, as on the CPU: an argument rejected on the host by one rank, or ranks that disagree on
+// B, D, C, the policy or the shard ranges, make every rank throw marginloss::invalid_argument
+// before any collective (one host_allreduce_sum; distributed/agreement.hpp); input rejected on
+// the device (labels, rows) is all-reduced with the loss, and every rank throws after the
+// forward's collectives ("another rank rejected its input"). A failing collective throws
+// marginloss::communication_error; a failing CUDA or cuBLAS call marginloss::cuda_error.
 #pragma once
 
 #include "../distributed/class_range.hpp"
+#include "communicator.cuh"
 #include "detail/engine.cuh"
 #include "loss.cuh"
 
@@ -36,6 +39,7 @@ template <typename PP, typename L, typename Comm>
 value_t<PP> sharded_forward(PP&& policy, DeviceMatrix<const value_t<PP>> X, DeviceMatrix<const value_t<PP>> W_shard,
                            Index class_offset, Index num_classes, const L* labels, Comm& comm, Workspace<value_t<PP>>& ws,
                            cublasHandle_t cublas, const Options& options = {}) {
+  detail::check_device_communicator<Comm>();
   detail::Engine::forward(std::forward<PP>(policy), X, W_shard, class_offset, num_classes, labels, comm, cublas, options, ws,
                           static_cast<value_t<PP>*>(nullptr), true);
   return detail::Engine::check(ws, comm.stream()).loss;
@@ -48,6 +52,7 @@ void sharded_backward(const P& policy, DeviceMatrix<const value_t<P>> W_shard, C
                       value_t<P> grad_loss, DeviceMatrix<value_t<P>> dX, DeviceMatrix<value_t<P>> dW_shard,
                       cublasHandle_t cublas) {
   static_assert(!detail::learnable_v<P>, "marginloss::cuda: learnable margins are not supported by the sharded entry points (as on the CPU)");
+  detail::check_device_communicator<Comm>();
   detail::Engine::backward(policy, W_shard, comm, ws, grad_loss, static_cast<const value_t<P>*>(nullptr), dX, dW_shard,
                            cublas);
   detail::Engine::check(ws, comm.stream());
@@ -61,6 +66,7 @@ value_t<PP> sharded_forward_backward(PP&& policy, DeviceMatrix<const value_t<PP>
                                     DeviceMatrix<value_t<PP>> dW_shard, Workspace<value_t<PP>>& ws, cublasHandle_t cublas,
                                     const Options& options = {}) {
   static_assert(!detail::learnable_v<std::decay_t<PP>>, "marginloss::cuda: learnable margins are not supported by the sharded entry points (as on the CPU)");
+  detail::check_device_communicator<Comm>();
   detail::Engine::forward(std::forward<PP>(policy), X, W_shard, class_offset, num_classes, labels, comm, cublas, options, ws,
                           static_cast<value_t<PP>*>(nullptr), true);
   detail::Engine::backward(static_cast<const std::decay_t<PP>&>(policy), W_shard, comm, ws, value_t<PP>(1), static_cast<const value_t<PP>*>(nullptr), dX,

@@ -28,6 +28,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../distributed/agreement.hpp"
 #include "../errors.hpp"
 #include "../policies/common.hpp"
 #include "../workspace.hpp"
@@ -43,78 +44,8 @@
 MARGINLOSS_NAMESPACE_BEGIN
 namespace detail {
 
-// Every rank learns whether any rank rejected its input before the first collective that
-// depends on it, so a bad shard throws everywhere instead of deadlocking the others.
-template <typename Comm>
-inline void agree_on_errors(Comm& comm, const std::exception_ptr& error) {
-  if (comm.size() > 1) {
-    double failed = error ? 1.0 : 0.0;
-    comm.allreduce_sum(&failed, 1);
-    if (failed > 0 && !error) fail_other_rank(failed);
-  }
-  if (error) std::rethrow_exception(error);
-}
-
-// What every rank of a sharded call must agree on before the first collective that moves data:
-// with another B or D a collective would get buffers of another length (MPI aborts or hangs),
-// with another C or policy the ranks would compute different losses, and shard ranges with a
-// gap or an overlap give a wrong loss. One all-reduce of a small vector (8 doubles per rank,
-// each rank writing its own slot) tells every rank every record, so every rank reaches the
-// same verdict and throws the same error.
-struct CallRecord {
-  double failed, batch, dim, num_classes, fingerprint_hi, fingerprint_lo, offset, classes;
-};
-
-template <typename Comm>
-inline void agree_on_call(Comm& comm, const CallRecord& mine, const std::exception_ptr& error,
-                          std::vector<double>& buf) {
-  const int P = comm.size();
-  if (P <= 1) {
-    if (error) std::rethrow_exception(error);
-    return;
-  }
-  constexpr int F = sizeof(CallRecord) / sizeof(double);
-  static_assert(sizeof(CallRecord) == F * sizeof(double), "CallRecord holds doubles only");
-  buf.assign(static_cast<std::size_t>(F) * static_cast<std::size_t>(P), 0.0);
-  std::memcpy(buf.data() + static_cast<std::size_t>(F) * static_cast<std::size_t>(comm.rank()), &mine, sizeof mine);
-  comm.allreduce_sum(buf.data(), static_cast<Index>(buf.size()));
-  const auto rec = [&](int r) {
-    CallRecord c;
-    std::memcpy(&c, buf.data() + static_cast<std::size_t>(F) * static_cast<std::size_t>(r), sizeof c);
-    return c;
-  };
-  int failed = 0;
-  for (int r = 0; r < P; ++r) failed += rec(r).failed != 0 ? 1 : 0;
-  if (error) std::rethrow_exception(error);
-  if (failed > 0) fail_other_rank(failed);
-  const CallRecord r0 = rec(0);
-  for (int r = 1; r < P; ++r) {
-    const CallRecord c = rec(r);
-    if (c.batch != r0.batch) fail("the ranks disagree on B: rank 0 has ", r0.batch, " samples, rank ", r, " has ", c.batch);
-    if (c.dim != r0.dim) fail("the ranks disagree on D: rank 0 has ", r0.dim, ", rank ", r, " has ", c.dim);
-    if (c.num_classes != r0.num_classes)
-      fail("the ranks disagree on the number of classes: rank 0 has ", r0.num_classes, ", rank ", r, " has ", c.num_classes);
-    if (c.fingerprint_hi != r0.fingerprint_hi || c.fingerprint_lo != r0.fingerprint_lo)
-      fail("the ranks disagree on the policy: rank ", r, "'s parameters differ from rank 0's (every rank must pass the same policy)");
-  }
-  // The shards must tile [0, num_classes): each inside it, no two overlapping, and together as
-  // many classes as there are (O(P^2) comparisons of P small records; nothing allocated).
-  double total = 0;
-  for (int r = 0; r < P; ++r) {
-    const CallRecord c = rec(r);
-    total += c.classes;
-    if (c.offset < 0 || c.offset + c.classes > r0.num_classes)
-      fail("rank ", r, "'s classes [", c.offset, ", ", c.offset + c.classes, ") are not inside [0, ", r0.num_classes, ")");
-    for (int q = 0; q < r; ++q) {
-      const CallRecord o = rec(q);
-      if (c.classes > 0 && o.classes > 0 && c.offset < o.offset + o.classes && o.offset < c.offset + c.classes)
-        fail("the shards overlap: rank ", q, " has classes [", o.offset, ", ", o.offset + o.classes, ") and rank ", r,
-             " has [", c.offset, ", ", c.offset + c.classes, ")");
-    }
-  }
-  if (total != r0.num_classes)
-    fail("the shards cover ", total, " of the ", r0.num_classes, " classes: every class must be on exactly one rank");
-}
+// How the ranks of a sharded call agree on errors (agree_on_call, agree_on_errors):
+// distributed/agreement.hpp, shared with the CUDA engine.
 
 // Holds a workspace's in-use mark for the duration of one engine call.
 class WorkspaceGuard {
@@ -200,12 +131,8 @@ struct Engine {
       error = std::current_exception();
     }
     {
-      CallRecord mine{error ? 1.0 : 0.0, double(B), double(D), double(num_classes), 0.0, 0.0, double(class_offset), double(C)};
-      if (!error && comm.size() > 1) {
-        const std::uint64_t fp = policy_fingerprint(policy, num_classes);
-        mine.fingerprint_hi = static_cast<double>(fp >> 32);
-        mine.fingerprint_lo = static_cast<double>(fp & 0xffffffffull);
-      }
+      CallRecord mine = call_record(static_cast<bool>(error), B, D, num_classes, class_offset, C);
+      if (!error && comm.size() > 1) set_fingerprint(mine, policy_fingerprint(policy, num_classes));
       agree_on_call(comm, mine, error, ws.agree_);
     }
 

@@ -21,7 +21,7 @@
 #include <type_traits>
 
 #include "../policies/common.hpp"
-#include "../types.hpp"
+#include "../value_slope.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
 namespace detail {
@@ -52,9 +52,11 @@ class Fingerprint {
 };
 
 // The policy's behaviour at fixed probes, for `classes` classes (the labels probed are the
-// first, middle and last class, so per-class margins of those classes count).
+// first, middle and last class, so per-class margins of those classes count). With
+// class_values_on_host = false (the CUDA backend: the values are device memory) a policy with
+// per-class values is fingerprinted by their count and its scale only, never reading them.
 template <typename P, typename T = typename P::value_type>
-std::uint64_t policy_fingerprint(const P& policy, Index classes) {
+std::uint64_t policy_fingerprint(const P& policy, Index classes, bool class_values_on_host = true) {
   // Cosines across the range, with points near -1 where the angular fallbacks switch
   // (cos(pi - m) for small m) and near +1.
   constexpr double probes[] = {-1.0, -0.9999, -0.999, -0.99, -0.95, -0.8, -0.5, -0.2, 0.0,
@@ -66,6 +68,11 @@ std::uint64_t policy_fingerprint(const P& policy, Index classes) {
   if constexpr (has_class_values<P>::value) {
     const auto values = policy.class_values();
     f.add(values.size);
+    if (!class_values_on_host) {
+      f.add(policy.scale_is_feature_norm());
+      f.add(policy.scale(T(1.75)));
+      return f.value();
+    }
     for (Index k = 0; k < values.size; ++k) f.add(values[k]);
   }
   f.add(policy.scale_is_feature_norm());

@@ -1,9 +1,10 @@
-// marginloss: an MPI communicator for the class-sharded loss. Opt-in: include this header (and
-// link the marginloss::mpi CMake target) only in programs built with MPI.
+// marginloss: an MPI communicator for the class-sharded loss (distributed/sharded.hpp). Opt-in:
+// include this header (and link the marginloss::mpi CMake target) only in programs built with MPI.
 #pragma once
 
 #include <mpi.h>
 
+#include <string>
 #include <type_traits>
 
 #include "../errors.hpp"
@@ -11,9 +12,12 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
-/// The Communicator of the class-sharded loss over MPI: in-place MPI_Allreduce on `comm`
-/// (bit-identical on every rank for a fixed process count and implementation). Failures throw
-/// std::runtime_error naming the call and MPI's message.
+/// The Communicator of the class-sharded loss over MPI (the concept: distributed/communicator.hpp):
+/// in-place MPI_Allreduce on `comm`, bit-identical on every rank for a fixed process count and
+/// implementation. An MPI call that returns an error throws marginloss::communication_error
+/// naming the call and MPI's message -- as NCCL failures do on the GPU. MPI returns errors only
+/// when `comm`'s error handler is MPI_ERRORS_RETURN (MPI_Comm_set_errhandler); under MPI's
+/// default, MPI_ERRORS_ARE_FATAL, it aborts the job instead.
 class MPICommunicator {
  public:
   /// Uses `comm` (not duplicated, not freed): rank and size are read once, here.
@@ -54,7 +58,7 @@ class MPICommunicator {
       char msg[MPI_MAX_ERROR_STRING];
       int len = 0;
       MPI_Error_string(rc, msg, &len);
-      throw std::runtime_error(std::string("marginloss: ") + what + " failed: " + std::string(msg, static_cast<std::size_t>(len)));
+      throw communication_error(std::string(what) + " failed: " + std::string(msg, static_cast<std::size_t>(len)));
     }
   }
 

@@ -10,7 +10,12 @@
 //   ml::MPICommunicator comm;                        // #include <marginloss/distributed/mpi.hpp>
 //   T loss = ml::sharded_forward_backward(policy, X, W_shard, offset, C, labels, comm, dX, dW_shard, ws);
 //
-// Every rank must call with the same policy, X, labels and options, in the same order.
+// `comm` is a Communicator (the concept, for this and the CUDA backend:
+// distributed/communicator.hpp): ml::MPICommunicator, ml::LocalCommunicator (one process) or a
+// type of your own. Every rank must call with the same policy, X, labels and options, in the
+// same order. Errors: a bad argument on one rank, or ranks that disagree on B, D, C, the policy
+// or the shard ranges, make every rank throw marginloss::invalid_argument before any data moves
+// (distributed/agreement.hpp); a failing collective throws marginloss::communication_error.
 #pragma once
 
 #include <type_traits>
@@ -21,6 +26,21 @@
 #include "communicator.hpp"
 
 MARGINLOSS_NAMESPACE_BEGIN
+namespace detail {
+
+// The CPU entry points reduce host memory: a Communicator, not a DeviceCommunicator.
+template <typename Comm>
+constexpr void check_host_communicator() {
+  static_assert(is_communicator_v<Comm>,
+                "marginloss: the communicator must be a Communicator: int rank() const, int size() const, "
+                "allreduce_max and allreduce_sum of (T* data, Index n) for T = float and double "
+                "(distributed/communicator.hpp)");
+  static_assert(is_local_communicator_v<Comm> || !has_stream<Comm>::value,
+                "marginloss: this communicator has stream(), a DeviceCommunicator whose all-reduces take device "
+                "memory: use marginloss::cuda::sharded_* (cuda/sharded.cuh), or a Communicator of host memory here");
+}
+
+}  // namespace detail
 
 /// The forward of the class-sharded loss on this rank's rows W_shard (global classes
 /// [class_offset, class_offset + W_shard.rows()) of num_classes), with the whole batch X and
@@ -30,6 +50,7 @@ template <typename PP, typename DX, typename DW, typename L, typename Comm, type
 detail::policy_value_t<PP> sharded_forward(PP&& policy, const Eigen::MatrixBase<DX>& X,
                                            const Eigen::MatrixBase<DW>& W_shard, Index class_offset, Index num_classes,
                                            const L& labels, Comm& comm, Workspace<U>& ws, const Options& options = {}) {
+  detail::check_host_communicator<Comm>();
   using T = detail::policy_value_t<PP>;
   detail::check_row_major_matrix<DX, T>();
   detail::check_row_major_matrix<DW, T>();
@@ -45,6 +66,7 @@ detail::policy_value_t<PP> sharded_forward(PP&& policy, const Eigen::MatrixBase<
 template <typename P, typename DW, typename Comm, typename U, typename DXo, typename DWo>
 void sharded_backward(const P& policy, const Eigen::MatrixBase<DW>& W_shard, Comm& comm, Workspace<U>& ws,
                       typename P::value_type grad_loss, DXo&& dX, DWo&& dW_shard) {
+  detail::check_host_communicator<Comm>();
   using T = typename P::value_type;
   static_assert(!detail::has_learnable_margins<P>::value, MARGINLOSS_LEARNABLE_MARGINS_NEED_DMARGINS);
   detail::check_row_major_matrix<DW, T>();
@@ -61,6 +83,7 @@ detail::policy_value_t<PP> sharded_forward_backward(PP&& policy, const Eigen::Ma
                                                     const Eigen::MatrixBase<DW>& W_shard, Index class_offset,
                                                     Index num_classes, const L& labels, Comm& comm, DXo&& dX,
                                                     DWo&& dW_shard, Workspace<U>& ws, const Options& options = {}) {
+  detail::check_host_communicator<Comm>();
   using P = std::decay_t<PP>;
   using T = typename P::value_type;
   static_assert(!detail::has_learnable_margins<P>::value, MARGINLOSS_LEARNABLE_MARGINS_NEED_DMARGINS);

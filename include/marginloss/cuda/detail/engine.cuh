@@ -10,7 +10,9 @@
 // Errors found on the device (bad labels, rows, non-finite results) are flags in the
 // workspace's status, read back by the synchronous calls and by check_errors(), and turned
 // into the CPU's messages. Control flow on the host never depends on them, so the ranks of a
-// sharded call always issue the same collectives (no deadlock on a bad shard).
+// sharded call always issue the same collectives (no deadlock on a bad shard). Arguments
+// rejected on the host are agreed on across the ranks before any collective, by the CPU
+// engine's code (distributed/agreement.hpp).
 #pragma once
 
 #include <climits>
@@ -18,11 +20,15 @@
 #include <cstring>
 #include <exception>
 #include <type_traits>
+#include <vector>
 
 #include "../../detail/checks.hpp"
+#include "../../detail/forward_record.hpp"
+#include "../../distributed/agreement.hpp"
 #include "../../errors.hpp"
 #include "../../policies/common.hpp"
 #include "../check.cuh"
+#include "../communicator.cuh"
 #include "../types.cuh"
 #include "../workspace.cuh"
 #include "gemm.cuh"
@@ -47,21 +53,24 @@ using marginloss::detail::fail_label;
 using marginloss::detail::fail_not_representable;
 using marginloss::detail::fail_other_rank;
 
-// The communicator of a single-GPU call: one rank, no collectives.
-struct LocalComm {
-  cudaStream_t stream_handle = nullptr;
-  int rank() const { return 0; }
-  int size() const { return 1; }
-  cudaStream_t stream() const { return stream_handle; }
-  template <typename T>
-  void allreduce_sum(T*, Index) {}
-  template <typename T>
-  void allreduce_max(T*, Index) {}
-  double count_failures(bool failed) { return failed ? 1.0 : 0.0; }
-};
+using marginloss::detail::agree_on_call;
+using marginloss::detail::agree_on_errors;
+using marginloss::detail::call_record;
+using marginloss::detail::CallRecord;
+using marginloss::detail::set_fingerprint;
 
+// A single-GPU call (cuda::LocalCommunicator) has no collectives and no sharded buffers.
 template <typename Comm>
-inline constexpr bool is_local_v = std::is_same_v<Comm, LocalComm>;
+inline constexpr bool is_local_v = marginloss::is_local_communicator_v<Comm>;
+
+// The sharded entry points need a DeviceCommunicator (distributed/communicator.hpp).
+template <typename Comm>
+constexpr void check_device_communicator() {
+  static_assert(marginloss::is_device_communicator_v<Comm>,
+                "marginloss::cuda: the communicator must be a DeviceCommunicator: rank(), size(), stream(), "
+                "allreduce_max/allreduce_sum on device memory (float and double) and host_allreduce_sum(double*, Index) "
+                "(distributed/communicator.hpp)");
+}
 
 // What the device needs of a policy: the contract, plain data (it is a kernel argument), and
 // no per-class state in host memory.
@@ -111,17 +120,6 @@ inline void check_output(const char* name, const DeviceMatrix<T>& m, Index rows,
   if (m.ld < m.cols) fail(name, " has leading dimension ", m.ld, " but ", m.cols, " columns: ld must be >= cols");
   if (!m.data && m.rows > 0) fail(name, " is a null device pointer");
   check_cublas_size(name, m.ld);
-}
-
-// Every rank learns whether any rank rejected its arguments before the first collective, so a
-// bad shard throws everywhere instead of deadlocking the others (as the CPU engine).
-template <typename Comm>
-inline void agree_on_errors(Comm& comm, const std::exception_ptr& error) {
-  if constexpr (!is_local_v<Comm>) {
-    const double failed = comm.count_failures(static_cast<bool>(error));
-    if (failed > 0 && !error) fail_other_rank(failed);
-  }
-  if (error) std::rethrow_exception(error);
 }
 
 template <typename T>
@@ -177,7 +175,16 @@ struct Engine {
     } catch (const invalid_argument&) {
       error = std::current_exception();
     }
-    agree_on_errors(comm, error);
+    {
+      // Every rank agrees on B, D, C, the policy and the shard ranges before any collective, as
+      // on the CPU (distributed/agreement.hpp); a single-GPU call exchanges nothing.
+      CallRecord mine = call_record(static_cast<bool>(error), B, D, num_classes, class_offset, C);
+      if constexpr (sharded)
+        if (!error && comm.size() > 1)
+          set_fingerprint(mine, marginloss::detail::policy_fingerprint(policy, num_classes, /*class_values_on_host=*/false));
+      std::vector<double> records;
+      agree_on_call(comm, mine, error, records);
+    }
 
     const cudaStream_t stream = comm.stream();
     const Buffers<T> buf = carve<T>(ws.memory_, layout);
