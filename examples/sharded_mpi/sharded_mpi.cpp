@@ -97,16 +97,28 @@ int main(int argc, char** argv) {
   ml::Workspace<float> ws;
   std::vector<float> losses;
   std::vector<double> ms;
-  for (int step = 0; step < steps; ++step) {
-    MPI_Barrier(MPI_COMM_WORLD);
-    const auto t0 = std::chrono::steady_clock::now();
-    const float loss =
-        ml::sharded_forward_backward(policy, X, W_shard, range.offset, C, labels, comm, dX, dW_shard, ws, options);
-    const auto t1 = std::chrono::steady_clock::now();
-    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-    losses.push_back(loss);
-    W_shard -= lr * dW_shard;  // SGD on this rank's weights only
-    if (rank == 0) std::printf("step %d  loss %.6f\n", step, static_cast<double>(loss));
+  try {
+    for (int step = 0; step < steps; ++step) {
+      MPI_Barrier(MPI_COMM_WORLD);
+      const auto t0 = std::chrono::steady_clock::now();
+      const float loss =
+          ml::sharded_forward_backward(policy, X, W_shard, range.offset, C, labels, comm, dX, dW_shard, ws, options);
+      const auto t1 = std::chrono::steady_clock::now();
+      ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      losses.push_back(loss);
+      W_shard -= lr * dW_shard;  // SGD on this rank's weights only
+      if (rank == 0) std::printf("step %d  loss %.6f\n", step, static_cast<double>(loss));
+    }
+  } catch (const ml::invalid_argument& e) {
+    // Bad input on any rank: every rank throws (the ranks agree on errors), so all can leave.
+    std::fprintf(stderr, "sharded_mpi [rank %d]: %s\n", rank, e.what());
+    MPI_Finalize();
+    return 2;
+  } catch (const ml::communication_error& e) {
+    // A failed collective (MPI returns errors only under MPI_ERRORS_RETURN): the other ranks
+    // may be waiting in it, so end the job.
+    std::fprintf(stderr, "sharded_mpi [rank %d]: %s\n", rank, e.what());
+    MPI_Abort(MPI_COMM_WORLD, 3);
   }
 
   // Per-rank figures, printed by rank 0 in rank order.
