@@ -1,7 +1,7 @@
 // marginloss::cuda: the CUDA backend, umbrella header (compile with nvcc; link
 // marginloss::cuda). The policies below run unchanged on the device; AdaptiveMargin and
-// ClassMargins (per-class margins in host memory) are CPU-only. The NCCL communicator is
-// opt-in: <marginloss/cuda/nccl.cuh>.
+// ClassMargins view per-class margins in device memory (their ClassValues must point there).
+// The NCCL communicator is opt-in: <marginloss/cuda/nccl.cuh>.
 #pragma once
 
 #include "../policies/adaptive_margin.hpp"
