@@ -344,3 +344,27 @@ TEST_CASE("HPM update from the subset loss's kept cosines equals update from X a
                        ml::invalid_argument);
   CHECK(sws.cosines().size() == 0);
 }
+
+TEST_CASE("HPM: a huge k or queue_capacity is bounded by C - 1 -- no overflow of 2k, no C x capacity allocation") {
+  Mat<double> W(4, 3);
+  W << 1, 0, 0, 0.9, 0.1, 0, 0, 1, 0, 0.2, 0.3, 1;
+  ml::HardPrototypeMinerOptions huge_k;
+  huge_k.k = std::numeric_limits<Index>::max();  // 2k would overflow
+  huge_k.h = -2;
+  ml::HardPrototypeMiner<double> a(huge_k);
+  CHECK(a.options().queue_capacity == std::numeric_limits<Index>::max());
+  a.build(W);
+  CHECK(a.k() == 3);
+  for (Index j = 0; j < 4; ++j) CHECK(a.queue(j).size() == 3);
+  ml::HardPrototypeMinerOptions huge_cap;
+  huge_cap.k = 2;
+  huge_cap.queue_capacity = Index(1) << 40;  // 4 x 2^40 entries would be 32 TiB
+  huge_cap.h = -2;
+  ml::HardPrototypeMiner<double> b(huge_cap);
+  b.build(W);
+  for (Index j = 0; j < 4; ++j) CHECK(b.queue(j).size() == 2);
+  Eigen::VectorXi y(2);
+  y << 0, 2;
+  const ml::ActiveSet& set = b.active_set(y);
+  CHECK(set.size() == 4);  // the labels, then their queues' members: every class
+}

@@ -46,6 +46,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <vector>
 
 #include "../detail/row_norms.hpp"
@@ -61,7 +62,7 @@ MARGINLOSS_NAMESPACE_BEGIN
 struct HardPrototypeMinerOptions {
   Index k = 10;                  ///< nearest prototypes per class (at most C - 1 are used)
   double h = 0.0;                ///< similarity threshold of the queues
-  Index queue_capacity = 0;      ///< classes per queue; 0: 2k
+  Index queue_capacity = 0;      ///< classes per queue (at most C - 1 are used); 0: 2k
   Index refresh_every = 1000;    ///< steps between rebuilds of the neighbours; 0: never
   Index max_active = 0;          ///< cap on the active set; 0: none
   /// build(): similarities are computed in tiles of tile_rows x tile_cols, one per thread.
@@ -87,7 +88,9 @@ class HardPrototypeMiner {
     if (!std::isfinite(o_.h)) detail::fail("HardPrototypeMiner: h = ", o_.h, " must be finite");
     if (o_.tile_rows < 1 || o_.tile_cols < 1)
       detail::fail("HardPrototypeMiner: tile_rows = ", o_.tile_rows, " and tile_cols = ", o_.tile_cols, " must be >= 1");
-    if (o_.queue_capacity == 0) o_.queue_capacity = 2 * o_.k;
+    // 2k saturates: a queue never holds more than C - 1 classes, which build() applies.
+    if (o_.queue_capacity == 0)
+      o_.queue_capacity = o_.k > std::numeric_limits<Index>::max() / 2 ? std::numeric_limits<Index>::max() : 2 * o_.k;
   }
 
   /// The settings, with queue_capacity resolved (0 becomes 2k).
@@ -353,7 +356,9 @@ class HardPrototypeMiner {
     NearestPrototypes<T> found = nearest_prototypes(W, o_.k, o_.tile_rows, o_.tile_cols);
     C_ = W.rows();
     k_ = found.ids.cols();
-    cap_ = std::max(o_.queue_capacity, k_);
+    // A queue holds distinct classes other than its owner: at most C - 1, whatever the options
+    // ask (so a huge queue_capacity allocates C (C - 1) entries at most, not C x capacity).
+    cap_ = std::max(std::min(o_.queue_capacity, C_ - 1), k_);
     q_.assign(static_cast<std::size_t>(C_ * cap_), 0);
     qn_.assign(static_cast<std::size_t>(C_), 0);
     pos_.assign(static_cast<std::size_t>(C_), -1);
