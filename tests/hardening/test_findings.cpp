@@ -3,6 +3,8 @@
 // finite results or throws marginloss::invalid_argument.
 #include <doctest/doctest.h>
 
+#include <marginloss/sampling/adaptive_sampler.hpp>
+
 #include <cstdint>
 #include <limits>
 
@@ -106,4 +108,15 @@ TEST_CASE("ArcFace, double, t = 1 and |w| = 2^-990: finite gradients") {
   Eigen::VectorXi y(1);
   y << 0;
   CHECK(finite_or_rejected([&] { return finite(ml::forward_backward(ml::ArcFace<double>{64, 0.5}, X, W, y)); }));
+}
+
+// AdaptiveSampler(N) doubled its sum tree's leaf count up to N: for N > 2^62 (INT64_MAX, say)
+// the doubling overflowed Index (signed overflow, undefined behaviour) before anything was
+// allocated. Found with the fuzzer's sampler sizes (N = INT64_MAX). Sizes whose tree cannot be held are rejected.
+TEST_CASE("AdaptiveSampler rejects num_samples too large for its sum tree") {
+  constexpr Index max = std::numeric_limits<Index>::max();
+  for (const Index n : {max, (Index(1) << 62) + 1, max / 4 / Index(sizeof(double)) + 1}) {
+    CAPTURE(n);
+    CHECK_THROWS_WITH_AS((void)ml::AdaptiveSampler(n, 0), doctest::Contains("num_samples"), ml::invalid_argument);
+  }
 }

@@ -30,6 +30,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "../errors.hpp"
@@ -59,6 +60,11 @@ class AdaptiveSampler {
   AdaptiveSampler(Index num_samples, std::uint64_t seed = 0, const AdaptiveSamplerOptions& options = {})
       : o_(options), n_(num_samples), rng_(seed) {
     if (num_samples < 1) detail::fail("AdaptiveSampler: num_samples = ", num_samples, " must be >= 1");
+    // The sum tree has 2 * leaves entries, leaves the power of two >= N: a larger N cannot be
+    // held, and doubling leaves up to it would overflow Index.
+    constexpr Index max_samples = std::numeric_limits<Index>::max() / 4 / static_cast<Index>(sizeof(double));
+    if (num_samples > max_samples)
+      detail::fail("AdaptiveSampler: num_samples = ", num_samples, " must be <= ", max_samples);
     if (!(o_.down > 0 && o_.down <= 1)) detail::fail("AdaptiveSampler: down = ", o_.down, " must be in (0, 1]");
     if (!(o_.up >= 1 && std::isfinite(o_.up))) detail::fail("AdaptiveSampler: up = ", o_.up, " must be finite and >= 1");
     if (!(o_.floor > 0 && std::isfinite(o_.floor))) detail::fail("AdaptiveSampler: floor = ", o_.floor, " must be finite and > 0");
