@@ -989,16 +989,25 @@ struct MultiRank {
   std::vector<P> policies;  // each rank's, after the call
 };
 
-template <typename P, typename MX, typename MW, typename L>
-MultiRank<P> multi_rank_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, const L& labels_in,
-                              Index pad, typename P::value_type grad_loss);
+template <typename P, typename MX, typename MW>
+MultiRank<P> multi_rank_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W,
+                              const ml::IndexVector& labels, Index pad, typename P::value_type grad_loss);
+
+// The labels as Index (for the multi-rank calls: one instantiation per policy; the label types
+// are fuzzed through the one-rank calls). Out-of-range values stay out of range.
+template <typename L>
+ml::IndexVector index_labels(const L& labels) {
+  ml::IndexVector y(labels.size());
+  for (Index i = 0; i < labels.size(); ++i) y(i) = static_cast<Index>(labels(i));
+  return y;
+}
 
 template <typename P, typename MX, typename MW, typename L>
 void sharded_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, const L& labels, Index pad,
                    typename P::value_type grad_loss) {
   using T = typename P::value_type;
   if (in.ConsumeBool()) {
-    multi_rank_calls(policy, in, X, W, labels, pad, grad_loss);
+    multi_rank_calls(policy, in, X, W, index_labels(labels), pad, grad_loss);
     return;
   }
   const Index B = X.rows(), D = X.cols(), C = W.rows();
@@ -1062,13 +1071,12 @@ void sharded_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const M
 // waiting in an all-reduce, every rank runs the same collectives, a forward returns on every
 // rank or on none, ranks disagree only where a rank's own dW overflows (after its last
 // collective, documented), and the loss and dX of the ranks that return are bit-identical,
-// finite, and the loss is that of forward_backward() up to rounding. Labels are converted to
-// Index first (the label types are fuzzed through the one-rank calls): one engine
-// instantiation per policy. Returns the per-rank policies (their state, for CurricularFace).
+// finite, and the loss is that of forward_backward() up to rounding. The labels come as Index
+// (index_labels). Returns the per-rank policies (their state, for CurricularFace).
 
-template <typename P, typename MX, typename MW, typename L>
-MultiRank<P> multi_rank_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, const L& labels_in,
-                              Index pad, typename P::value_type grad_loss) {
+template <typename P, typename MX, typename MW>
+MultiRank<P> multi_rank_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W,
+                              const ml::IndexVector& labels, Index pad, typename P::value_type grad_loss) {
   using T = typename P::value_type;
   using ConstMap = Eigen::Map<const Mat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
   const Index B = X.rows(), D = X.cols(), C = W.rows();
@@ -1079,8 +1087,6 @@ MultiRank<P> multi_rank_calls(const P& policy, FuzzedDataProvider& in, const MX&
                           std::make_tuple(C, n, -1)})
     if (guarded_call([&] { (void)ml::even_class_range(std::get<0>(bad), std::get<1>(bad), std::get<2>(bad)); }))
       finding("even_class_range accepted invalid arguments");
-  ml::IndexVector labels(B);
-  for (Index i = 0; i < B; ++i) labels(i) = static_cast<Index>(labels_in(i));
 
   struct Rank {
     Index offset, count, num_classes, batch;
@@ -1208,7 +1214,7 @@ MultiRank<P> multi_rank_calls(const P& policy, FuzzedDataProvider& in, const MX&
   // maxima and sums in another order).
   P dense = policy;
   T dloss = T(0);
-  if (result.all_returned && guarded_call([&] { dloss = ml::forward_backward(dense, X, W, labels_in, o).loss; })) {
+  if (result.all_returned && guarded_call([&] { dloss = ml::forward_backward(dense, X, W, labels, o).loss; })) {
     const Envelope e = envelope_of(policy);
     double S = std::fabs(static_cast<double>(policy.scale(T(1))));
     if (policy.scale_is_feature_norm())
@@ -1456,9 +1462,17 @@ double setting_value(std::uint8_t k, double typical) {
   return special<double>(k - 160u);
 }
 
-template <typename P, typename MX, typename MW, typename L>
-void partial_fc_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, const L& labels, Index pad) {
-  const Index C = W.rows();
+// The sampler runs return the ActiveSets they produced (with whether each is a valid set of
+// ids of the C classes), which subset_calls then trains on: the samplers are instantiated per
+// scalar and label type, not per policy.
+struct SampledSet {
+  ml::ActiveSet set;
+  bool valid;
+};
+
+template <typename L>
+std::vector<SampledSet> partial_fc_sets(FuzzedDataProvider& in, Index C, const L& labels) {
+  std::vector<SampledSet> sets;
   const double r = setting_value(in.ConsumeIntegral<std::uint8_t>(), 0.5);
   const auto kc = in.ConsumeIntegral<std::uint8_t>();
   const Index sizes[] = {0, -1, C + 1, std::max<Index>(C - 1, 0), std::numeric_limits<Index>::min()};
@@ -1469,7 +1483,7 @@ void partial_fc_calls(const P& policy, FuzzedDataProvider& in, const MX& X, cons
   std::vector<ml::PartialFCSampler> pfc;  // 0 or 1 of them
   const bool ok = guarded_call([&] { pfc.emplace_back(n, r, seed); });
   if (ok != valid) finding("PartialFCSampler: the constructor's verdict on num_classes / sample_rate is wrong");
-  if (!ok) return;
+  if (!ok) return sets;
   const Index quota = std::min(n, std::max<Index>(1, static_cast<Index>(std::round(r * static_cast<double>(n)))));
   if (pfc[0].quota() != quota || pfc[0].num_classes() != n) finding("PartialFCSampler: wrong quota() or num_classes()");
   const int steps = 1 + in.ConsumeIntegral<std::uint8_t>() % 3;
@@ -1493,8 +1507,9 @@ void partial_fc_calls(const P& policy, FuzzedDataProvider& in, const MX& X, cons
       distinct += first ? 1 : 0;
     }
     if (a->size() != std::max(distinct, quota)) finding("PartialFCSampler::sample: |A| is not max(positives, quota)");
-    subset_with(policy, in, X, W, a->classes, valid_active_ids(a->classes, C), pad, &a->local_labels);
+    sets.push_back({*a, valid_active_ids(a->classes, C)});
   }
+  return sets;
 }
 
 // The miner's neighbours and queues: ids in range, not the class itself, no repeat; neighbour
@@ -1531,11 +1546,11 @@ void check_miner(const ml::HardPrototypeMiner<T>& m, Index C, Index k) {
     if (guarded_call([&] { (void)m.queue(j); })) finding("HardPrototypeMiner::queue accepted a class out of range");
 }
 
-template <typename P, typename MX, typename MW, typename L>
-void hard_prototype_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, const L& labels,
-                          Index pad) {
-  using T = typename P::value_type;
+template <typename MX, typename MW, typename L>
+std::vector<SampledSet> hard_prototype_sets(FuzzedDataProvider& in, const MX& X, const MW& W, const L& labels) {
+  using T = typename MX::Scalar;
   const Index B = X.rows(), D = X.cols(), C = W.rows();
+  std::vector<SampledSet> sets;
   ml::HardPrototypeMinerOptions o;
   o.k = count_value(in.ConsumeIntegral<std::uint8_t>());
   o.h = setting_value(in.ConsumeIntegral<std::uint8_t>(), 0.25);
@@ -1550,12 +1565,12 @@ void hard_prototype_calls(const P& policy, FuzzedDataProvider& in, const MX& X, 
   const bool valid = o.k >= 1 && std::isfinite(o.h) && o.queue_capacity >= 0 && o.refresh_every >= 0 &&
                      o.max_active >= 0 && o.tile_rows >= 1 && o.tile_cols >= 1;
   constexpr Index huge = Index(1) << 29;
-  if (o.queue_capacity == 0 && o.k > std::numeric_limits<Index>::max() / 2 && known_finding("HPM-1")) return;
-  if ((o.queue_capacity == 0 ? o.k > huge : o.queue_capacity > huge) && known_finding("HPM-2")) return;
+  if (o.queue_capacity == 0 && o.k > std::numeric_limits<Index>::max() / 2 && known_finding("HPM-1")) return sets;
+  if ((o.queue_capacity == 0 ? o.k > huge : o.queue_capacity > huge) && known_finding("HPM-2")) return sets;
   std::vector<ml::HardPrototypeMiner<T>> miner;  // 0 or 1 of them
   const bool ok = guarded_call([&] { miner.emplace_back(o); });
   if (ok != valid) finding("HardPrototypeMiner: the constructor's verdict on the options is wrong");
-  if (!ok) return;
+  if (!ok) return sets;
   auto& m = miner[0];
   const auto how = in.ConsumeIntegral<std::uint8_t>();
   const bool built = guarded_call([&] {
@@ -1567,7 +1582,7 @@ void hard_prototype_calls(const P& policy, FuzzedDataProvider& in, const MX& X, 
   if (!built) {
     if (guarded_call([&] { (void)m.active_set(labels); }))
       finding("HardPrototypeMiner::active_set returned before any build");
-    return;
+    return sets;
   }
   if (C < 2 || D < 1) finding("HardPrototypeMiner::build accepted W with fewer than 2 rows or no columns");
   check_miner(m, C, o.k);
@@ -1595,7 +1610,7 @@ void hard_prototype_calls(const P& policy, FuzzedDataProvider& in, const MX& X, 
     if (o.max_active > 0 && a->size() > std::max(o.max_active, distinct))
       finding("HardPrototypeMiner::active_set exceeds max_active");
     const ml::ActiveSet set = *a;  // a copy: the miner's own set changes with the next call
-    subset_with(policy, in, X, W, set.classes, true, pad, &set.local_labels);
+    sets.push_back({set, true});
     // The queue rule from this step's cosines, from a score matrix (fuzzed, NaN included), or
     // from a corrupted set (must throw).
     const auto rule = in.ConsumeIntegral<std::uint8_t>();
@@ -1641,6 +1656,7 @@ void hard_prototype_calls(const P& policy, FuzzedDataProvider& in, const MX& X, 
     }
     check_miner(m, C, o.k);
   }
+  return sets;
 }
 
 // AdaptiveSampler over N samples: construction (settings incl. invalid ones), draws, updates
@@ -1773,8 +1789,11 @@ template <typename P, typename MX, typename MW, typename L>
 void subset_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, const L& labels, Index pad) {
   const Index C = W.rows();
   const auto source = in.ConsumeIntegral<std::uint8_t>() % 4;
-  if (source == 2) return partial_fc_calls(policy, in, X, W, labels, pad);
-  if (source == 3) return hard_prototype_calls(policy, in, X, W, labels, pad);
+  if (source >= 2) {
+    const auto sets = source == 2 ? partial_fc_sets(in, C, labels) : hard_prototype_sets(in, X, W, labels);
+    for (const SampledSet& s : sets) subset_with(policy, in, X, W, s.set.classes, s.valid, pad, &s.set.local_labels);
+    return;
+  }
   // A prefix of a permutation of the classes, or all of them plus a repeat, sometimes corrupted.
   std::vector<Index> perm(static_cast<std::size_t>(C));
   for (Index j = 0; j < C; ++j) perm[static_cast<std::size_t>(j)] = j;
@@ -1960,7 +1979,7 @@ void stateful_dense_calls(const P& policy, FuzzedDataProvider& in, const MX& X, 
       break;
     case 4: {
       note("%s", " stateful entry=multi-rank sharded");
-      const auto r = multi_rank_calls(policy, in, X, W, labels, pad, grad_loss);
+      const auto r = multi_rank_calls(policy, in, X, W, index_labels(labels), pad, grad_loss);
       if (r.all_returned) {
         if (!manual_ok) finding("a multi-rank forward updating tau accepted a batch that target_cosines() rejects");
         for (const P& p : r.policies)
