@@ -1,22 +1,31 @@
-// libFuzzer harness for every public entry point and every policy of marginloss.
+// libFuzzer harness for every public CPU entry point and every policy of marginloss.
 //
-// The input bytes choose a policy -- NormFace, CosFace (incl. the conditional margin), ArcFace,
-// CombinedMargin, SphereFace (either scale mode), SVSoftmax, MVSoftmax, CurricularFace,
-// AMMSoftmax (every MarginTarget / MVVariant / Fallback / Gradient, incl. values outside the
-// enumerators), AdaptiveMargin (learnable per-class margins, either RegulariserScope and one
-// outside it) and ml::class_margins(base, margins) over each policy with a margin member
-// (CosFace, ArcFace, SV-, MV-Softmax, CurricularFace, AMMSoftmax) -- the scalar type (float or
-// double), an entry point, the shapes (B, D, C up to 16, zero included), the labels (valid,
-// out of range, and of several integer types), the hyper-parameters and per-class margins
-// (typical values, edge values and raw bit patterns: NaN, +-Inf, negative, denormals, huge and
-// tiny; a margins vector of C entries or of another length), the enums, Options (class blocks,
-// memory budget) and every matrix entry (scaled rows with norms from 2^-1100 to 2^1100, exact
-// copies of class weights for cosines of exactly +-1, raw bit patterns).
+// Policies (all 11 of policies/, and ClassMargins over each base it accepts): NormFace, CosFace
+// (incl. the conditional margin), ArcFace, CombinedMargin, SphereFace (either scale mode),
+// SVSoftmax, MVSoftmax, CurricularFace (tau fixed, or updated by every forward:
+// update_tau_in_forward, see "stateful" below), AMMSoftmax (every MarginTarget / MVVariant /
+// Fallback / Gradient, incl. values outside the enumerators), AdaptiveMargin (learnable
+// per-class margins, either RegulariserScope and one outside it) and ml::class_margins(base,
+// margins) over CosFace, ArcFace, SV-, MV-Softmax, CurricularFace and AMMSoftmax (the policies
+// with a real margin member m: NormFace, CombinedMargin and SphereFace cannot take per-class
+// margins, a compile-time error). Per-class margins are ml::ClassValues views of C entries or
+// of another length, of fuzzed values, of LDAM margins (margins_from_class_counts on fuzzed
+// counts, then project_margins), or a null view.
 //
-// Entry points (loss.hpp, distributed/sharded.hpp, sampling/subset.hpp):
-//   0 forward_backward, allocating (with dmargins / regulariser for AdaptiveMargin), compared
-//     with the workspace form into strided outputs
-//   1 forward_backward, workspace form, with wrongly shaped outputs and bad Options sometimes
+// The input bytes choose the policy, the scalar type (float or double), an entry point, the
+// shapes (B, D, C up to 16, zero included), the labels (valid, out of range, and of several
+// integer types), the hyper-parameters and per-class margins (typical values, edge values and
+// raw bit patterns: NaN, +-Inf, negative, denormals, huge and tiny), the enums, Options (class
+// blocks: the dense and the chunked engine; memory budget) and every matrix entry (scaled rows
+// with norms from 2^-1100 to 2^1100, exact copies of class weights for cosines of exactly +-1,
+// raw bit patterns).
+//
+// Entry points (loss.hpp, distributed/sharded.hpp, distributed/class_range.hpp, margins.hpp,
+// sampling/):
+//   0 forward_backward, allocating (Result, with default or fuzzed Options; with dmargins /
+//     regulariser for AdaptiveMargin), compared with the workspace form into strided outputs
+//   1 forward_backward, workspace form (with and without dmargins), with wrongly shaped
+//     outputs and bad Options sometimes
 //   2 forward + allocating backward (arbitrary upstream gradient; then a second backward throws)
 //   3 forward + backward into strided views (with a dmargins view for AdaptiveMargin)
 //   4 the split API with mismatched calls: backward given another policy type, other parameters
@@ -24,38 +33,71 @@
 //     overlapping dW, a dmargins of the wrong length, a non-finite upstream gradient -- each
 //     must throw marginloss::invalid_argument without writing into W, and the same forward +
 //     backward then gives exactly the reference result; a second backward throws
-//   5 sharded_forward_backward, sharded_forward + sharded_backward with ml::LocalCommunicator
-//     (one rank; class_offset / num_classes fuzzed: a shard outside [0, num_classes) must
-//     throw; the whole range equals forward_backward) -- not for AdaptiveMargin, whose
-//     sharded entry points are a compile-time error
-//   6 subset_forward_backward (active ids int32 / int64 / uint64 incl. >= 2^63, duplicates, out
-//     of range; local labels; with dmargins for AdaptiveMargin; the ActiveSet form;
-//     SubsetOptions incl. a regulariser outside the enum and zero_inactive_rows), compared with
-//     forward_backward on the gathered rows
+//   5 sharded_forward_backward, and sharded_forward + sharded_backward,
+//     - with ml::LocalCommunicator (one rank; class_offset / num_classes fuzzed: a shard
+//       outside [0, num_classes) must throw; the whole range equals forward_backward), half
+//     - over 2 or 3 in-process ranks (RankGroup: threads, all-reduces in rank order), each
+//       owning its ml::even_class_range (whose invalid arguments must throw), sometimes with one
+//       rank inconsistent (offset or row count off by one: a gap, an overlap, a shard outside;
+//       another num_classes, B or policy), which every rank must reject; no rank may be left
+//       waiting in an all-reduce or enter another collective than the others, the ranks'
+//       losses and dX must be bit-identical, the loss that of forward_backward() up to
+//       rounding, the other half
+//     -- not for AdaptiveMargin, whose sharded entry points are a compile-time error
+//   6 subset_forward_backward (all four overloads: ids + local labels or an ActiveSet, with
+//     and without dmargins), over
+//     - explicit active ids (int32 / int64 / uint64 incl. >= 2^63, duplicates, out of range;
+//       fuzzed local labels; SubsetOptions incl. a regulariser outside the enum and
+//       zero_inactive_rows), compared with forward_backward on the gathered rows, half
+//     - the ActiveSet of a PartialFCSampler (num_classes / sample_rate incl. invalid values,
+//       sample() both forms, 1-3 steps: sorted distinct ids, every label present,
+//       |A| = max(positives, quota)), a quarter
+//     - the ActiveSet of a HardPrototypeMiner (every option incl. invalid and huge values, but
+//       for the known findings HPM-1 and HPM-2, skipped unless MARGINLOSS_FUZZ_SKIP_KNOWN=0;
+//       build / step / refresh / active_set both forms / update / update_from_scores (fuzzed
+//       and corrupted sets) / set_threshold / prune_all / queue, 1-3 steps; invariants of the
+//       neighbours and queues), a quarter
 //   7 target_cosines (allocating and into a caller's vector, compared with a double reference;
-//     CurricularFace then updates tau from them and runs forward_backward)
+//     CurricularFace then updates tau from them and runs forward_backward), and, for half of
+//     the inputs, an AdaptiveSampler (N and every option incl. invalid values; draw both forms,
+//     update with and without these target cosines, indices int64 / uint64 incl. out of range,
+//     lengths that differ, set_weight; weights are 1 until updated, then in [floor, cap], their
+//     total finite; a rejected update changes nothing)
 //   cosine level (a quarter of the inputs): cosine_forward_backward, allocating, into dcos,
 //     and with per-row scales (not for AdaptiveMargin: a compile-time error)
+//   stateful: CurricularFace and ClassMargins<CurricularFace> with update_tau_in_forward = true
+//     (a third of their inputs) go through the entry point chosen (allocating or workspace
+//     forward_backward, forward + backward, one-rank or multi-rank sharded, subset, cosine
+//     level) passed const and as a temporary (must throw) and as a modifiable lvalue, whose tau
+//     must then be exactly that of update_tau(target_cosines(...)) on a copy with the update
+//     off, and whose results must equal that copy's.
 // Views: inputs and outputs are outer-strided (row stride) maps with NaN guard columns.
-// Inner-strided views cannot be fuzzed: the entry points reject them at compile time
-// (static_assert; tests/compile_fail covers them).
+// Not reached: inner-strided views and the compile-time errors above (static_assert;
+// tests/compile_fail covers them); ml::MPICommunicator (distributed/mpi.hpp: tests/mpi) and the
+// CUDA backend (cuda/: tests/cuda), which need MPI or a GPU; sizes beyond memory (a sampler
+// of 2^40 samples allocates, as any container would: only sizes it must reject are fuzzed).
 //
 // The oracle: every call either returns finite results (loss, dX, dW, dmargins, dcos,
 // dscales) or throws marginloss::invalid_argument; inputs that must be rejected (wrong
-// shapes, shards outside the class range, bad active ids, mismatched backward calls) must
-// throw. Anything else - another exception, a non-finite value, a sanitizer report, a write
-// outside the output views (checked with NaN guard columns around strided outputs), a read
-// outside the input views (guard columns of NaN around strided inputs would make the result
-// non-finite), two forms of the same computation that differ - is a finding and aborts.
+// shapes, shards outside the class range, bad active ids, mismatched backward calls, invalid
+// settings) must throw. Anything else - another exception, a non-finite value, a sanitizer
+// report, a write outside the output views (checked with NaN guard columns around strided
+// outputs), a read outside the input views (guard columns of NaN around strided inputs would
+// make the result non-finite), two forms of the same computation that differ, a sampler result
+// that breaks its documented invariants, a hang in a sharded call - is a finding and aborts.
 //
 // Build and run: tests/hardening/run_fuzz.sh [seconds].
 #include <marginloss/marginloss.hpp>
+#include <marginloss/sampling/adaptive_sampler.hpp>
+#include <marginloss/sampling/hard_prototype_miner.hpp>
+#include <marginloss/sampling/partial_fc.hpp>
 #include <marginloss/sampling/subset.hpp>
 
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -64,8 +106,12 @@
 #include <exception>
 #include <functional>
 #include <limits>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace ml = marginloss;
@@ -232,9 +278,21 @@ bool all_finite(const T& m) {
 // result is always a finding.
 bool g_overflow_expected = false;
 bool g_allow_overflow = false;
-// MARGINLOSS_FUZZ_SKIP_KNOWN=1 skips the inputs of library findings reported and not yet fixed
-// (see known_finding()), so that a long run can look for others; CI runs without it.
-bool g_skip_known = false;
+// Library findings reported and not fixed yet (in files other sessions own). Their inputs are
+// skipped, so that CI's run looks for new findings, unless MARGINLOSS_FUZZ_SKIP_KNOWN=0 (to
+// check a fix). Remove an entry with its fix, and add its regression test to test_findings.cpp.
+//   HPM-1  HardPrototypeMiner(options) with queue_capacity = 0 sets it to 2 * k: signed overflow
+//          (undefined behaviour) for k > INT64_MAX / 2 (hard_prototype_miner.hpp, constructor).
+//   HPM-2  HardPrototypeMiner::build allocates C * max(queue_capacity, k) queue entries
+//          (compute_neighbours: q_.assign(C * cap_)): signed overflow (UB) for a huge
+//          queue_capacity, and 64 GiB for C = 4 and queue_capacity = 2^31 (or k = 2^30 with
+//          queue_capacity 0), although a queue never holds more than C - 1 classes.
+bool g_skip_known = true;
+bool known_finding(const char* id) {
+  if (!g_skip_known) return false;
+  note(" (skipped: known finding %s)", id);
+  return true;
+}
 
 [[noreturn]] void non_finite(const char* what) {
   std::fprintf(stderr, "non-finite %s\n", what);
@@ -320,6 +378,7 @@ Envelope envelope_of(const ml::AMMSoftmax<T>& p) {
 template <typename T>
 double max_abs(const ml::ClassValues<T>& v) {
   double m = 0;
+  if (!v.data) return m;  // a null view (rejected)
   for (Index k = 0; k < v.size; ++k) m = std::max(m, std::fabs(static_cast<double>(v[k])));  // NaN: skipped
   return m;
 }
@@ -392,7 +451,7 @@ bool margin_rejected(const P& p, typename P::value_type v) {
 template <typename P>
 bool margins_must_throw(const P& p, Index C) {
   if constexpr (is_class_margins<P>::value || is_adaptive<P>::value) {
-    if (p.margins.size != C) return true;
+    if (p.margins.size != C || !p.margins.data) return true;
     for (Index k = 0; k < C; ++k)
       if (margin_rejected(p, p.margins[k])) return true;
     return false;
@@ -488,7 +547,9 @@ void dump_labels(const L& labels) {
 template <typename P>
 std::function<void()> dump_margins_of(const P& p) {
   if constexpr (is_class_margins<P>::value || is_adaptive<P>::value)
-    return [m = p.margins] { dump_matrix("margins", margins_vector(m)); };
+    return [m = p.margins] {
+      if (m.data) dump_matrix("margins", margins_vector(m));
+    };
   else {
     (void)p;
     return nullptr;
@@ -532,6 +593,169 @@ bool guarded_call(F&& body) {
   }
   // Any other exception escapes and terminates: libFuzzer reports it.
   return false;
+}
+
+// ------------------------------------------------------------------------------------------
+// In-process ranks for the sharded entry points: one thread per rank, all-reduces through a
+// shared buffer, summed (or maxed) in rank order in double as tests/test_chunked_sharded.cpp's
+// ThreadGroup does, so every rank gets the same bits. Unlike MPI it reports what would hang
+// or corrupt there: a rank that leaves the call (returns or throws) while another waits in an
+// all-reduce, and ranks that enter different collectives (operation, length or scalar type).
+
+struct RankLeft {};            // thrown into a waiting rank once another rank has left the call
+struct CollectiveMismatch {};  // thrown into every rank of an all-reduce whose calls differ
+
+class RankGroup {
+ public:
+  explicit RankGroup(int size)
+      : size_(size), slots_(static_cast<std::size_t>(size)), calls_(static_cast<std::size_t>(size)) {}
+
+  class Comm {
+   public:
+    Comm(RankGroup& g, int rank) : g_(g), rank_(rank) {}
+    int rank() const { return rank_; }
+    int size() const { return g_.size_; }
+    template <typename T>
+    void allreduce_max(T* data, Index n) {
+      g_.reduce(rank_, data, n, true);
+    }
+    template <typename T>
+    void allreduce_sum(T* data, Index n) {
+      g_.reduce(rank_, data, n, false);
+    }
+
+   private:
+    RankGroup& g_;
+    int rank_;
+  };
+
+  struct Outcome {
+    bool returned = false, rejected = false, left_waiting = false, mismatch = false;
+    std::string message;  // the invalid_argument's
+  };
+
+  // Runs body(rank, comm) on one thread per rank and returns once every rank has left.
+  template <typename F>
+  std::vector<Outcome> run(F&& body) {
+    std::vector<Outcome> out(static_cast<std::size_t>(size_));
+    std::vector<std::thread> threads;
+    for (int r = 0; r < size_; ++r)
+      threads.emplace_back([&, r] {
+        Comm comm(*this, r);
+        Outcome& o = out[static_cast<std::size_t>(r)];
+        try {
+          body(r, comm);
+          o.returned = true;
+        } catch (const ml::invalid_argument& e) {
+          o.rejected = true;
+          o.message = e.what();
+        } catch (const RankLeft&) {
+          o.left_waiting = true;
+        } catch (const CollectiveMismatch&) {
+          o.mismatch = true;
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "rank %d threw %s\n", r, e.what());
+          finding("a sharded call threw an exception other than marginloss::invalid_argument");
+        }
+        leave();
+      });
+    for (auto& t : threads) t.join();
+    return out;
+  }
+
+ private:
+  struct Call {
+    bool max;
+    Index n;
+    std::size_t bytes;
+    bool operator!=(const Call& o) const { return max != o.max || n != o.n || bytes != o.bytes; }
+  };
+  void leave() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++left_;
+    cv_.notify_all();
+  }
+  // A barrier that throws RankLeft instead of waiting for a rank that has left.
+  void arrive() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (left_ > 0) throw RankLeft{};
+    const long generation = generation_;
+    if (++waiting_ == size_) {
+      waiting_ = 0;
+      ++generation_;
+      cv_.notify_all();
+      return;
+    }
+    cv_.wait(lock, [&] { return generation_ != generation || left_ > 0; });
+    if (generation_ == generation) throw RankLeft{};
+  }
+  template <typename T>
+  void reduce(int rank, T* data, Index n, bool max) {
+    static_assert(std::is_floating_point_v<T>, "the communicator concept reduces float and double only");
+    if (n < 0) finding("an all-reduce of a negative length");
+    slots_[static_cast<std::size_t>(rank)].assign(data, data + n);
+    calls_[static_cast<std::size_t>(rank)] = Call{max, n, sizeof(T)};
+    arrive();
+    for (int r = 1; r < size_; ++r)
+      if (calls_[static_cast<std::size_t>(r)] != calls_[0]) throw CollectiveMismatch{};
+    for (Index k = 0; k < n; ++k) {
+      double acc = slots_[0][static_cast<std::size_t>(k)];
+      for (int r = 1; r < size_; ++r) {
+        const double v = slots_[static_cast<std::size_t>(r)][static_cast<std::size_t>(k)];
+        acc = max ? std::max(acc, v) : acc + v;
+      }
+      data[k] = static_cast<T>(acc);
+    }
+    arrive();
+  }
+
+  int size_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int waiting_ = 0, left_ = 0;
+  long generation_ = 0;
+  std::vector<std::vector<double>> slots_;
+  std::vector<Call> calls_;
+};
+
+// ------------------------------------------------------------------------------------------
+// Policies whose forward updates their state (CurricularFace's tau, also under ClassMargins):
+// with update_tau_in_forward = true they must be passed as a modifiable lvalue.
+
+template <typename P>
+constexpr bool stateful_v = ml::detail::has_state_hook<P>::value;
+
+template <typename P>
+auto& curricular_of(P& p) {
+  if constexpr (is_class_margins<std::remove_const_t<P>>::value)
+    return p.base;
+  else
+    return p;
+}
+template <typename P>
+bool updates_tau(const P& p) {
+  if constexpr (stateful_v<P>)
+    return p.updates_in_forward();
+  else {
+    (void)p;
+    return false;
+  }
+}
+template <typename P>
+P with_tau_update(P p, bool on) {
+  if constexpr (stateful_v<P>) curricular_of(p).update_tau_in_forward = on;
+  (void)on;
+  return p;
+}
+template <typename P>
+bool same_state(const P& a, const P& b) {
+  if constexpr (stateful_v<P>) {
+    const auto ta = curricular_of(a).tau, tb = curricular_of(b).tau;
+    return std::memcmp(&ta, &tb, sizeof ta) == 0;
+  } else {
+    (void)a, (void)b;
+    return true;
+  }
 }
 
 // Options of the engine: mostly the default, sometimes forced class blocks (the blocked
@@ -598,7 +822,7 @@ void mutate(P& q, unsigned v) {
     else
       q.scale_mode = ml::Scale::fixed;
   } else if constexpr (is_class_margins<P>::value || is_adaptive<P>::value) {
-    if (v % 2 == 0 || q.margins.size == 0) {
+    if (v % 2 == 0 || q.margins.size == 0 || !q.margins.data) {
       if constexpr (is_class_margins<P>::value)
         q.base.s *= T(2);
       else
@@ -755,14 +979,37 @@ void split_mismatch(const P& policy, FuzzedDataProvider& in, const MX& X, Guarde
   if (!threw) finding("a second backward() without forward() did not throw");
 }
 
-
 // ------------------------------------------------------------------------------------------
-// Sharded entry points with one rank (ml::LocalCommunicator).
+// Sharded entry points with one rank (ml::LocalCommunicator); or over several ranks
+// (multi_rank_calls, below), for half of the inputs.
+
+template <typename P>
+struct MultiRank {
+  bool all_returned = false;
+  std::vector<P> policies;  // each rank's, after the call
+};
+
+template <typename P, typename MX, typename MW>
+MultiRank<P> multi_rank_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W,
+                              const ml::IndexVector& labels, Index pad, typename P::value_type grad_loss);
+
+// The labels as Index (for the multi-rank calls: one instantiation per policy; the label types
+// are fuzzed through the one-rank calls). Out-of-range values stay out of range.
+template <typename L>
+ml::IndexVector index_labels(const L& labels) {
+  ml::IndexVector y(labels.size());
+  for (Index i = 0; i < labels.size(); ++i) y(i) = static_cast<Index>(labels(i));
+  return y;
+}
 
 template <typename P, typename MX, typename MW, typename L>
 void sharded_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, const L& labels, Index pad,
                    typename P::value_type grad_loss) {
   using T = typename P::value_type;
+  if (in.ConsumeBool()) {
+    multi_rank_calls(policy, in, X, W, index_labels(labels), pad, grad_loss);
+    return;
+  }
   const Index B = X.rows(), D = X.cols(), C = W.rows();
   const auto k = in.ConsumeIntegral<std::uint8_t>();
   Index offset = 0, nc = C;
@@ -783,9 +1030,6 @@ void sharded_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const M
     }
   }
   const bool inside = offset >= 0 && nc >= C && offset <= nc - C;
-  // Known library finding: Engine::forward computes class_offset + C, which overflows (UB) for
-  // class_offset > INT64_MAX - C.
-  if (g_skip_known && offset > std::numeric_limits<Index>::max() - C) return;
   const auto form = in.ConsumeIntegral<std::uint8_t>();
   const ml::Options o = options_of(in.ConsumeIntegral<std::uint8_t>());
   note(" class_offset=%lld num_classes=%lld form=%s", static_cast<long long>(offset), static_cast<long long>(nc),
@@ -820,6 +1064,176 @@ void sharded_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const M
 }
 
 // ------------------------------------------------------------------------------------------
+// Sharded entry points over 2 or 3 in-process ranks (RankGroup). Each rank owns the rows of its
+// ml::even_class_range of W, sometimes with one rank made inconsistent (its offset or row count
+// moved by one -- a gap, an overlap or a shard outside the classes --, another num_classes,
+// another B, another policy), which every rank must reject. The oracle: no rank is left
+// waiting in an all-reduce, every rank runs the same collectives, a forward returns on every
+// rank or on none, ranks disagree only where a rank's own dW overflows (after its last
+// collective, documented), and the loss and dX of the ranks that return are bit-identical,
+// finite, and the loss is that of forward_backward() up to rounding. The labels come as Index
+// (index_labels). Returns the per-rank policies (their state, for CurricularFace).
+
+template <typename P, typename MX, typename MW>
+MultiRank<P> multi_rank_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W,
+                              const ml::IndexVector& labels, Index pad, typename P::value_type grad_loss) {
+  using T = typename P::value_type;
+  using ConstMap = Eigen::Map<const Mat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+  const Index B = X.rows(), D = X.cols(), C = W.rows();
+  const auto k = in.ConsumeIntegral<std::uint8_t>();
+  const int n = 2 + k % 2;
+  // even_class_range: rejects a negative class count, no ranks, a rank outside them.
+  for (const auto& bad : {std::make_tuple(Index(-1), n, 0), std::make_tuple(C, 0, 0), std::make_tuple(C, n, n),
+                          std::make_tuple(C, n, -1)})
+    if (guarded_call([&] { (void)ml::even_class_range(std::get<0>(bad), std::get<1>(bad), std::get<2>(bad)); }))
+      finding("even_class_range accepted invalid arguments");
+
+  struct Rank {
+    Index offset, count, num_classes, batch;
+    bool other_policy;
+  };
+  std::vector<Rank> ranks;
+  for (int r = 0; r < n; ++r) {
+    const ml::ClassRange cr = ml::even_class_range(C, n, r);
+    ranks.push_back({cr.offset, cr.count, C, B, false});
+  }
+  const auto c1 = in.ConsumeIntegral<std::uint8_t>(), c2 = in.ConsumeIntegral<std::uint8_t>();
+  const char* how = "even";
+  if (c1 >= 160) {
+    Rank& bad = ranks[static_cast<std::size_t>(c1 % n)];
+    switch ((c1 >> 2) % 6) {
+      case 0: bad.offset -= 1, how = "offset - 1"; break;
+      case 1: bad.offset += 1, how = "offset + 1"; break;
+      case 2: bad.count += 1, how = "one row more"; break;
+      case 3: bad.count += bad.count > 0 ? -1 : 1, how = "one row less (or more)"; break;
+      case 4: bad.num_classes += 1, how = "num_classes + 1"; break;
+      default: bad.num_classes -= 1, how = "num_classes - 1"; break;
+    }
+  } else if (c2 >= 200 && B > 0) {
+    Rank& bad = ranks[static_cast<std::size_t>(c2 % n)];
+    if (c2 >= 228) {
+      bad.other_policy = true;
+      how = "another policy";
+    } else {
+      bad.batch = B - 1;
+      how = "B - 1";
+    }
+  }
+  // Consistent: the same B, num_classes = C and policy everywhere, and shards that tile [0, C)
+  // (an empty shard may sit anywhere inside it).
+  bool consistent = true;
+  Index total = 0;
+  for (std::size_t r = 0; r < ranks.size(); ++r) {
+    const Rank& a = ranks[r];
+    consistent = consistent && a.num_classes == C && a.batch == B && !a.other_policy && a.offset >= 0 && a.count >= 0 &&
+                 a.offset + a.count <= C;
+    total += a.count;
+    for (std::size_t q = 0; q < r; ++q) {
+      const Rank& b = ranks[q];
+      if (a.count > 0 && b.count > 0 && a.offset < b.offset + b.count && b.offset < a.offset + a.count)
+        consistent = false;
+    }
+  }
+  consistent = consistent && total == C;
+  const auto form = in.ConsumeIntegral<std::uint8_t>();
+  const ml::Options o = options_of(in.ConsumeIntegral<std::uint8_t>());
+  note(" ranks=%d layout=%s form=%s", n, how,
+       form % 2 ? "sharded_forward+sharded_backward" : "sharded_forward_backward");
+
+  std::vector<Guarded<T>> Ws, dXs, dWs;
+  std::vector<ml::IndexVector> lab;
+  MultiRank<P> result;
+  for (int r = 0; r < n; ++r) {
+    const Rank& rk = ranks[static_cast<std::size_t>(r)];
+    Ws.emplace_back(rk.count, D, pad);
+    auto w = Ws.back().view();
+    for (Index j = 0; j < rk.count && C > 0; ++j) w.row(j) = W.row(((rk.offset + j) % C + C) % C);
+    dXs.emplace_back(rk.batch, D, pad);
+    dWs.emplace_back(rk.count, D, pad);
+    lab.push_back(labels.head(rk.batch));
+    result.policies.push_back(policy);
+    if (rk.other_policy) mutate(result.policies.back(), c2);
+  }
+  std::vector<T> loss(static_cast<std::size_t>(n), T(0));
+  std::vector<char> forward_returned(static_cast<std::size_t>(n), 0);
+  RankGroup group(n);
+  const auto out = group.run([&](int r, RankGroup::Comm& comm) {
+    const auto u = static_cast<std::size_t>(r);
+    const Rank& rk = ranks[u];
+    const ConstMap Xr(X.data(), rk.batch, D, Eigen::OuterStride<>(X.outerStride()));
+    const auto Wr = Ws[u].view();
+    P& p = result.policies[u];  // a modifiable lvalue: a stateful policy is updated
+    ml::Workspace<T> ws;
+    if (form % 2 == 0) {
+      loss[u] = ml::sharded_forward_backward(p, Xr, Wr, rk.offset, rk.num_classes, lab[u], comm, dXs[u].view(),
+                                             dWs[u].view(), ws, o);
+    } else {
+      loss[u] = ml::sharded_forward(p, Xr, Wr, rk.offset, rk.num_classes, lab[u], comm, ws, o);
+      forward_returned[u] = 1;
+      ml::sharded_backward(p, Wr, comm, ws, grad_loss, dXs[u].view(), dWs[u].view());
+    }
+  });
+  int returned = 0, forwards = 0;
+  for (int r = 0; r < n; ++r) {
+    const auto u = static_cast<std::size_t>(r);
+    if (out[u].left_waiting)
+      finding("a rank left a sharded call while another waited in an all-reduce (with MPI the other ranks hang)");
+    if (out[u].mismatch)
+      finding("the ranks of a sharded call entered different collectives (operation, length or type)");
+    if (!dXs[u].guards_intact() || !dWs[u].guards_intact()) finding("sharded call wrote outside dX/dW (multi-rank)");
+    returned += out[u].returned ? 1 : 0;
+    forwards += forward_returned[u];
+  }
+  if (form % 2 == 1 && forwards != 0 && forwards != n)
+    finding("sharded_forward() returned on some ranks and threw on others");
+  if (returned == 0) return result;
+  if (!consistent) finding("a sharded call over inconsistent ranks returned (must throw on every rank)");
+  for (int r = 0; r < n; ++r) {
+    const auto u = static_cast<std::size_t>(r);
+    if (out[u].rejected && out[u].message.find("a gradient is not representable") == std::string::npos) {
+      std::fprintf(stderr, "rank %d: %s\n", r, out[u].message.c_str());
+      finding("a sharded call threw on some ranks and returned on others (not a rank's own dW overflow)");
+    }
+  }
+  std::size_t first = 0;
+  while (!out[first].returned) ++first;
+  for (int r = 0; r < n; ++r) {
+    const auto u = static_cast<std::size_t>(r);
+    if (!out[u].returned) continue;
+    if (!check_loss(loss[u], "loss (multi-rank sharded)") || !check_matrix(dXs[u].view(), "dX (multi-rank sharded)") ||
+        !check_matrix(dWs[u].view(), "dW (multi-rank sharded)"))
+      return result;
+    if (!same_bits(std::vector<T>{loss[u]}, std::vector<T>{loss[first]}) ||
+        !same_values(dXs[u].view(), dXs[first].view()))
+      finding("the ranks of a sharded call returned different losses or dX");
+    if (!same_state(result.policies[u], result.policies[first]))
+      finding("the ranks of a sharded call updated their policies differently");
+  }
+  result.all_returned = returned == n;
+  // The loss of forward_backward() on all of W, up to rounding (the ranks merge their row
+  // maxima and sums in another order).
+  P dense = policy;
+  T dloss = T(0);
+  if (result.all_returned && guarded_call([&] { dloss = ml::forward_backward(dense, X, W, labels, o).loss; })) {
+    const Envelope e = envelope_of(policy);
+    double S = std::fabs(static_cast<double>(policy.scale(T(1))));
+    if (policy.scale_is_feature_norm())
+      for (Index i = 0; i < B; ++i)
+        S = std::max(S, std::fabs(static_cast<double>(policy.scale(static_cast<T>(norm_of_row(X, i))))));
+    const double eps = std::numeric_limits<T>::epsilon();
+    const double tol = 256 * eps * (1 + std::fabs(static_cast<double>(dloss)) + S * (e.F + std::log(double(C) + 1)));
+    if (!(std::fabs(static_cast<double>(loss[first]) - static_cast<double>(dloss)) <= tol)) {
+      std::fprintf(stderr, "multi-rank loss %a, forward_backward %a, tolerance %g\n", static_cast<double>(loss[first]),
+                   static_cast<double>(dloss), tol);
+      finding("the multi-rank sharded loss differs from forward_backward() beyond rounding");
+    }
+    if (!same_state(dense, result.policies[first]))
+      finding("a sharded call updated the policy's state unlike forward_backward()");
+  }
+  return result;
+}
+
+// ------------------------------------------------------------------------------------------
 // Subset entry points.
 
 // The policy forward_backward() runs on the gathered rows, for the comparison.
@@ -837,16 +1251,23 @@ P gathered_policy(const P& p, const AV& active, ml::SubsetRegulariser reg) {
   return q;
 }
 
+// local_labels: fuzzed, or those of an ActiveSet from a sampler (given_local).
 template <typename P, typename MX, typename MW, typename AV>
 void subset_with(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, const AV& active, bool valid_active,
-                 Index pad) {
+                 Index pad, const ml::IndexVector* given_local = nullptr) {
   using T = typename P::value_type;
   const Index B = X.rows(), D = X.cols(), C = W.rows(), A = active.size();
   ml::IndexVector local(B);
   bool valid_labels = true;
-  for (Index i = 0; i < B; ++i) {
-    local(i) = label_value<Index>(in.ConsumeIntegral<std::uint8_t>(), std::max<Index>(A, 1));
-    valid_labels = valid_labels && local(i) >= 0 && local(i) < A;
+  if (given_local) {
+    local = *given_local;
+    valid_labels = local.size() == B;
+    for (Index i = 0; i < local.size(); ++i) valid_labels = valid_labels && local(i) >= 0 && local(i) < A;
+  } else {
+    for (Index i = 0; i < B; ++i) {
+      local(i) = label_value<Index>(in.ConsumeIntegral<std::uint8_t>(), std::max<Index>(A, 1));
+      valid_labels = valid_labels && local(i) >= 0 && local(i) < A;
+    }
   }
   const auto flags = in.ConsumeIntegral<std::uint8_t>();
   ml::SubsetOptions so;
@@ -961,9 +1382,418 @@ void subset_with(const P& policy, FuzzedDataProvider& in, const MX& X, const MW&
   }
 }
 
-template <typename P, typename MX, typename MW>
-void subset_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, Index pad) {
+// ------------------------------------------------------------------------------------------
+// Samplers (sampling/): PartialFCSampler and HardPrototypeMiner produce the ActiveSet that
+// subset_forward_backward() then trains on; AdaptiveSampler is driven by target_cosines().
+// Their oracle: a constructor throws invalid_argument exactly for the documented invalid
+// settings; every call returns a result satisfying its documented invariants or throws
+// invalid_argument (and a rejected update leaves the state as it was).
+
+// Valid ids: 1 <= A <= C, every id in [0, C) in its own signedness, no repeat.
+template <typename AV>
+bool valid_active_ids(const AV& active, Index C) {
+  using I = typename AV::Scalar;
+  const Index A = active.size();
+  bool valid = A >= 1 && A <= C;
+  std::vector<unsigned char> seen(static_cast<std::size_t>(std::max<Index>(C, 0)), 0);
+  for (Index a = 0; a < A && valid; ++a) {
+    const I v = active(a);
+    const bool in_range = std::is_unsigned_v<I> ? static_cast<std::uint64_t>(v) < static_cast<std::uint64_t>(C)
+                                                : (static_cast<long long>(v) >= 0 && static_cast<long long>(v) < C);
+    if (!in_range || seen[static_cast<std::size_t>(v)])
+      valid = false;
+    else
+      seen[static_cast<std::size_t>(v)] = 1;
+  }
+  return valid;
+}
+
+// Whether every label is in [0, C) in its own signedness (and there is at least one).
+template <typename L>
+bool labels_in_range(const L& labels, Index C) {
+  bool ok = labels.size() > 0;
+  for (Index i = 0; i < labels.size() && ok; ++i) {
+    const auto y = labels(i);
+    ok = std::is_unsigned_v<typename L::Scalar> ? static_cast<std::uint64_t>(y) < static_cast<std::uint64_t>(C)
+                                                : (static_cast<long long>(y) >= 0 && static_cast<long long>(y) < C);
+  }
+  return ok;
+}
+
+// The invariants of a sampler's ActiveSet over n classes: distinct ids in [0, n), every label
+// present, local_labels pointing at it; the batch's distinct labels first in order of first
+// appearance (first_labels) or the ids sorted (sorted).
+template <typename L>
+void check_active_set(const ml::ActiveSet& a, const L& labels, Index n, bool sorted, bool first_labels,
+                      const char* who) {
+  const Index A = a.size(), B = labels.size();
+  if (!valid_active_ids(a.classes, n)) finding(who);
+  if (a.local_labels.size() != B) finding(who);
+  for (Index i = 0; i < B; ++i) {
+    const Index l = a.local_labels(i);
+    if (!(l >= 0 && l < A) || a.classes(l) != static_cast<Index>(labels(i))) finding(who);
+  }
+  if (sorted)
+    for (Index k = 1; k < A; ++k)
+      if (!(a.classes(k - 1) < a.classes(k))) finding(who);
+  if (first_labels) {
+    Index next = 0;
+    std::vector<Index> order;
+    for (Index i = 0; i < B; ++i)
+      if (std::find(order.begin(), order.end(), static_cast<Index>(labels(i))) == order.end())
+        order.push_back(static_cast<Index>(labels(i)));
+    for (const Index y : order)
+      if (next >= A || a.classes(next++) != y) finding(who);
+  }
+}
+
+// Counts for sampler settings: small values mostly, sometimes negative or huge.
+Index count_value(std::uint8_t k) {
+  if (k < 208) return k % 7;
+  const Index table[] = {
+      -1,  std::numeric_limits<Index>::min(), std::numeric_limits<Index>::max(), Index(1) << 31, (Index(1) << 62) + 1,
+      1000};
+  return table[k % 6];
+}
+// Real settings: a small grid mostly, sometimes edge values (NaN, +-Inf, denormal, huge).
+double setting_value(std::uint8_t k, double typical) {
+  if (k < 128) return typical * static_cast<double>(k) / 64.0;
+  if (k < 160) return (static_cast<double>(k) - 144.0) / 8.0;  // -2 .. 1.875
+  return special<double>(k - 160u);
+}
+
+// The sampler runs return the ActiveSets they produced (with whether each is a valid set of
+// ids of the C classes), which subset_calls then trains on: the samplers are instantiated per
+// scalar and label type, not per policy.
+struct SampledSet {
+  ml::ActiveSet set;
+  bool valid;
+};
+
+template <typename L>
+std::vector<SampledSet> partial_fc_sets(FuzzedDataProvider& in, Index C, const L& labels) {
+  std::vector<SampledSet> sets;
+  const double r = setting_value(in.ConsumeIntegral<std::uint8_t>(), 0.5);
+  const auto kc = in.ConsumeIntegral<std::uint8_t>();
+  const Index sizes[] = {0, -1, C + 1, std::max<Index>(C - 1, 0), std::numeric_limits<Index>::min()};
+  const Index n = kc < 200 ? C : sizes[kc % 5];
+  const auto seed = in.ConsumeIntegral<std::uint64_t>();
+  note(" PartialFCSampler(num_classes=%ld, sample_rate=%a)", static_cast<long>(n), r);
+  const bool valid = n >= 1 && r > 0 && r <= 1;
+  std::vector<ml::PartialFCSampler> pfc;  // 0 or 1 of them
+  const bool ok = guarded_call([&] { pfc.emplace_back(n, r, seed); });
+  if (ok != valid) finding("PartialFCSampler: the constructor's verdict on num_classes / sample_rate is wrong");
+  if (!ok) return sets;
+  const Index quota = std::min(n, std::max<Index>(1, static_cast<Index>(std::round(r * static_cast<double>(n)))));
+  if (pfc[0].quota() != quota || pfc[0].num_classes() != n) finding("PartialFCSampler: wrong quota() or num_classes()");
+  const int steps = 1 + in.ConsumeIntegral<std::uint8_t>() % 3;
+  ml::ActiveSet own;
+  for (int s = 0; s < steps; ++s) {
+    const bool into = in.ConsumeBool();
+    const ml::ActiveSet* a = &own;
+    const bool sampled = guarded_call([&] {
+      if (into)
+        pfc[0].sample(labels, own);
+      else
+        a = &pfc[0].sample(labels);
+    });
+    if (sampled != labels_in_range(labels, n)) finding("PartialFCSampler::sample: wrong verdict on the labels");
+    if (!sampled) continue;
+    check_active_set(*a, labels, n, true, false, "PartialFCSampler::sample returned an invalid ActiveSet");
+    Index distinct = 0;
+    for (Index i = 0; i < labels.size(); ++i) {
+      bool first = true;
+      for (Index k = 0; k < i; ++k) first = first && labels(k) != labels(i);
+      distinct += first ? 1 : 0;
+    }
+    if (a->size() != std::max(distinct, quota)) finding("PartialFCSampler::sample: |A| is not max(positives, quota)");
+    sets.push_back({*a, valid_active_ids(a->classes, C)});
+  }
+  return sets;
+}
+
+// The miner's neighbours and queues: ids in range, not the class itself, no repeat; neighbour
+// similarities non-increasing cosines; queues no longer than the capacity.
+template <typename T>
+void check_miner(const ml::HardPrototypeMiner<T>& m, Index C, Index k) {
+  if (m.num_classes() != C || m.k() != std::min(k, C - 1)) finding("HardPrototypeMiner: wrong num_classes() or k()");
+  const auto& nb = m.neighbours();
+  const auto& ns = m.neighbour_similarities();
+  if (nb.rows() != C || nb.cols() != m.k() || ns.rows() != C || ns.cols() != m.k())
+    finding("HardPrototypeMiner: neighbours() has the wrong shape");
+  const Index cap = std::max(m.options().queue_capacity, m.k());
+  for (Index j = 0; j < C; ++j) {
+    for (Index r = 0; r < nb.cols(); ++r) {
+      const Index c = nb(j, r);
+      if (!(c >= 0 && c < C) || c == j) finding("HardPrototypeMiner: a neighbour out of range or the class itself");
+      for (Index q = 0; q < r; ++q)
+        if (nb(j, q) == c) finding("HardPrototypeMiner: a neighbour listed twice");
+      const double v = static_cast<double>(ns(j, r));
+      if (!(std::fabs(v) <= 1.001)) finding("HardPrototypeMiner: a neighbour similarity that is not a cosine");
+      if (r > 0 && !(static_cast<double>(ns(j, r - 1)) >= v))
+        finding("HardPrototypeMiner: neighbours not by decreasing similarity");
+    }
+    const auto q = m.queue(j);
+    if (q.size() > cap) finding("HardPrototypeMiner: a queue longer than its capacity");
+    for (Index r = 0; r < q.size(); ++r) {
+      if (!(q(r) >= 0 && q(r) < C) || q(r) == j)
+        finding("HardPrototypeMiner: a queued class out of range or the class itself");
+      for (Index s = 0; s < r; ++s)
+        if (q(s) == q(r)) finding("HardPrototypeMiner: a class queued twice");
+    }
+  }
+  for (const Index j : {Index(-1), C})
+    if (guarded_call([&] { (void)m.queue(j); })) finding("HardPrototypeMiner::queue accepted a class out of range");
+}
+
+template <typename MX, typename MW, typename L>
+std::vector<SampledSet> hard_prototype_sets(FuzzedDataProvider& in, const MX& X, const MW& W, const L& labels) {
+  using T = typename MX::Scalar;
+  const Index B = X.rows(), D = X.cols(), C = W.rows();
+  std::vector<SampledSet> sets;
+  ml::HardPrototypeMinerOptions o;
+  o.k = count_value(in.ConsumeIntegral<std::uint8_t>());
+  o.h = setting_value(in.ConsumeIntegral<std::uint8_t>(), 0.25);
+  o.queue_capacity = count_value(in.ConsumeIntegral<std::uint8_t>());
+  o.refresh_every = count_value(in.ConsumeIntegral<std::uint8_t>());
+  o.max_active = count_value(in.ConsumeIntegral<std::uint8_t>());
+  o.tile_rows = count_value(in.ConsumeIntegral<std::uint8_t>());
+  o.tile_cols = count_value(in.ConsumeIntegral<std::uint8_t>());
+  note(" HardPrototypeMiner(k=%ld h=%a capacity=%ld", static_cast<long>(o.k), o.h, static_cast<long>(o.queue_capacity));
+  note(" refresh=%ld max_active=%ld tiles=%ldx%ld)", static_cast<long>(o.refresh_every),
+       static_cast<long>(o.max_active), static_cast<long>(o.tile_rows), static_cast<long>(o.tile_cols));
+  const bool valid = o.k >= 1 && std::isfinite(o.h) && o.queue_capacity >= 0 && o.refresh_every >= 0 &&
+                     o.max_active >= 0 && o.tile_rows >= 1 && o.tile_cols >= 1;
+  constexpr Index huge = Index(1) << 29;
+  if (o.queue_capacity == 0 && o.k > std::numeric_limits<Index>::max() / 2 && known_finding("HPM-1")) return sets;
+  if ((o.queue_capacity == 0 ? o.k > huge : o.queue_capacity > huge) && known_finding("HPM-2")) return sets;
+  std::vector<ml::HardPrototypeMiner<T>> miner;  // 0 or 1 of them
+  const bool ok = guarded_call([&] { miner.emplace_back(o); });
+  if (ok != valid) finding("HardPrototypeMiner: the constructor's verdict on the options is wrong");
+  if (!ok) return sets;
+  auto& m = miner[0];
+  const auto how = in.ConsumeIntegral<std::uint8_t>();
+  const bool built = guarded_call([&] {
+    if (how & 1)
+      m.build(W);
+    else if (!m.step(W))
+      finding("HardPrototypeMiner::step did not build on its first call");
+  });
+  if (!built) {
+    if (guarded_call([&] { (void)m.active_set(labels); }))
+      finding("HardPrototypeMiner::active_set returned before any build");
+    return sets;
+  }
+  if (C < 2 || D < 1) finding("HardPrototypeMiner::build accepted W with fewer than 2 rows or no columns");
+  check_miner(m, C, o.k);
+  const int steps = 1 + in.ConsumeIntegral<std::uint8_t>() % 3;
+  ml::ActiveSet own;
+  for (int s = 0; s < steps; ++s) {
+    const auto action = in.ConsumeIntegral<std::uint8_t>();
+    if (action & 1) guarded_call([&] { (void)m.step(W); });  // a refresh when due: W was accepted before
+    const ml::ActiveSet* a = &own;
+    const bool got = guarded_call([&] {
+      if (action & 2)
+        m.active_set(labels, own);
+      else
+        a = &m.active_set(labels);
+    });
+    if (got != labels_in_range(labels, C)) finding("HardPrototypeMiner::active_set: wrong verdict on the labels");
+    if (!got) continue;
+    check_active_set(*a, labels, C, false, true, "HardPrototypeMiner::active_set returned an invalid ActiveSet");
+    Index distinct = 0;
+    for (Index i = 0; i < labels.size(); ++i) {
+      bool first = true;
+      for (Index k = 0; k < i; ++k) first = first && labels(k) != labels(i);
+      distinct += first ? 1 : 0;
+    }
+    if (o.max_active > 0 && a->size() > std::max(o.max_active, distinct))
+      finding("HardPrototypeMiner::active_set exceeds max_active");
+    const ml::ActiveSet set = *a;  // a copy: the miner's own set changes with the next call
+    sets.push_back({set, true});
+    // The queue rule from this step's cosines, from a score matrix (fuzzed, NaN included), or
+    // from a corrupted set (must throw).
+    const auto rule = in.ConsumeIntegral<std::uint8_t>();
+    if (rule < 128) {
+      guarded_call([&] { m.update(X, W, set); });  // rejects X's bad rows like the loss
+    } else if (rule < 192) {
+      Mat<T> scores(B, set.size());
+      for (Index i = 0; i < B; ++i)
+        for (Index c = 0; c < set.size(); ++c) scores(i, c) = entry<T>(in, 1.0);
+      if (!guarded_call([&] { m.update_from_scores(scores, W, set); }))
+        finding("HardPrototypeMiner::update_from_scores rejected a valid set and score matrix");
+    } else {
+      ml::ActiveSet bad = set;
+      if (rule & 1)
+        bad.classes(rule % bad.size()) = (rule & 2) ? C : -1;
+      else
+        bad.local_labels(rule % B) = (rule & 2) ? set.size() : -1;
+      if (guarded_call([&] { m.update_from_scores(Mat<T>::Zero(B, set.size()), W, bad); }))
+        finding("HardPrototypeMiner::update_from_scores accepted a set with an id or local label out of range");
+    }
+    check_miner(m, C, o.k);
+    const auto extra = in.ConsumeIntegral<std::uint8_t>();
+    if (extra >= 160) {
+      const double h = setting_value(extra, 0.5);
+      if (guarded_call([&] { m.set_threshold(h); }) != std::isfinite(h))
+        finding("HardPrototypeMiner::set_threshold: wrong verdict");
+      if (!guarded_call([&] { m.prune_all(W); }))
+        finding("HardPrototypeMiner::prune_all rejected the W it was built on");
+      if (guarded_call([&] { m.prune_all(W.topRows(C - 1)); }))
+        finding("HardPrototypeMiner::prune_all accepted W with another row count");
+      for (Index j = 0; j < C; ++j)
+        for (Index r = 0; r < m.queue(j).size(); ++r) {
+          const Index c = m.queue(j)(r);
+          double dot = 0;
+          const double nj = norm_of_row(W, j), nc = norm_of_row(W, c);
+          for (Index d = 0; d < D; ++d)
+            dot += (static_cast<double>(W(j, d)) / nj) * (static_cast<double>(W(c, d)) / nc);
+          if (!(dot > m.threshold() - 1e-9))
+            finding("HardPrototypeMiner: a queued class at similarity <= h after prune_all");
+        }
+    } else if (extra >= 128) {
+      if (!guarded_call([&] { m.refresh(W); })) finding("HardPrototypeMiner::refresh rejected the W it was built on");
+    }
+    check_miner(m, C, o.k);
+  }
+  return sets;
+}
+
+// AdaptiveSampler over N samples: construction (settings incl. invalid ones), draws, updates
+// with correctness flags and target cosines (indices incl. out of range, of several types;
+// lengths that differ), set_weight. Invariants: weights in [floor, cap], the sum tree's root
+// their sum, draws in [0, N); a rejected update leaves every weight as it was.
+template <typename T>
+void adaptive_sampler_calls(FuzzedDataProvider& in, const ml::Vector<T>* target) {
+  const Index B = target ? target->size() : 0;
+  const auto kn = in.ConsumeIntegral<std::uint8_t>();
+  const Index sizes[] = {0,
+                         -1,
+                         1,
+                         2,
+                         3,
+                         17,
+                         1000,
+                         std::numeric_limits<Index>::max(),
+                         (Index(1) << 62) + 1,
+                         std::numeric_limits<Index>::min()};
+  const Index N = kn < 160 ? std::max<Index>(B, 1) + kn % 8 : sizes[kn % 10];
+  ml::AdaptiveSamplerOptions o;
+  const auto mask = in.ConsumeIntegral<std::uint8_t>();
+  if (mask & 1) o.down = setting_value(in.ConsumeIntegral<std::uint8_t>(), 0.8);
+  if (mask & 2) o.up = setting_value(in.ConsumeIntegral<std::uint8_t>(), 1.5);
+  if (mask & 4) o.floor = setting_value(in.ConsumeIntegral<std::uint8_t>(), 0.1);
+  if (mask & 8) o.cap = setting_value(in.ConsumeIntegral<std::uint8_t>(), 10);
+  if (mask & 16) o.noise_threshold = setting_value(in.ConsumeIntegral<std::uint8_t>(), 0.1);
+  if (mask & 32) o.noise_factor = setting_value(in.ConsumeIntegral<std::uint8_t>(), 0.05);
+  const auto seed = in.ConsumeIntegral<std::uint64_t>();
+  note(" AdaptiveSampler(N=%lld down=%a up=%a floor=%a", static_cast<long long>(N), o.down, o.up, o.floor);
+  note(" cap=%a noise_threshold=%a noise_factor=%a)", o.cap, o.noise_threshold, o.noise_factor);
+  // The documented settings; sizes whose sum tree cannot be held (N > INT64_MAX / 32) and caps
+  // whose N-fold total overflows are rejected. Sizes that can be held but not allocated here
+  // (2^40) are not fuzzed: only N <= 1000 and N >= 2^62.
+  const bool valid = N >= 1 && N <= std::numeric_limits<Index>::max() / 32 && o.down > 0 && o.down <= 1 && o.up >= 1 &&
+                     std::isfinite(o.up) && o.floor > 0 && std::isfinite(o.floor) && o.cap >= o.floor &&
+                     std::isfinite(o.cap) && std::isfinite(o.cap * static_cast<double>(N)) && o.noise_factor > 0 &&
+                     o.noise_factor <= 1 && !std::isnan(o.noise_threshold);
+  std::vector<ml::AdaptiveSampler> sampler;  // 0 or 1 of them
+  const bool ok = guarded_call([&] { sampler.emplace_back(N, seed, o); });
+  if (ok != valid) finding("AdaptiveSampler: the constructor's verdict on the settings is wrong");
+  if (!ok) return;
+  auto& s = sampler[0];
+  auto weights = [&] {
+    std::vector<double> w(static_cast<std::size_t>(N));
+    for (Index k = 0; k < N; ++k) w[static_cast<std::size_t>(k)] = s.weight(k);
+    return w;
+  };
+  auto check = [&] {
+    double sum = 0;
+    for (Index k = 0; k < N; ++k) {
+      const double w = s.weight(k);  // 1 until updated (documented), then clamped to [floor, cap]
+      if (!(w >= o.floor && w <= o.cap) && w != 1.0) finding("AdaptiveSampler: a weight outside [floor, cap]");
+      sum += w;
+      const double p = s.probability(k);
+      if (!(p > 0 && p <= 1)) finding("AdaptiveSampler: a probability outside (0, 1]");
+    }
+    if (!(std::fabs(s.total_weight() - sum) <= 1e-9 * sum) || !std::isfinite(s.total_weight()))
+      finding("AdaptiveSampler: total_weight() is not the (finite) sum of the weights");
+    for (const Index k : {Index(-1), N})
+      if (guarded_call([&] { (void)s.weight(k); })) finding("AdaptiveSampler::weight accepted an index out of range");
+  };
+  check();
+  const int steps = 1 + in.ConsumeIntegral<std::uint8_t>() % 3;
+  for (int step = 0; step < steps; ++step) {
+    const auto kc = in.ConsumeIntegral<std::uint8_t>();
+    const Index count = kc < 224 ? (kc < 128 ? B : kc % 9) : (kc % 2 ? -1 : std::numeric_limits<Index>::min());
+    ml::IndexVector idx;
+    const bool drawn = guarded_call([&] {
+      if (kc & 1)
+        s.draw(count, idx);
+      else
+        idx = s.draw(count);
+    });
+    if (drawn != (count >= 0)) finding("AdaptiveSampler::draw: wrong verdict on count");
+    if (!drawn) continue;
+    if (idx.size() != count) finding("AdaptiveSampler::draw returned the wrong number of indices");
+    for (Index i = 0; i < idx.size(); ++i)
+      if (!(idx(i) >= 0 && idx(i) < N)) finding("AdaptiveSampler::draw returned an index out of range");
+    // Feedback: correctness flags (sometimes of another length), an index sometimes corrupted.
+    const auto kf = in.ConsumeIntegral<std::uint8_t>();
+    Eigen::VectorXi correct(idx.size() + ((kf & 3) == 3 ? 1 : 0));
+    for (Index i = 0; i < correct.size(); ++i) correct(i) = in.ConsumeBool();
+    bool valid_update = correct.size() == idx.size();
+    Eigen::Matrix<std::uint64_t, Eigen::Dynamic, 1> uidx = idx.cast<std::uint64_t>();
+    if ((kf & 12) == 12 && idx.size() > 0) {
+      const Index at = kf % idx.size();
+      const std::uint64_t bad[] = {std::uint64_t(N), ~std::uint64_t(0), std::uint64_t(1) << 63,
+                                   std::uint64_t(N) + (std::uint64_t(1) << 32)};
+      uidx(at) = bad[(kf >> 4) % 4];
+      idx(at) = static_cast<Index>(uidx(at));
+      valid_update = false;
+    }
+    const bool with_cosines = (kf & 16) && target;
+    ml::Vector<T> t;
+    if (with_cosines) {
+      t = target->head(std::min(B, idx.size()));
+      if (t.size() != idx.size()) valid_update = false;
+    }
+    const auto before = weights();
+    const bool updated = guarded_call([&] {
+      if (with_cosines) {
+        if (kf & 32)
+          s.update(uidx, correct, t);
+        else
+          s.update(idx, correct, t);
+      } else if (kf & 32) {
+        s.update(uidx, correct);
+      } else {
+        s.update(idx, correct);
+      }
+    });
+    if (updated != valid_update) finding("AdaptiveSampler::update: wrong verdict on the indices or lengths");
+    if (!updated && weights() != before) finding("AdaptiveSampler::update threw after changing weights");
+    const auto kw = in.ConsumeIntegral<std::uint8_t>();
+    if (kw >= 192) {
+      const Index n = kw % 4 == 3 ? N : static_cast<Index>(kw % 4) - 1;  // -1, 0, 1, N
+      const double w = setting_value(in.ConsumeIntegral<std::uint8_t>(), 1.0);
+      const bool set = guarded_call([&] { s.set_weight(n, w); });
+      if (set != (n >= 0 && n < N && std::isfinite(w))) finding("AdaptiveSampler::set_weight: wrong verdict");
+    }
+    check();
+  }
+}
+
+// The active set: explicit ids (half of the inputs), or from PartialFCSampler or
+// HardPrototypeMiner (a quarter each).
+template <typename P, typename MX, typename MW, typename L>
+void subset_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, const L& labels, Index pad) {
   const Index C = W.rows();
+  const auto source = in.ConsumeIntegral<std::uint8_t>() % 4;
+  if (source >= 2) {
+    const auto sets = source == 2 ? partial_fc_sets(in, C, labels) : hard_prototype_sets(in, X, W, labels);
+    for (const SampledSet& s : sets) subset_with(policy, in, X, W, s.set.classes, s.valid, pad, &s.set.local_labels);
+    return;
+  }
   // A prefix of a permutation of the classes, or all of them plus a repeat, sometimes corrupted.
   std::vector<Index> perm(static_cast<std::size_t>(C));
   for (Index j = 0; j < C; ++j) perm[static_cast<std::size_t>(j)] = j;
@@ -990,17 +1820,7 @@ void subset_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW
     using I = decltype(tag);
     Eigen::Matrix<I, Eigen::Dynamic, 1> active(A);
     for (Index a = 0; a < A; ++a) active(a) = static_cast<I>(raw[static_cast<std::size_t>(a)]);
-    // Valid: 1 <= A <= C, every id in [0, C) in its own signedness, no repeat.
-    bool valid = A >= 1 && A <= C;
-    std::vector<unsigned char> seen(static_cast<std::size_t>(C), 0);
-    for (Index a = 0; a < A && valid; ++a) {
-      const I v = active(a);
-      const bool in_range = std::is_unsigned_v<I> ? static_cast<std::uint64_t>(v) < static_cast<std::uint64_t>(C)
-                                                  : (static_cast<long long>(v) >= 0 && static_cast<long long>(v) < C);
-      if (!in_range || seen[static_cast<std::size_t>(v)]) valid = false;
-      else seen[static_cast<std::size_t>(v)] = 1;
-    }
-    subset_with(policy, in, X, W, active, valid, pad);
+    subset_with(policy, in, X, W, active, valid_active_ids(active, C), pad);
   };
   if (kind == 0) go(std::int32_t{});
   else if (kind == 1) go(Index{});
@@ -1024,6 +1844,8 @@ void target_cosine_calls(const P& policy, FuzzedDataProvider& in, const MX& X, c
   if (!out.guards_intact()) finding("target_cosines wrote outside its output");
   if (ok2 && n != B) finding("target_cosines accepted an output of the wrong length");
   if (n == B && ok != ok2) finding("target_cosines: the allocating form and the form into a vector disagree");
+  // AdaptiveSampler fed with these target cosines (its noise rule) where they exist.
+  if (in.ConsumeBool()) adaptive_sampler_calls<T>(in, ok ? &t : nullptr);
   if (!ok) return;
   if (t.size() != B) finding("target_cosines returned a vector of the wrong length");
   const double tol = sizeof(T) == 4 ? 1e-5 : 1e-12;
@@ -1040,24 +1862,203 @@ void target_cosine_calls(const P& policy, FuzzedDataProvider& in, const MX& X, c
     }
     if (ok2 && !(out.view()(i) == t(i))) finding("target_cosines: the two forms give other values");
   }
-  if constexpr (std::is_same_v<P, ml::CurricularFace<T>>) {
+  if constexpr (stateful_v<P>) {
     // The documented use: tau from the batch's target cosines, then the loss.
     P q = policy;
     guarded_call([&] {
-      q.update_tau(t);
+      curricular_of(q).update_tau(t);
       const auto r = ml::forward_backward(q, X, W, labels);
       if (!check_loss(r.loss, "loss (CurricularFace after update_tau)")) return;
       if (!check_matrix(r.dX, "dX (CurricularFace after update_tau)")) return;
       check_matrix(r.dW, "dW (CurricularFace after update_tau)");
       // The engine's update (update_tau_in_forward) is the same update, before the same loss.
-      P e = policy;
-      e.update_tau_in_forward = true;
+      P e = with_tau_update(policy, true);
       const auto re = ml::forward_backward(e, X, W, labels);
-      if (!(e.tau == q.tau)) finding("CurricularFace: the forward's tau update differs from update_tau(target_cosines)");
+      if (!same_state(e, q))
+        finding("CurricularFace: the forward's tau update differs from update_tau(target_cosines)");
       if (!(re.loss == r.loss) || !(re.dX == r.dX) || !(re.dW == r.dW))
         finding("CurricularFace: the loss with the forward's tau update differs from the manual update");
     });
   }
+}
+
+// ------------------------------------------------------------------------------------------
+// CurricularFace (alone or under ClassMargins) with update_tau_in_forward = true: every
+// forward entry point updates tau in the policy it is given, which must be a modifiable
+// lvalue. For the entry point chosen, the same call must
+//   * throw invalid_argument for the policy passed const and passed as a temporary;
+//   * with a modifiable copy, leave exactly the tau of the documented manual update
+//     (update_tau(target_cosines(X, W, labels)) on a copy with update_tau_in_forward = false)
+//     and return exactly that copy's results -- or throw where that copy's call throws (and
+//     wherever target_cosines rejects the batch).
+
+template <typename T>
+struct Outputs {
+  T loss = T(0);
+  Mat<T> dX, dW;
+};
+
+template <typename P, typename L>
+void check_stateful(const P& policy, const char* entry, bool manual_ok, const P& manual, const L& call) {
+  using T = typename P::value_type;
+  static_assert(!learnable_v<P>, "no stateful policy has learnable margins");
+  note(" stateful entry=%s", entry);
+  Outputs<T> op, oq, oc;
+  if (guarded_call([&] { call(policy, oc); }))
+    finding("a policy with update_tau_in_forward = true was accepted as const");
+  if (guarded_call([&] { call(P(policy), oc); }))
+    finding("a policy with update_tau_in_forward = true was accepted as a temporary");
+  P p = policy;
+  P q = manual;
+  const bool ok_p = guarded_call([&] { call(p, op); });
+  if (!manual_ok) {
+    if (ok_p) finding("a forward updating tau accepted a batch that target_cosines() rejects");
+    return;
+  }
+  const bool ok_q = guarded_call([&] { call(q, oq); });
+  if (ok_p != ok_q) finding("the forward's tau update and the manual update disagree on rejecting the call");
+  if (!ok_p) return;
+  if (!same_state(p, q)) {
+    std::fprintf(stderr, "tau %a (forward) vs %a (manual)\n", static_cast<double>(curricular_of(p).tau),
+                 static_cast<double>(curricular_of(q).tau));
+    finding("the forward's tau update differs from update_tau(target_cosines)");
+  }
+  if (!check_loss(op.loss, "loss (stateful)") || !check_matrix(op.dX, "dX (stateful)") ||
+      !check_matrix(op.dW, "dW (stateful)"))
+    return;
+  if (!(op.loss == oq.loss) || !same_values(op.dX, oq.dX) || !same_values(op.dW, oq.dW))
+    finding("the results with the forward's tau update differ from those after the manual update");
+}
+
+template <typename P, typename MX, typename MW, typename L>
+void stateful_dense_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const MW& W, const L& labels, Index pad,
+                          typename P::value_type grad_loss, unsigned entry_point) {
+  using T = typename P::value_type;
+  const Index B = X.rows(), D = X.cols(), C = W.rows();
+  // The documented manual update, on a copy that does not update in its forward.
+  P manual = with_tau_update(policy, false);
+  const bool manual_ok = guarded_call([&] { curricular_of(manual).update_tau(ml::target_cosines(X, W, labels)); });
+  const ml::Options o = options_of(in.ConsumeIntegral<std::uint8_t>());
+  switch (entry_point % 6) {
+    case 0:
+      check_stateful(policy, "allocating forward_backward", manual_ok, manual, [&](auto&& p, Outputs<T>& out) {
+        auto r = ml::forward_backward(std::forward<decltype(p)>(p), X, W, labels, o);
+        out.loss = r.loss;
+        out.dX = std::move(r.dX);
+        out.dW = std::move(r.dW);
+      });
+      break;
+    case 1:
+      check_stateful(policy, "workspace forward_backward", manual_ok, manual, [&](auto&& p, Outputs<T>& out) {
+        ml::Workspace<T> ws;
+        out.dX.resize(B, D);
+        out.dW.resize(C, D);
+        out.loss = ml::forward_backward(std::forward<decltype(p)>(p), X, W, labels, out.dX, out.dW, ws, o);
+      });
+      break;
+    case 2:
+      // The backward takes the policy as updated by its forward (the fingerprint is the
+      // updated one).
+      check_stateful(policy, "forward + backward", manual_ok, manual, [&](auto&& p, Outputs<T>& out) {
+        ml::Workspace<T> ws;
+        out.loss = ml::forward(std::forward<decltype(p)>(p), X, W, labels, ws, o);
+        auto g = ml::backward(p, W, ws, grad_loss);
+        out.dX = std::move(g.dX);
+        out.dW = std::move(g.dW);
+      });
+      break;
+    case 3:
+      check_stateful(policy, "sharded_forward_backward (one rank)", manual_ok, manual, [&](auto&& p, Outputs<T>& out) {
+        ml::Workspace<T> ws;
+        ml::LocalCommunicator comm;
+        out.dX.resize(B, D);
+        out.dW.resize(C, D);
+        out.loss =
+            ml::sharded_forward_backward(std::forward<decltype(p)>(p), X, W, 0, C, labels, comm, out.dX, out.dW, ws, o);
+      });
+      break;
+    case 4: {
+      note("%s", " stateful entry=multi-rank sharded");
+      const auto r = multi_rank_calls(policy, in, X, W, index_labels(labels), pad, grad_loss);
+      if (r.all_returned) {
+        if (!manual_ok) finding("a multi-rank forward updating tau accepted a batch that target_cosines() rejects");
+        for (const P& p : r.policies)
+          if (!same_state(p, manual))
+            finding("a multi-rank forward's tau update differs from update_tau(target_cosines)");
+      }
+      break;
+    }
+    default: {
+      // The subset: the batch's classes first, then other classes, |A| fuzzed (the target
+      // cosines, so the update, are those of the full W).
+      std::vector<Index> order;
+      std::vector<char> seen(static_cast<std::size_t>(C), 0);
+      bool labels_ok = true;
+      for (Index i = 0; i < B; ++i) {
+        const Index y = static_cast<Index>(labels(i));
+        const bool ok = std::is_unsigned_v<typename L::Scalar>
+                            ? static_cast<std::uint64_t>(labels(i)) < static_cast<std::uint64_t>(C)
+                            : (y >= 0 && y < C);
+        labels_ok = labels_ok && ok;
+        if (ok && !seen[static_cast<std::size_t>(y)]) seen[static_cast<std::size_t>(y)] = 1, order.push_back(y);
+      }
+      for (Index j = 0; j < C; ++j)
+        if (!seen[static_cast<std::size_t>(j)]) order.push_back(j);
+      const Index distinct = static_cast<Index>(std::count(seen.begin(), seen.end(), 1));
+      const Index A = in.ConsumeIntegralInRange<Index>(std::min<Index>(distinct, C), C);
+      ml::IndexVector active(A), local(B);
+      for (Index a = 0; a < A; ++a) active(a) = order[static_cast<std::size_t>(a)];
+      for (Index i = 0; i < B; ++i) {
+        local(i) = A;  // out of range unless found
+        for (Index a = 0; a < A && labels_ok; ++a)
+          if (active(a) == static_cast<Index>(labels(i))) local(i) = a;
+      }
+      note(" A=%ld", static_cast<long>(A));
+      check_stateful(policy, "subset_forward_backward", manual_ok, manual, [&](auto&& p, Outputs<T>& out) {
+        ml::SubsetWorkspace<T> sws;
+        out.dX.resize(B, D);
+        out.dW = Mat<T>::Zero(C, D);
+        out.loss = ml::subset_forward_backward(std::forward<decltype(p)>(p), X, W, active, local, out.dX, out.dW, sws);
+      });
+      break;
+    }
+  }
+}
+
+template <typename P, typename MC, typename L>
+void stateful_cosine_calls(const P& policy, const MC& cos, const L& labels,
+                           const ml::Vector<typename P::value_type>& scales, unsigned entry_point) {
+  using T = typename P::value_type;
+  const Index B = cos.rows(), C = cos.cols();
+  // The manual update from the clamped target cosines (rows the engine rejects make it throw).
+  P manual = with_tau_update(policy, false);
+  bool manual_ok = B > 0;
+  ml::Vector<T> t(B);
+  for (Index i = 0; i < B && manual_ok; ++i) {
+    const Index y = static_cast<Index>(labels(i));
+    manual_ok = std::is_unsigned_v<typename L::Scalar>
+                    ? static_cast<std::uint64_t>(labels(i)) < static_cast<std::uint64_t>(C)
+                    : (y >= 0 && y < C);
+    if (manual_ok) t(i) = std::min(T(1), std::max(T(-1), cos(i, y)));
+  }
+  if (manual_ok) manual_ok = guarded_call([&] { curricular_of(manual).update_tau(t); });
+  const char* names[] = {"allocating cosine_forward_backward", "cosine_forward_backward into dcos",
+                         "cosine_forward_backward with scales"};
+  check_stateful(policy, names[entry_point % 3], manual_ok, manual, [&](auto&& p, Outputs<T>& out) {
+    if (entry_point % 3 == 0) {
+      auto r = ml::cosine_forward_backward(std::forward<decltype(p)>(p), cos, labels);
+      out.loss = r.loss;
+      out.dX = std::move(r.dcos);
+    } else if (entry_point % 3 == 1) {
+      out.dX.resize(B, C);
+      out.loss = ml::cosine_forward_backward(std::forward<decltype(p)>(p), cos, labels, out.dX);
+    } else {
+      out.dX.resize(B, C);
+      ml::Vector<T> ds(B);
+      out.loss = ml::cosine_forward_backward(std::forward<decltype(p)>(p), cos, labels, scales, out.dX, ds);
+      out.dW = ds.transpose();
+    }
+  });
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1116,17 +2117,28 @@ void dense_calls(const P& policy, FuzzedDataProvider& in, Index B, Index D, Inde
     dump_labels(labels);
     if (g_dump_margins) g_dump_margins();
   };
+  if constexpr (stateful_v<P>)
+    if (updates_tau(policy)) {
+      stateful_dense_calls(policy, in, X, W, labels, pad, grad_loss, entry_point);
+      if (!Xg.guards_intact() || !Wg.guards_intact()) finding("an entry point wrote into X's or W's padding");
+      return;
+    }
 
-  if (entry_point == 0) {  // allocating forward_backward
+  if (entry_point == 0) {  // allocating forward_backward, with default or fuzzed Options
+    const ml::Options o = (mode & 32) ? options_of(in.ConsumeIntegral<std::uint8_t>()) : ml::Options{};
     guarded_call([&] {
-      const auto r = ml::forward_backward(policy, X, W, labels);
-      if (margins_must_throw(policy, C)) finding("forward_backward accepted a margins vector whose length is not C or a bad margin");
+      const auto r =
+          (mode & 32) ? ml::forward_backward(policy, X, W, labels, o) : ml::forward_backward(policy, X, W, labels);
+      if (margins_must_throw(policy, C))
+        finding("forward_backward accepted a margins vector whose length is not C or a bad margin");
+      if (o.class_block < 0) finding("forward_backward accepted Options::class_block < 0");
       if (!check_loss(r.loss, "loss (allocating forward_backward)")) return;
       if (!check_matrix(r.dX, "dX (allocating forward_backward)")) return;
       if (!check_matrix(r.dW, "dW (allocating forward_backward)")) return;
       if (r.dmargins.size() != M) finding("Result::dmargins has the wrong length");
       if (!check_matrix(r.dmargins, "dmargins (allocating forward_backward)")) return;
-      if (!learnable && !(r.regulariser == T(0))) finding("Result::regulariser is not 0 for a policy without learnable margins");
+      if (!learnable && !(r.regulariser == T(0)))
+        finding("Result::regulariser is not 0 for a policy without learnable margins");
       if (!std::isfinite(r.regulariser)) non_finite("regulariser");
       // The workspace form into strided outputs, on a workspace that held a larger problem
       // first, gives the same values and writes nothing outside the views.
@@ -1134,7 +2146,7 @@ void dense_calls(const P& policy, FuzzedDataProvider& in, Index B, Index D, Inde
       ws.reserve(B + 3, D + 2, C + 5);
       Guarded<T> dXg(B, D, pad), dWg(C, D, pad);
       GuardedVec<T> dmg(M);
-      const T loss = fb_into(policy, X, W, labels, dXg.view(), dWg.view(), dmg.view(), ws, {});
+      const T loss = fb_into(policy, X, W, labels, dXg.view(), dWg.view(), dmg.view(), ws, o);
       if (!dXg.guards_intact() || !dWg.guards_intact() || !dmg.guards_intact())
         finding("forward_backward wrote outside dX/dW/dmargins");
       if (!(loss == r.loss) || !same_values(dXg.view(), r.dX) || !same_values(dWg.view(), r.dW) ||
@@ -1201,7 +2213,7 @@ void dense_calls(const P& policy, FuzzedDataProvider& in, Index B, Index D, Inde
   } else if (entry_point == 5) {
     if constexpr (!learnable) sharded_calls(policy, in, X, W, labels, pad, grad_loss);
   } else if (entry_point == 6) {
-    subset_calls(policy, in, X, W, pad);
+    subset_calls(policy, in, X, W, labels, pad);
   } else {
     target_cosine_calls(policy, in, X, W, labels);
   }
@@ -1246,6 +2258,12 @@ void cosine_calls(const P& policy, FuzzedDataProvider& in, Index B, Index C, con
     dump_labels(labels);
     if (g_dump_margins) g_dump_margins();
   };
+  if constexpr (stateful_v<P>)
+    if (updates_tau(policy)) {
+      stateful_cosine_calls(policy, cos, labels, scales, entry_point);
+      if (!cg.guards_intact()) finding("cosine_forward_backward wrote into its input's padding");
+      return;
+    }
   // Per-class margins must have one entry per class (C = cos.cols()), each acceptable, as in the
   // dense path.
   const bool must_throw = margins_must_throw(policy, C);
@@ -1292,12 +2310,54 @@ ml::Vector<T> fuzz_margins(FuzzedDataProvider& in, Index C) {
   note(" margins=%ld entries", static_cast<long>(n));
   return m;
 }
+// LDAM margins from fuzzed class counts (margins_from_class_counts: counts of 0, negative and
+// huge included, max_margin incl. invalid values), then project_margins (lo > hi must throw).
+template <typename T>
+ml::Vector<T> ldam_margins(FuzzedDataProvider& in, Index C) {
+  Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> counts(C);
+  bool valid = C > 0;
+  for (Index k = 0; k < C; ++k) {
+    const auto b = in.ConsumeIntegral<std::uint8_t>();
+    counts(k) = b < 240 ? b : (b % 3 == 0 ? -1 : (b % 3 == 1 ? std::numeric_limits<std::int64_t>::max() : 1000000));
+    valid = valid && counts(k) >= 1;
+  }
+  const T max_margin = hyper<T>(in, 0.35, "ldam_max_margin");
+  valid = valid && std::isfinite(max_margin) && max_margin >= T(0);
+  ml::Vector<T> m;
+  const bool ok = guarded_call([&] { m = ml::margins_from_class_counts(counts, max_margin); });
+  if (ok != valid) finding("margins_from_class_counts: wrong verdict on the counts or max_margin");
+  if (!ok) return ml::Vector<T>();  // no margins: the loss must reject the policy
+  if (m.size() != C) finding("margins_from_class_counts returned the wrong number of margins");
+  for (Index k = 0; k < C; ++k)
+    if (!(m(k) >= T(0) && m(k) <= max_margin * (T(1) + 4 * std::numeric_limits<T>::epsilon())))
+      finding("margins_from_class_counts returned a margin outside [0, max_margin]");
+  const T lo = hyper<T>(in, 0.1, "lo"), hi = hyper<T>(in, 1.0, "hi");
+  const bool projected = guarded_call([&] { ml::project_margins(m, lo, hi); });
+  if (projected != (lo <= hi)) finding("project_margins: wrong verdict on lo and hi");
+  if (projected)
+    for (Index k = 0; k < C; ++k)
+      if (!(m(k) >= lo && m(k) <= hi)) finding("project_margins left a margin outside [lo, hi]");
+  note(" margins=LDAM of %ld classes", static_cast<long>(C));
+  return m;
+}
+
+// Per-class margins: fuzzed values, LDAM margins from class counts, or a null view.
 template <typename P>
 void set_margins(P& p, FuzzedDataProvider& in, Index C) {
-  if constexpr (is_class_margins<P>::value || is_adaptive<P>::value)
-    p.margins = keep_margins(fuzz_margins<typename P::value_type>(in, C));
-  else
+  if constexpr (is_class_margins<P>::value || is_adaptive<P>::value) {
+    using T = typename P::value_type;
+    const auto how = in.ConsumeIntegral<std::uint8_t>();
+    if (how >= 250) {
+      p.margins = ml::ClassValues<T>(nullptr, C);  // must be rejected before any read
+      note(" margins=null view of %ld entries", static_cast<long>(C));
+    } else if (how >= 200) {
+      p.margins = keep_margins(ldam_margins<T>(in, C));
+    } else {
+      p.margins = keep_margins(fuzz_margins<T>(in, C));
+    }
+  } else {
     (void)p, (void)in, (void)C;
+  }
 }
 
 template <typename P>
@@ -1385,9 +2445,11 @@ ml::CurricularFace<T> make_curricular(FuzzedDataProvider& in) {
   p.tau = hyper<T>(in, 0.3, "tau");
   p.momentum = hyper<T>(in, 0.99, "momentum");
   fallback_and_gradient(p, in);
-  // tau fixed: the entry points are compared with each other on one policy (the engine's update
-  // is checked against the manual one below).
-  p.update_tau_in_forward = false;
+  // tau updated by each forward for about a third of the inputs (stateful_dense_calls,
+  // stateful_cosine_calls); otherwise fixed, so that the entry points can be compared with each
+  // other on one policy.
+  p.update_tau_in_forward = in.ConsumeIntegral<std::uint8_t>() >= 170;
+  note(" update_tau_in_forward=%d", int(p.update_tau_in_forward));
   return p;
 }
 template <typename T>
@@ -1469,8 +2531,11 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   const char* allow = std::getenv("MARGINLOSS_FUZZ_ALLOW_OVERFLOW");
   g_allow_overflow = allow && std::strcmp(allow, "1") == 0;
   const char* skip = std::getenv("MARGINLOSS_FUZZ_SKIP_KNOWN");
-  g_skip_known = skip && std::strcmp(skip, "1") == 0;
-  if (g_skip_known) std::fprintf(stderr, "MARGINLOSS_FUZZ_SKIP_KNOWN=1: inputs of known, unfixed library findings are skipped\n");
+  g_skip_known = !(skip && std::strcmp(skip, "0") == 0);
+  std::fputs(g_skip_known ? "inputs of known, unfixed library findings (HPM-1, HPM-2: fuzz_entry_points.cpp) are "
+                            "skipped; MARGINLOSS_FUZZ_SKIP_KNOWN=0 runs them\n"
+                          : "MARGINLOSS_FUZZ_SKIP_KNOWN=0: inputs of known, unfixed library findings are run\n",
+             stderr);
   if (g_allow_overflow)
     std::fprintf(stderr,
                  "MARGINLOSS_FUZZ_ALLOW_OVERFLOW=1: non-finite results are tolerated for inputs whose exact "

@@ -3,6 +3,8 @@
 // finite results or throws marginloss::invalid_argument.
 #include <doctest/doctest.h>
 
+#include <marginloss/sampling/adaptive_sampler.hpp>
+
 #include <cstdint>
 #include <limits>
 
@@ -106,4 +108,33 @@ TEST_CASE("ArcFace, double, t = 1 and |w| = 2^-990: finite gradients") {
   Eigen::VectorXi y(1);
   y << 0;
   CHECK(finite_or_rejected([&] { return finite(ml::forward_backward(ml::ArcFace<double>{64, 0.5}, X, W, y)); }));
+}
+
+// AdaptiveSampler(N) doubled its sum tree's leaf count up to N: for N > 2^62 (INT64_MAX, say)
+// the doubling overflowed Index (signed overflow, undefined behaviour) before anything was
+// allocated. Found with the fuzzer's sampler sizes (N = INT64_MAX). Sizes whose tree cannot be
+// held are rejected.
+TEST_CASE("AdaptiveSampler rejects num_samples too large for its sum tree") {
+  constexpr Index max = std::numeric_limits<Index>::max();
+  for (const Index n : {max, (Index(1) << 62) + 1, max / 4 / Index(sizeof(double)) + 1}) {
+    CAPTURE(n);
+    CHECK_THROWS_WITH_AS((void)ml::AdaptiveSampler(n, 0), doctest::Contains("num_samples"), ml::invalid_argument);
+  }
+}
+
+// AdaptiveSampler accepted any finite cap, but the total weight, the sum of up to N weights at
+// cap, overflowed: with cap = DBL_MAX and two of three weights set to 1e308 the total was inf,
+// every probability() 0 and every draw returned the last sample. Found with the fuzzer's
+// sampler settings (cap = DBL_MAX) and its total_weight() invariant. A cap
+// whose N-fold sum is not finite is rejected; one that fits keeps the total finite.
+TEST_CASE("AdaptiveSampler rejects a cap whose total over N samples overflows") {
+  ml::AdaptiveSamplerOptions o;
+  o.cap = std::numeric_limits<double>::max();
+  CHECK_THROWS_WITH_AS((void)ml::AdaptiveSampler(3, 0, o), doctest::Contains("cap"), ml::invalid_argument);
+  o.cap = 1e300;
+  ml::AdaptiveSampler s(3, 0, o);
+  s.set_weight(0, 1e308);
+  s.set_weight(1, 1e308);
+  CHECK(std::isfinite(s.total_weight()));
+  for (Index n = 0; n < 3; ++n) CHECK(s.probability(n) > 0);
 }

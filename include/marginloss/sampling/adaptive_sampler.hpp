@@ -30,6 +30,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "../errors.hpp"
@@ -44,7 +45,7 @@ struct AdaptiveSamplerOptions {
   double down = 0.8;              ///< factor for a correctly classified sample, in (0, 1]
   double up = 1.5;                ///< factor for a misclassified sample, >= 1
   double floor = 0.1;             ///< lowest weight, > 0
-  double cap = 10.0;              ///< highest weight, >= floor
+  double cap = 10.0;              ///< highest weight, >= floor, with N * cap finite
   double noise_threshold = -1.0;  ///< target cosine below which a sample is treated as noise (-1: off)
   double noise_factor = 0.05;     ///< factor for a suspected noisy sample, in (0, 1]
 };
@@ -59,11 +60,20 @@ class AdaptiveSampler {
   AdaptiveSampler(Index num_samples, std::uint64_t seed = 0, const AdaptiveSamplerOptions& options = {})
       : o_(options), n_(num_samples), rng_(seed) {
     if (num_samples < 1) detail::fail("AdaptiveSampler: num_samples = ", num_samples, " must be >= 1");
+    // The sum tree has 2 * leaves entries, leaves the power of two >= N: a larger N cannot be
+    // held, and doubling leaves up to it would overflow Index.
+    constexpr Index max_samples = std::numeric_limits<Index>::max() / 4 / static_cast<Index>(sizeof(double));
+    if (num_samples > max_samples)
+      detail::fail("AdaptiveSampler: num_samples = ", num_samples, " must be <= ", max_samples);
     if (!(o_.down > 0 && o_.down <= 1)) detail::fail("AdaptiveSampler: down = ", o_.down, " must be in (0, 1]");
     if (!(o_.up >= 1 && std::isfinite(o_.up))) detail::fail("AdaptiveSampler: up = ", o_.up, " must be finite and >= 1");
     if (!(o_.floor > 0 && std::isfinite(o_.floor))) detail::fail("AdaptiveSampler: floor = ", o_.floor, " must be finite and > 0");
     if (!(o_.cap >= o_.floor && std::isfinite(o_.cap)))
       detail::fail("AdaptiveSampler: cap = ", o_.cap, " must be finite and >= floor = ", o_.floor);
+    // The total weight, up to N * cap, must be finite: the draws and probability() divide by it.
+    if (!std::isfinite(o_.cap * static_cast<double>(num_samples)))
+      detail::fail("AdaptiveSampler: cap = ", o_.cap, " times num_samples = ", num_samples,
+                   " overflows the total weight: lower cap");
     if (!(o_.noise_factor > 0 && o_.noise_factor <= 1))
       detail::fail("AdaptiveSampler: noise_factor = ", o_.noise_factor, " must be in (0, 1]");
     if (std::isnan(o_.noise_threshold)) detail::fail("AdaptiveSampler: noise_threshold is NaN");
