@@ -47,14 +47,14 @@
 //   6 subset_forward_backward (all four overloads: ids + local labels or an ActiveSet, with
 //     and without dmargins), over
 //     - explicit active ids (int32 / int64 / uint64 incl. >= 2^63, duplicates, out of range;
-//       fuzzed local labels; SubsetOptions incl. a regulariser outside the enum and
-//       zero_inactive_rows), compared with forward_backward on the gathered rows, half
+//       fuzzed local labels; SubsetOptions incl. a regulariser outside the enum,
+//       zero_inactive_rows and keep_cosines), compared with forward_backward on the gathered rows, half
 //     - the ActiveSet of a PartialFCSampler (num_classes / sample_rate incl. invalid values,
 //       sample() both forms, 1-3 steps: sorted distinct ids, every label present,
 //       |A| = max(positives, quota)), a quarter
-//     - the ActiveSet of a HardPrototypeMiner (every option incl. invalid and huge values, but
-//       for the known findings HPM-1 and HPM-2, skipped unless MARGINLOSS_FUZZ_SKIP_KNOWN=0;
-//       build / step / refresh / active_set both forms / update / update_from_scores (fuzzed
+//     - the ActiveSet of a HardPrototypeMiner (every option incl. invalid and huge values;
+//       build / step / refresh / active_set both forms / update (from X and W, and from a
+//       subset call's kept cosines) / update_from_scores (fuzzed
 //       and corrupted sets) / set_threshold / prune_all / queue, 1-3 steps; invariants of the
 //       neighbours and queues), a quarter
 //   7 target_cosines (allocating and into a caller's vector, compared with a double reference;
@@ -278,22 +278,6 @@ bool all_finite(const T& m) {
 // result is always a finding.
 bool g_overflow_expected = false;
 bool g_allow_overflow = false;
-// Library findings reported and not fixed yet (in files other sessions own). Their inputs are
-// skipped, so that CI's run looks for new findings, unless MARGINLOSS_FUZZ_SKIP_KNOWN=0 (to
-// check a fix). Remove an entry with its fix, and add its regression test to test_findings.cpp.
-//   HPM-1  HardPrototypeMiner(options) with queue_capacity = 0 sets it to 2 * k: signed overflow
-//          (undefined behaviour) for k > INT64_MAX / 2 (hard_prototype_miner.hpp, constructor).
-//   HPM-2  HardPrototypeMiner::build allocates C * max(queue_capacity, k) queue entries
-//          (compute_neighbours: q_.assign(C * cap_)): signed overflow (UB) for a huge
-//          queue_capacity, and 64 GiB for C = 4 and queue_capacity = 2^31 (or k = 2^30 with
-//          queue_capacity 0), although a queue never holds more than C - 1 classes.
-bool g_skip_known = true;
-bool known_finding(const char* id) {
-  if (!g_skip_known) return false;
-  note(" (skipped: known finding %s)", id);
-  return true;
-}
-
 [[noreturn]] void non_finite(const char* what) {
   std::fprintf(stderr, "non-finite %s\n", what);
   if (g_overflow_expected)
@@ -1276,6 +1260,7 @@ void subset_with(const P& policy, FuzzedDataProvider& in, const MX& X, const MW&
   so.engine = options_of(in.ConsumeIntegral<std::uint8_t>());
   const bool use_set = (flags & 8) && std::is_same_v<AV, ml::IndexVector>;
   const bool wrong_dm = learnable_v<P> && (flags & 16);
+  so.keep_cosines = flags & 32;  // may throw when the engine would run in class blocks
   note(" A=%ld zero_inactive=%d regulariser=%d active_set=%d", static_cast<long>(A), int(so.zero_inactive_rows),
        int(so.regulariser), int(use_set));
   bool must_throw = !valid_active || !valid_labels || static_cast<int>(so.regulariser) >= ml::detail::enum_info<ml::SubsetRegulariser>::count || so.engine.class_block < 0 ||
@@ -1326,6 +1311,14 @@ void subset_with(const P& policy, FuzzedDataProvider& in, const MX& X, const MW&
     finding("subset_forward_backward wrote outside dX/dW/dmargins");
   if (!ok) return;
   if (must_throw) finding("subset_forward_backward accepted an invalid active set, local labels, options or dmargins");
+  if (so.keep_cosines) {
+    const auto kept = sws.cosines();
+    bool in_range = kept.rows() == B && kept.cols() == A;
+    for (Index k = 0; in_range && k < kept.size(); ++k) in_range = std::abs(kept.data()[k]) <= T(1);
+    if (!in_range) finding("SubsetOptions::keep_cosines: the kept cosines are not B x |A| values in [-1, 1]");
+  } else if (sws.cosines().size() != 0) {
+    finding("SubsetWorkspace::cosines() holds cosines of a call without keep_cosines");
+  }
   if (!check_loss(loss, "loss (subset)") || !check_matrix(dXg.view(), "dX (subset)") ||
       !check_matrix(dWg.view(), "dW (subset)") || !check_matrix(dmg.view(), "dmargins (subset)"))
     return;
@@ -1564,9 +1557,6 @@ std::vector<SampledSet> hard_prototype_sets(FuzzedDataProvider& in, const MX& X,
        static_cast<long>(o.max_active), static_cast<long>(o.tile_rows), static_cast<long>(o.tile_cols));
   const bool valid = o.k >= 1 && std::isfinite(o.h) && o.queue_capacity >= 0 && o.refresh_every >= 0 &&
                      o.max_active >= 0 && o.tile_rows >= 1 && o.tile_cols >= 1;
-  constexpr Index huge = Index(1) << 29;
-  if (o.queue_capacity == 0 && o.k > std::numeric_limits<Index>::max() / 2 && known_finding("HPM-1")) return sets;
-  if ((o.queue_capacity == 0 ? o.k > huge : o.queue_capacity > huge) && known_finding("HPM-2")) return sets;
   std::vector<ml::HardPrototypeMiner<T>> miner;  // 0 or 1 of them
   const bool ok = guarded_call([&] { miner.emplace_back(o); });
   if (ok != valid) finding("HardPrototypeMiner: the constructor's verdict on the options is wrong");
@@ -1614,8 +1604,19 @@ std::vector<SampledSet> hard_prototype_sets(FuzzedDataProvider& in, const MX& X,
     // The queue rule from this step's cosines, from a score matrix (fuzzed, NaN included), or
     // from a corrupted set (must throw).
     const auto rule = in.ConsumeIntegral<std::uint8_t>();
-    if (rule < 128) {
+    if (rule < 96) {
       guarded_call([&] { m.update(X, W, set); });  // rejects X's bad rows like the loss
+    } else if (rule < 128) {
+      // From the loss's kept cosines (a plain CosFace subset call on this set), or the
+      // miner's rejection of a SubsetWorkspace without them.
+      ml::SubsetWorkspace<T> sws;
+      ml::SubsetOptions so;
+      so.keep_cosines = rule & 1;
+      Mat<T> dX(B, X.cols()), dW(W.rows(), W.cols());
+      const bool loss_ok = guarded_call([&] { (void)ml::subset_forward_backward(ml::CosFace<T>{T(8), T(0.2)}, X, W, set, dX, dW, sws, so); });
+      const bool rule_ok = guarded_call([&] { m.update(sws, W, set); });
+      if (rule_ok && !(loss_ok && so.keep_cosines))
+        finding("HardPrototypeMiner::update(sws, ...) accepted a SubsetWorkspace without kept cosines");
     } else if (rule < 192) {
       Mat<T> scores(B, set.size());
       for (Index i = 0; i < B; ++i)
@@ -2530,12 +2531,6 @@ void run(FuzzedDataProvider& in, unsigned which, bool cosine_level) {
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   const char* allow = std::getenv("MARGINLOSS_FUZZ_ALLOW_OVERFLOW");
   g_allow_overflow = allow && std::strcmp(allow, "1") == 0;
-  const char* skip = std::getenv("MARGINLOSS_FUZZ_SKIP_KNOWN");
-  g_skip_known = !(skip && std::strcmp(skip, "0") == 0);
-  std::fputs(g_skip_known ? "inputs of known, unfixed library findings (HPM-1, HPM-2: fuzz_entry_points.cpp) are "
-                            "skipped; MARGINLOSS_FUZZ_SKIP_KNOWN=0 runs them\n"
-                          : "MARGINLOSS_FUZZ_SKIP_KNOWN=0: inputs of known, unfixed library findings are run\n",
-             stderr);
   if (g_allow_overflow)
     std::fprintf(stderr,
                  "MARGINLOSS_FUZZ_ALLOW_OVERFLOW=1: non-finite results are tolerated for inputs whose exact "

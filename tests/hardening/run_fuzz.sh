@@ -15,9 +15,6 @@
 # ones also over in-process ranks on threads): line tables only (enough for sanitizer reports)
 # keep its compile time down.
 #
-# Inputs of known, unfixed library findings (listed at g_skip_known in fuzz_entry_points.cpp)
-# are skipped, so that a run looks for new ones; MARGINLOSS_FUZZ_SKIP_KNOWN=0 runs them (to
-# check a fix).
 # MARGINLOSS_FUZZ_ALLOW_OVERFLOW=1 tolerates non-finite results for inputs whose exact loss or
 # gradient does not fit in the scalar type (see fuzz_entry_points.cpp); every other finding
 # still fails. Needs clang (14 tested) with libFuzzer: Debian packages clang, libclang-rt-dev.
