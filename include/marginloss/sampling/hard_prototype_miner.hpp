@@ -122,13 +122,7 @@ class HardPrototypeMiner {
   template <typename DW>
   void build(const Eigen::MatrixBase<DW>& W) {
     compute_neighbours(W);
-    qn_.assign(static_cast<std::size_t>(C_), 0);
-    for (Index j = 0; j < C_; ++j) {
-      Index n = 0;
-      for (Index r = 0; r < k_ && n < cap_; ++r)
-        if (static_cast<double>(nsim_(j, r)) > o_.h) q_[static_cast<std::size_t>(j * cap_ + n++)] = nbr_(j, r);
-      qn_[static_cast<std::size_t>(j)] = n;
-    }
+    reset_queues_to_neighbours();
   }
 
   /// Recomputes the neighbours; Q_j = new neighbours, then its old members that pass h.
@@ -138,7 +132,7 @@ class HardPrototypeMiner {
     const std::vector<Index> old_q = q_, old_n = qn_;
     const Index old_cap = cap_;
     compute_neighbours(W);
-    if (old_cap != cap_ || static_cast<Index>(old_n.size()) != C_) return build_queues_only();
+    if (old_cap != cap_ || static_cast<Index>(old_n.size()) != C_) return reset_queues_to_neighbours();
     for (Index j = 0; j < C_; ++j) {
       Index n = 0;
       Index* q = q_.data() + j * cap_;
@@ -338,7 +332,8 @@ class HardPrototypeMiner {
     n = kept;
   }
 
-  void build_queues_only() {
+  // Q_j = the neighbours of j whose similarity exceeds h, nearest first.
+  void reset_queues_to_neighbours() {
     qn_.assign(static_cast<std::size_t>(C_), 0);
     for (Index j = 0; j < C_; ++j) {
       Index n = 0;
