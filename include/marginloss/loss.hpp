@@ -17,10 +17,13 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 #include <utility>
 
 #include "detail/engine.hpp"
+#include "distributed/shard.hpp"
+#include "gradients.hpp"
 #include "distributed/communicator.hpp"
 #include "detail/math.hpp"
 #include "detail/row_pass.hpp"
@@ -33,168 +36,181 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 
-// A policy with learnable margins used through an entry point without a dmargins output would
-// train with margins that never get a gradient: a compile-time error instead.
-#define MARGINLOSS_LEARNABLE_MARGINS_NEED_DMARGINS                                                          \
-  "marginloss: this policy has learnable margins (AdaptiveMargin): pass a dmargins output (C entries) so " \
-  "they get their gradient, or use ml::class_margins(ml::CosFace<T>{s, 0}, margins) to keep them fixed"
+namespace detail {
 
-/// Loss and gradients of forward_backward().
-template <typename T>
-struct Result {
-  /// Mean over the batch of the cross-entropy of the margined logits, plus `regulariser` for
-  /// policies with learnable margins (the loss minimised).
-  T loss;
-  T regulariser = T(0);  ///< the margins' regulariser R included in `loss` (AdaptiveMargin), else 0
-  RowMatrix<T> dX; ///< dL/dX, B x D, with respect to the raw features
-  RowMatrix<T> dW; ///< dL/dW, C x D, with respect to the raw class weights
-  Vector<T> dmargins;  ///< dL/dmargins, C, for policies with learnable margins (else empty)
+// The CPU entry points reduce host memory: a Communicator, not a DeviceCommunicator.
+template <typename Comm>
+constexpr void check_host_communicator() {
+  static_assert(is_communicator_v<Comm>,
+                "marginloss: the communicator must be a Communicator: int rank() const, int size() const, "
+                "allreduce_max and allreduce_sum of (T* data, Index n) for T = float and double "
+                "(distributed/communicator.hpp)");
+  static_assert(is_local_communicator_v<Comm> || !has_stream<Comm>::value,
+                "marginloss: this communicator has stream(), a DeviceCommunicator whose all-reduces take device "
+                "memory: use marginloss::cuda::forward with a Shard (cuda/loss.cuh), or a Communicator of host "
+                "memory here");
+}
+
+struct ForwardKey {};
+
+// Learnable margins need every class's margin on every rank and a regulariser over all of them;
+// the class-sharded loss does not provide that.
+#define MARGINLOSS_SHARDED_NO_LEARNABLE_MARGINS                                                          \
+  "marginloss: learnable margins (AdaptiveMargin) are not supported by the class-sharded loss; fixed " \
+  "per-class margins (ml::class_margins) are"
+
+}  // namespace detail
+
+/// What forward() leaves for its backward(): the policy as the forward used it (CurricularFace's
+/// tau after its update), W's identity, the communicator of a sharded call and the workspace
+/// that holds the forward's buffers. Cheap to copy; refers to the workspace, W and the
+/// communicator, which must outlive it. One backward per forward: a second one, or a backward
+/// after another forward on the same workspace, throws.
+template <typename P, typename Comm = LocalCommunicator>
+class Forward {
+ public:
+  using policy_type = P;
+  using value_type = typename P::value_type;
+  using T = value_type;
+
+  /// The loss of this forward (the batch mean of the cross-entropy, plus regulariser()).
+  T loss() const { return loss_; }
+  /// The margins' regulariser R included in loss() (AdaptiveMargin); 0 for other policies.
+  T regulariser() const { return regulariser_; }
+  /// The policy as the forward used it (CurricularFace: tau after this batch's update).
+  const P& policy() const { return policy_; }
+  /// The workspace that holds this forward's buffers.
+  Workspace<T>& workspace() const { return *ws_; }
+
+  /// \cond INTERNAL
+  Forward(detail::ForwardKey, const P& policy, const Eigen::Ref<const RowMatrix<T>>& W, Workspace<T>& ws, Comm* comm)
+      : policy_(policy), W_(W), ws_(&ws), comm_(comm), serial_(ws.forward_serial()), loss_(ws.loss()),
+        regulariser_(ws.regulariser()) {}
+  const Eigen::Ref<const RowMatrix<T>>& weights() const { return W_; }
+  Comm* communicator() const { return comm_; }
+  std::uint64_t serial() const { return serial_; }
+  /// \endcond
+
+ private:
+  P policy_;
+  Eigen::Ref<const RowMatrix<T>> W_;
+  Workspace<T>* ws_;
+  Comm* comm_;  // null for one process
+  std::uint64_t serial_;
+  T loss_, regulariser_;
 };
 
-/// Gradients of backward().
-template <typename T>
-struct Gradients {
-  RowMatrix<T> dX;  ///< dL/dX, B x D, with respect to the raw features, times grad_loss
-  RowMatrix<T> dW;  ///< dL/dW, C x D, with respect to the raw class weights, times grad_loss
-  Vector<T> dmargins;  ///< for policies with learnable margins (else empty)
-};
+namespace detail {
 
-/// Loss and gradient of cosine_forward_backward().
-template <typename T>
-struct CosineResult {
-  T loss;  ///< mean over the batch of the cross-entropy of the margined logits
-  RowMatrix<T> dcos;  ///< dL/dcos, B x C
-};
+template <typename PP, typename DX, typename DW, typename L, typename U, typename Comm>
+void check_forward_arguments() {
+  using T = policy_value_t<PP>;
+  check_host_communicator<Comm>();
+  check_row_major_matrix<DX, T>();
+  check_row_major_matrix<DW, T>();
+  check_workspace_scalar<U, T>();
+}
+
+// The forward on this process's rows W of global classes [offset, offset + W.rows()) of
+// num_classes; with_regulariser = false leaves a learnable-margins policy's regulariser to the
+// caller (sampling/subset.hpp).
+template <typename PP, typename DX, typename DW, typename L, typename T, typename Comm>
+T forward_rows(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W, Index offset,
+               Index num_classes, const L& labels, Comm& comm, Workspace<T>& ws, const Options& options,
+               bool with_regulariser) {
+  return Engine::forward(std::forward<PP>(policy), Eigen::Ref<const RowMatrix<T>>(X.derived()),
+                         Eigen::Ref<const RowMatrix<T>>(W.derived()), offset, num_classes,
+                         label_argument<L>::view(labels), comm,
+                         resolve_class_block<T>(options, X.rows(), W.rows(), kCpuBlockBytes), ws, with_regulariser);
+}
+
+}  // namespace detail
 
 // ---------------------------------------------------------------------------------------------
-// Split forward / backward, for autograd engines: forward() leaves in `ws` what backward()
-// needs; backward() takes the upstream gradient of the loss and writes dX, dW. Pass the same
-// policy and W to both. A forward is consumed by one backward.
-
+// Split forward / backward, for autograd engines: forward() returns a Forward context (the
+// loss, and what backward() needs); backward(context, grad_loss, {dX, dW}) writes the gradients.
 //
 // Every argument type is a template parameter checked by a static_assert at the top of the
 // body, so a misuse (double data with a float policy, a column-major or const output, a
 // Workspace of another scalar, labels that are not integers) reports the library's message
 // first rather than "no matching function".
 
-namespace detail {
-// forward() on one process; with_regulariser = false leaves a learnable-margins policy's
-// regulariser to the caller (sampling/subset.hpp).
-template <typename PP, typename DX, typename DW, typename L, typename U>
-policy_value_t<PP> forward_local(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
-                                 const L& labels, Workspace<U>& ws, const Options& options, bool with_regulariser) {
-  using T = policy_value_t<PP>;
-  check_row_major_matrix<DX, T>();
-  check_row_major_matrix<DW, T>();
-  check_workspace_scalar<U, T>();
-  using Labels = label_argument<L>;
-  LocalCommunicator local;
-  return Engine::forward(std::forward<PP>(policy), Eigen::Ref<const RowMatrix<T>>(X.derived()),
-                         Eigen::Ref<const RowMatrix<T>>(W.derived()), 0, W.rows(), Labels::view(labels), local,
-                         resolve_class_block<T>(options, X.rows(), W.rows(), kCpuBlockBytes), ws, with_regulariser);
-}
-}  // namespace detail
-
 /// The loss L = mean_i CE(z_i, y_i) over the margined, scaled logits z_ij (plus the margins'
-/// regulariser for learnable margins), leaving in `ws` what backward() needs. X (B x D) and
-/// W (C x D) are raw; labels are B integers in [0, C).
+/// regulariser for learnable margins). X (B x D) and W (C x D) are raw; labels are B integers in
+/// [0, C). Returns the context backward() takes; fwd.loss() is the loss.
 template <typename PP, typename DX, typename DW, typename L, typename U>
-detail::policy_value_t<PP> forward(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
-                                   const L& labels, Workspace<U>& ws, const Options& options = {}) {
-  return detail::forward_local(std::forward<PP>(policy), X, W, labels, ws, options, true);
-}
-
-/// Writes dX (B x D) and dW (C x D), the gradients times the upstream gradient grad_loss =
-/// dL_total/dL. W must be the forward's (same memory; checked), with the same contents (not
-/// checked: step the optimiser after the backward).
-template <typename P, typename DW, typename U, typename DXo, typename DWo>
-void backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<U>& ws, typename P::value_type grad_loss,
-              DXo&& dX, DWo&& dW) {
-  using T = typename P::value_type;
-  static_assert(!detail::has_learnable_margins<P>::value, MARGINLOSS_LEARNABLE_MARGINS_NEED_DMARGINS);
-  detail::check_row_major_matrix<DW, T>();
-  detail::check_workspace_scalar<U, T>();
-  detail::check_output_matrix<DXo, T>();
-  detail::check_output_matrix<DWo, T>();
+Forward<std::decay_t<PP>> forward(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
+                                  const L& labels, Workspace<U>& ws, const Options& options = {}) {
+  detail::check_forward_arguments<PP, DX, DW, L, U, LocalCommunicator>();
   LocalCommunicator local;
-  detail::Engine::backward(policy, Eigen::Ref<const RowMatrix<T>>(W.derived()), local, ws, grad_loss,
-                           Eigen::Ref<RowMatrix<T>>(dX), Eigen::Ref<RowMatrix<T>>(dW));
+  detail::forward_rows(std::forward<PP>(policy), X, W, 0, W.rows(), labels, local, ws, options, true);
+  return {detail::ForwardKey{}, policy, Eigen::Ref<const RowMatrix<U>>(W.derived()), ws, nullptr};
 }
 
-/// Policies with learnable margins (AdaptiveMargin) also write dL/dmargins (C entries).
-template <typename P, typename DW, typename U, typename DXo, typename DWo, typename DMo>
-void backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<U>& ws, typename P::value_type grad_loss,
-              DXo&& dX, DWo&& dW, DMo&& dmargins) {
-  using T = typename P::value_type;
-  static_assert(detail::has_learnable_margins<P>::value, "marginloss: this policy has no learnable margins");
-  detail::check_row_major_matrix<DW, T>();
-  detail::check_workspace_scalar<U, T>();
-  detail::check_output_matrix<DXo, T>();
-  detail::check_output_matrix<DWo, T>();
-  detail::check_output_matrix<DMo, T>();
-  LocalCommunicator local;
-  Eigen::Ref<Vector<T>> dm(dmargins);
-  detail::Engine::backward(policy, Eigen::Ref<const RowMatrix<T>>(W.derived()), local, ws, grad_loss,
-                           Eigen::Ref<RowMatrix<T>>(dX), Eigen::Ref<RowMatrix<T>>(dW), dm.data(), dm.size());
+/// One rank's forward of the class-sharded loss: W_shard holds the global classes
+/// [shard.offset, shard.offset + W_shard.rows()) of shard.num_classes; X and the (global)
+/// labels are the whole batch on every rank. The loss is the same on every rank. Every rank
+/// calls with the same policy, X, labels and options, in the same order.
+template <typename PP, typename DX, typename DW, typename L, typename U, typename Comm>
+Forward<std::decay_t<PP>, Comm> forward(PP&& policy, const Eigen::MatrixBase<DX>& X,
+                                        const Eigen::MatrixBase<DW>& W_shard, const L& labels, Workspace<U>& ws,
+                                        Shard<Comm> shard, const Options& options = {}) {
+  detail::check_forward_arguments<PP, DX, DW, L, U, Comm>();
+  static_assert(!detail::has_learnable_margins<std::decay_t<PP>>::value, MARGINLOSS_SHARDED_NO_LEARNABLE_MARGINS);
+  detail::forward_rows(std::forward<PP>(policy), X, W_shard, shard.offset, shard.num_classes, labels, shard.comm, ws,
+                       options, true);
+  return {detail::ForwardKey{}, policy, Eigen::Ref<const RowMatrix<U>>(W_shard.derived()), ws, &shard.comm};
 }
 
-/// Allocating form: returns dX, dW and, for learnable margins, dmargins.
-template <typename P, typename DW, typename U>
-Gradients<typename P::value_type> backward(const P& policy, const Eigen::MatrixBase<DW>& W, Workspace<U>& ws,
-                                           typename P::value_type grad_loss = 1) {
-  detail::check_workspace_scalar<U, typename P::value_type>();
-  Gradients<typename P::value_type> g;
-  g.dX.resize(ws.batch(), ws.dim());
-  g.dW.resize(W.rows(), W.cols());
-  if constexpr (detail::has_learnable_margins<P>::value) {
-    g.dmargins.resize(ws.num_classes());
-    backward(policy, W, ws, grad_loss, g.dX, g.dW, g.dmargins);
+/// Writes the gradients times the upstream gradient grad_loss = dL_total/dL: dX (B x D; the
+/// same on every rank when sharded), dW (W's rows) and, for learnable margins, dmargins (C).
+/// W must still hold the forward's values (step the optimiser after the backward).
+template <typename P, typename Comm>
+void backward(const Forward<P, Comm>& fwd, typename P::value_type grad_loss,
+              Gradients<typename P::value_type> out) {
+  detail::check_dmargins_given<P>(out);
+  auto& ws = fwd.workspace();
+  if (ws.holds_forward() && ws.forward_serial() != fwd.serial())
+    detail::fail("backward() got a forward whose workspace has since run another forward(): one backward per "
+                 "forward, before the workspace's next forward");
+  auto* dm = out.has_dmargins() ? out.dmargins.data() : nullptr;
+  if constexpr (std::is_same_v<Comm, LocalCommunicator>) {
+    LocalCommunicator local;
+    detail::Engine::backward(fwd.policy(), fwd.weights(), local, ws, grad_loss, out.dX, out.dW, dm, out.dmargins.size());
   } else {
-    backward(policy, W, ws, grad_loss, g.dX, g.dW);
+    detail::Engine::backward(fwd.policy(), fwd.weights(), *fwd.communicator(), ws, grad_loss, out.dX, out.dW, dm,
+                             out.dmargins.size());
   }
-  return g;
 }
 
 // ---------------------------------------------------------------------------------------------
-// Forward and backward in one call.
+// Forward and backward in one call (upstream gradient 1).
 
-/// Writes into caller-owned dX (B x D) and dW (C x D) using `ws`: after the first step of a
-/// training loop nothing is allocated. Returns the loss.
-template <typename PP, typename DX, typename DW, typename L, typename DXo, typename DWo, typename U>
+/// Writes into caller-owned gradients using `ws`: after the first step of a training loop
+/// nothing is allocated. Returns the loss (with the regulariser for learnable margins).
+template <typename PP, typename DX, typename DW, typename L, typename U>
 detail::policy_value_t<PP> forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X,
-                                            const Eigen::MatrixBase<DW>& W, const L& labels, DXo&& dX, DWo&& dW,
-                                            Workspace<U>& ws, const Options& options = {}) {
-  using P = std::decay_t<PP>;
-  using T = typename P::value_type;
-  static_assert(!detail::has_learnable_margins<P>::value, MARGINLOSS_LEARNABLE_MARGINS_NEED_DMARGINS);
-  detail::check_row_major_matrix<DX, T>();
-  detail::check_row_major_matrix<DW, T>();
-  detail::check_output_matrix<DXo, T>();
-  detail::check_output_matrix<DWo, T>();
-  detail::check_workspace_scalar<U, T>();
-  const auto loss = forward(std::forward<PP>(policy), X, W, labels, ws, options);
-  backward(static_cast<const P&>(policy), W, ws, T(1), dX, dW);
-  return loss;
+                                            const Eigen::MatrixBase<DW>& W, const L& labels,
+                                            Gradients<detail::policy_value_t<PP>> out, Workspace<U>& ws,
+                                            const Options& options = {}) {
+  detail::check_forward_arguments<PP, DX, DW, L, U, LocalCommunicator>();
+  detail::check_dmargins_given<std::decay_t<PP>>(out);
+  const auto fwd = forward(std::forward<PP>(policy), X, W, labels, ws, options);
+  backward(fwd, detail::policy_value_t<PP>(1), out);
+  return fwd.loss();
 }
 
-/// The same for policies with learnable margins, also writing dL/dmargins (C entries). The loss
-/// returned includes the margin regulariser (ws.regulariser() tells it apart).
-template <typename PP, typename DX, typename DW, typename L, typename DXo, typename DWo, typename DMo, typename U>
+/// One rank's forward and backward of the class-sharded loss (see forward() with a Shard).
+template <typename PP, typename DX, typename DW, typename L, typename U, typename Comm>
 detail::policy_value_t<PP> forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X,
-                                            const Eigen::MatrixBase<DW>& W, const L& labels, DXo&& dX, DWo&& dW,
-                                            DMo&& dmargins, Workspace<U>& ws, const Options& options = {}) {
-  using P = std::decay_t<PP>;
-  using T = typename P::value_type;
-  static_assert(detail::has_learnable_margins<P>::value, "marginloss: this policy has no learnable margins");
-  detail::check_row_major_matrix<DX, T>();
-  detail::check_row_major_matrix<DW, T>();
-  detail::check_output_matrix<DXo, T>();
-  detail::check_output_matrix<DWo, T>();
-  detail::check_output_matrix<DMo, T>();
-  detail::check_workspace_scalar<U, T>();
-  const auto loss = forward(std::forward<PP>(policy), X, W, labels, ws, options);
-  backward(static_cast<const P&>(policy), W, ws, T(1), dX, dW, dmargins);
-  return loss;
+                                            const Eigen::MatrixBase<DW>& W_shard, const L& labels,
+                                            Gradients<detail::policy_value_t<PP>> out, Workspace<U>& ws,
+                                            Shard<Comm> shard, const Options& options = {}) {
+  detail::check_forward_arguments<PP, DX, DW, L, U, Comm>();
+  detail::check_dmargins_given<std::decay_t<PP>>(out);
+  const auto fwd = forward(std::forward<PP>(policy), X, W_shard, labels, ws, shard, options);
+  backward(fwd, detail::policy_value_t<PP>(1), out);
+  return fwd.loss();
 }
 
 /// Allocating convenience form: a Result with the loss, dX, dW (and dmargins).
@@ -204,19 +220,19 @@ Result<detail::policy_value_t<PP>> forward_backward(PP&& policy, const Eigen::Ma
                                                     const Options& options = {}) {
   using P = std::decay_t<PP>;
   using T = typename P::value_type;
-  detail::check_row_major_matrix<DX, T>();
-  detail::check_row_major_matrix<DW, T>();
+  detail::check_forward_arguments<PP, DX, DW, L, T, LocalCommunicator>();
   Workspace<T> ws;
   Result<T> r;
   r.dX.resize(X.rows(), X.cols());
   r.dW.resize(W.rows(), W.cols());
-  if constexpr (detail::has_learnable_margins<P>::value) {
-    r.dmargins.resize(W.rows());
-    r.loss = forward_backward(std::forward<PP>(policy), X, W, labels, r.dX, r.dW, r.dmargins, ws, options);
-    r.regulariser = ws.regulariser();
-  } else {
-    r.loss = forward_backward(std::forward<PP>(policy), X, W, labels, r.dX, r.dW, ws, options);
-  }
+  if constexpr (detail::has_learnable_margins<P>::value) r.dmargins.resize(W.rows());
+  const auto fwd = forward(std::forward<PP>(policy), X, W, labels, ws, options);
+  if constexpr (detail::has_learnable_margins<P>::value)
+    backward(fwd, T(1), {r.dX, r.dW, r.dmargins});
+  else
+    backward(fwd, T(1), {r.dX, r.dW});
+  r.loss = fwd.loss();
+  r.regulariser = fwd.regulariser();
   return r;
 }
 
@@ -258,6 +274,13 @@ Vector<typename DX::Scalar> target_cosines(const Eigen::MatrixBase<DX>& X, const
   target_cosines(X, W, labels, out);
   return out;
 }
+
+/// Loss and gradient of cosine_forward_backward().
+template <typename T>
+struct CosineResult {
+  T loss;             ///< mean over the batch of the cross-entropy of the margined logits
+  RowMatrix<T> dcos;  ///< dL/dcos, B x C
+};
 
 // ---------------------------------------------------------------------------------------------
 // Cosine level, for engines that normalise and multiply themselves: takes the B x C cosine

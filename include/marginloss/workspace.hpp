@@ -91,6 +91,9 @@ class Workspace {
 
   /// True between a forward() and the backward() that consumes it.
   bool holds_forward() const { return holds_forward_; }
+  /// How many forwards this workspace has run: a Forward context remembers it, so that its
+  /// backward can tell that a later forward has reused the buffers.
+  std::uint64_t forward_serial() const { return forward_serial_; }
   /// Batch size B of the last forward (or reserve()).
   Index batch() const { return xhat_.rows(); }
   /// Feature dimension D of the last forward (or reserve()).
@@ -198,6 +201,7 @@ class Workspace {
   T regulariser_ = T(0);
   bool regulariser_included_ = false;  // the forward added R (its backward adds dR/dm)
   bool holds_forward_ = false;
+  std::uint64_t forward_serial_ = 0;
   // What the forward was called with, checked by its backward (detail/forward_record.hpp).
   const void* policy_type_ = nullptr;
   const char* policy_name_ = "";

@@ -188,6 +188,9 @@ class Workspace {
 
   /// True between a forward and the backward that consumes it.
   bool holds_forward() const { return holds_forward_; }
+  /// How many forwards this workspace has run: a Forward context remembers it, so that its
+  /// backward can tell that a later forward has reused the buffers.
+  std::uint64_t forward_serial() const { return forward_serial_; }
   /// Batch size B of the last forward.
   Index batch() const { return batch_; }
   /// Feature dimension D of the last forward.
@@ -214,6 +217,7 @@ class Workspace {
   alignas(16) unsigned char policy_[kPolicyBytes] = {};
   void (*fail_class_value_)(const unsigned char* policy, Index k, double value) = nullptr;
   bool holds_forward_ = false;
+  std::uint64_t forward_serial_ = 0;
   bool state_ready_ = false;  // the device status was initialised (by the first forward)
 };
 

@@ -113,6 +113,7 @@ struct Engine {
     static_assert(is_margin_policy_v<P>, "marginloss: P does not satisfy the policy contract (policies/common.hpp)");
     WorkspaceGuard guard(ws.in_use_);
     ws.holds_forward_ = false;
+    ++ws.forward_serial_;
     const Index B = X.rows(), D = X.cols(), C = W.rows();
     CpuPlan<T> plan;
     std::exception_ptr error;

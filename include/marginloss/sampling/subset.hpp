@@ -1,7 +1,8 @@
 // marginloss: the loss over an active subset of the classes (docs/formulas.md §6-7).
 //
 //   ml::SubsetWorkspace<T> sws;                     // keep it across steps
-//   T loss = ml::subset_forward_backward(policy, X, W, active, local_labels, dX, dW, sws);
+//   ml::ActiveSet set = miner.active_set(labels);  // or PartialFCSampler, or {classes, local_labels}
+//   T loss = ml::forward_backward(policy, X, W, set, {dX, dW}, sws);
 //
 // Hard Prototype Mining (AdaptiveFace) and Partial FC train each step on a subset A of the
 // C classes: the softmax runs over the rows W[A] only, with labels re-indexed into A. This
@@ -10,9 +11,9 @@
 // of W: the active rows are gathered into `sws`, the engine runs on them, and the gradient
 // rows are scattered back into the caller's C x D dW.
 //
-// * `active`: distinct class ids in [0, C), in any order (row a of the subset is class
-//   active[a]); `local_labels[i]` is the position of sample i's class in `active`.
-//   ActiveSet holds both, as HardPrototypeMiner and PartialFCSampler return them.
+// * set.classes: distinct class ids in [0, C), in any order (row a of the subset is class
+//   classes[a]); set.local_labels[i] is the position of sample i's class in set.classes.
+//   HardPrototypeMiner and PartialFCSampler return an ActiveSet.
 // * dX (B x D) is overwritten. dW (C x D): rows of active classes are overwritten with their
 //   gradient; the other rows are left UNTOUCHED by default (nothing of O(C D) is done per
 //   step), or set to zero with SubsetOptions::zero_inactive_rows = true -- use that when the
@@ -169,8 +170,9 @@ T subset_engine(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::Map<co
   if (options.keep_cosines && resolve_class_block<T>(options.engine, X.rows(), Wa.rows(), kCpuBlockBytes) < Wa.rows())
     fail("SubsetOptions::keep_cosines: the engine would run the ", Wa.rows(),
          " active classes in class blocks, which keep no full cosine matrix (engine.class_block, memory_budget)");
-  const T loss = forward_local(std::forward<PP>(policy), X.derived(), Wa, local_labels.derived(), sws.ws_,
-                               options.engine, /*with_regulariser=*/false);
+  LocalCommunicator local;
+  const T loss = forward_rows(std::forward<PP>(policy), X, Wa, 0, Wa.rows(), local_labels.derived(), local, sws.ws_,
+                              options.engine, /*with_regulariser=*/false);
   if (options.keep_cosines) {
     const Index B = X.rows(), A = Wa.rows();
     if (sws.cos_.size() < static_cast<std::size_t>(B * A)) sws.cos_.resize(static_cast<std::size_t>(B * A));
@@ -179,13 +181,8 @@ T subset_engine(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::Map<co
     sws.cos_rows_ = B;
     sws.cos_cols_ = A;
   }
-  if constexpr (has_learnable_margins<P>::value) {
-    Eigen::Map<Vector<T>> dm(dma, Wa.rows());
-    backward(static_cast<const P&>(policy), Wa, sws.ws_, T(1), dX, dWa, dm);
-  } else {
-    static_cast<void>(dma);
-    backward(static_cast<const P&>(policy), Wa, sws.ws_, T(1), dX, dWa);
-  }
+  Engine::backward(static_cast<const P&>(policy), Eigen::Ref<const RowMatrix<T>>(Wa), local, sws.ws_, T(1), dX,
+                   Eigen::Ref<RowMatrix<T>>(dWa), dma, dma ? Wa.rows() : Index(0));
   return loss;
 }
 
@@ -280,59 +277,20 @@ T subset_run(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBas
 
 }  // namespace detail
 
-/// The loss over the active classes A (row a is W.row(active[a]); local_labels in [0, |A|)),
-/// without a user-visible copy of W; writes dX (B x D), the active rows of dW (C x D) and,
-/// with zero_inactive_rows, zeros elsewhere. Returns the loss. Not for learnable margins.
-template <typename PP, typename DX, typename DW, typename DA, typename DL>
-detail::policy_value_t<PP> subset_forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X,
-                                               const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DA>& active,
-                                               const Eigen::MatrixBase<DL>& local_labels,
-                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dX,
-                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dW,
-                                               SubsetWorkspace<detail::policy_value_t<PP>>& sws,
-                                               const SubsetOptions& options = {}) {
-  static_assert(!detail::has_learnable_margins<std::decay_t<PP>>::value,
-                "marginloss: learnable margins: pass dmargins (C entries) to subset_forward_backward");
-  return detail::subset_run(std::forward<PP>(policy), X, W, active, local_labels, dX, dW,
-                            static_cast<detail::policy_value_t<PP>*>(nullptr), Index(0), sws, options);
-}
-
-/// AdaptiveMargin: also writes dL/dmargins, all C entries (the regulariser can reach classes
-/// outside A; see SubsetOptions::regulariser).
-template <typename PP, typename DX, typename DW, typename DA, typename DL>
-detail::policy_value_t<PP> subset_forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X,
-                                               const Eigen::MatrixBase<DW>& W, const Eigen::MatrixBase<DA>& active,
-                                               const Eigen::MatrixBase<DL>& local_labels,
-                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dX,
-                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dW,
-                                               Eigen::Ref<Vector<detail::policy_value_t<PP>>> dmargins,
-                                               SubsetWorkspace<detail::policy_value_t<PP>>& sws,
-                                               const SubsetOptions& options = {}) {
-  static_assert(detail::has_learnable_margins<std::decay_t<PP>>::value, "marginloss: dmargins is for policies with learnable margins");
-  return detail::subset_run(std::forward<PP>(policy), X, W, active, local_labels, dX, dW, dmargins.data(), dmargins.size(), sws, options);
-}
-
-/// The same with an ActiveSet (classes + local labels).
+/// The loss over the active classes of `set` (row a of the subset is W.row(set.classes[a]);
+/// set.local_labels in [0, |A|)), without a user-visible copy of W. Writes dX (B x D), the active
+/// rows of dW (C x D) and, with zero_inactive_rows, zeros elsewhere; for learnable margins
+/// dmargins, all C entries. Returns the loss.
 template <typename PP, typename DX, typename DW>
-detail::policy_value_t<PP> subset_forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X,
-                                               const Eigen::MatrixBase<DW>& W, const ActiveSet& set,
-                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dX,
-                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dW,
-                                               SubsetWorkspace<detail::policy_value_t<PP>>& sws,
-                                               const SubsetOptions& options = {}) {
-  return subset_forward_backward(std::forward<PP>(policy), X, W, set.classes, set.local_labels, dX, dW, sws, options);
-}
-
-/// AdaptiveMargin with an ActiveSet: also writes dL/dmargins, all C entries.
-template <typename PP, typename DX, typename DW>
-detail::policy_value_t<PP> subset_forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X,
-                                               const Eigen::MatrixBase<DW>& W, const ActiveSet& set,
-                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dX,
-                                               Eigen::Ref<RowMatrix<detail::policy_value_t<PP>>> dW,
-                                               Eigen::Ref<Vector<detail::policy_value_t<PP>>> dmargins,
-                                               SubsetWorkspace<detail::policy_value_t<PP>>& sws,
-                                               const SubsetOptions& options = {}) {
-  return subset_forward_backward(std::forward<PP>(policy), X, W, set.classes, set.local_labels, dX, dW, dmargins, sws, options);
+detail::policy_value_t<PP> forward_backward(PP&& policy, const Eigen::MatrixBase<DX>& X, const Eigen::MatrixBase<DW>& W,
+                                            const ActiveSet& set, Gradients<detail::policy_value_t<PP>> out,
+                                            SubsetWorkspace<detail::policy_value_t<PP>>& sws,
+                                            const SubsetOptions& options = {}) {
+  using T = detail::policy_value_t<PP>;
+  detail::check_dmargins_given<std::decay_t<PP>>(out);
+  return detail::subset_run(std::forward<PP>(policy), X, W, set.classes, set.local_labels, out.dX, out.dW,
+                            out.has_dmargins() ? out.dmargins.data() : static_cast<T*>(nullptr), out.dmargins.size(),
+                            sws, options);
 }
 
 MARGINLOSS_NAMESPACE_END

@@ -141,6 +141,7 @@ struct Engine {
     check_label_type<L>();
     constexpr bool sharded = !is_local_v<Comm>;
     ws.holds_forward_ = false;
+    ++ws.forward_serial_;
     const Index B = X.rows, D = X.cols, C = W.rows;
     Layout layout;
     std::exception_ptr error;
@@ -372,6 +373,14 @@ struct Engine {
   // then another rank's (whose bad input may have made this rank's gradients non-finite through
   // the all-reduced dX), then this rank's backward errors (upstream gradient, overflow).
   // Returns the status (the loss of the last forward).
+  // The loss of the last forward in device memory (the status block), or null before the
+  // workspace's first forward.
+  template <typename T>
+  static const T* device_loss(Workspace<T>& ws) {
+    if (!ws.state_ready_ || !ws.memory_) return nullptr;
+    return &carve<T>(ws.memory_, ws.layout_).state->loss;
+  }
+
   template <typename T>
   static DeviceState<T> check(Workspace<T>& ws, cudaStream_t stream) {
     DeviceState<T> s{};
