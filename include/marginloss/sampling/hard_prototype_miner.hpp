@@ -1,14 +1,14 @@
 // marginloss: Hard Prototype Mining of AdaptiveFace (Liu et al., CVPR 2019; docs/formulas.md §6).
 //
 // Every class j keeps a queue Q_j of hard classes. Each step the classification layer uses
-// only the batch's classes and their queues (an ActiveSet for subset_forward_backward()):
+// only the batch's classes and their queues (an ActiveSet for the subset forward_backward()):
 //
 //   ml::HardPrototypeMiner<float> hpm;            // options: k, h, queue capacity, refresh, cap
 //   hpm.build(W);                                 // k nearest prototypes of every class
 //   for (each step) {
 //     hpm.step(W);                                // counts the step; rebuilds when due
 //     const ml::ActiveSet& a = hpm.active_set(labels);
-//     loss = ml::subset_forward_backward(policy, X, W, a, dX, dW, dm, sws, so);  // so.keep_cosines
+//     loss = ml::forward_backward(policy, X, W, a, {dX, dW, dm}, sws, so);  // so.keep_cosines
 //     hpm.update(sws, W, a);                      // the queue rule, from the loss's cosines
 //                                                 // (or update(X, W, a): one more product)
 //     ... optimiser step ...
@@ -244,12 +244,12 @@ class HardPrototypeMiner {
     update_from_scores(S, W, set);
   }
 
-  /// The queue rule from the cosines the subset loss kept (subset_forward_backward with
+  /// The queue rule from the cosines the subset loss kept (the subset forward_backward with
   /// SubsetOptions::keep_cosines, on this `set`): no product, no gather of W[A].
   template <typename DW>
   void update(const SubsetWorkspace<T>& sws, const Eigen::MatrixBase<DW>& W, const ActiveSet& set) {
     if (sws.cosines().size() == 0)
-      detail::fail("HardPrototypeMiner::update: the SubsetWorkspace holds no cosines: run subset_forward_backward "
+      detail::fail("HardPrototypeMiner::update: the SubsetWorkspace holds no cosines: run the subset forward_backward "
                    "with SubsetOptions::keep_cosines = true first");
     update_from_scores(sws.cosines(), W, set);
   }

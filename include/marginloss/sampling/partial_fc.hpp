@@ -2,7 +2,7 @@
 //
 //   ml::PartialFCSampler pfc(C, 0.1, seed);
 //   const ml::ActiveSet& a = pfc.sample(labels);    // positives + uniform negatives
-//   loss = ml::subset_forward_backward(policy, X, W, a, dX, dW, sws, opts);
+//   loss = ml::forward_backward(policy, X, W, a, {dX, dW}, sws, opts);
 //
 // Each step keeps every positive class (the batch's distinct labels) and draws negatives
 // uniformly without replacement from the other classes until the set has quota = round(r C)
@@ -19,7 +19,7 @@
 // update at all -- no momentum, no weight decay. PartialFC_V2 indexes a full-size parameter,
 // so the gradient is scattered into a full C x D matrix with zero rows elsewhere and the
 // optimiser, with full-size state, keeps applying momentum and weight decay to every row.
-// subset_forward_backward() writes the sampled rows of dW and leaves the others untouched
+// The subset forward_backward() writes the sampled rows of dW and leaves the others untouched
 // (or zeroes them with SubsetOptions::zero_inactive_rows). For V2 behaviour, zero them and
 // step the whole matrix; for V1 behaviour, step only the rows in ActiveSet::classes (with
 // their own momentum rows) and leave the rest of W and of the optimiser state alone.

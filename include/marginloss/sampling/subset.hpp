@@ -77,7 +77,7 @@ struct enum_info<SubsetRegulariser> {
 };
 }  // namespace detail
 
-/// Options of subset_forward_backward().
+/// Options of the subset forward_backward() (an ActiveSet argument).
 struct SubsetOptions {
   bool zero_inactive_rows = false;  ///< false: dW rows outside the active set are untouched
   SubsetRegulariser regulariser = SubsetRegulariser::as_policy;  ///< AdaptiveMargin's R on the subset
@@ -89,7 +89,7 @@ struct SubsetOptions {
   bool keep_cosines = false;
 };
 
-/// Caller-owned memory of subset_forward_backward(): the gathered active rows of W, their
+/// Caller-owned memory of the subset forward_backward(): the gathered active rows of W, their
 /// gradient, the active margins and the engine's Workspace, grown to the largest active set
 /// seen and reused across steps.
 template <typename T>
