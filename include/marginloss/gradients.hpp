@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "detail/validate.hpp"
+#include "detail/forward_context.hpp"
 #include "policies/common.hpp"
 #include "types.hpp"
 
@@ -67,17 +68,9 @@ struct Result {
 
 namespace detail {
 
-// A policy with learnable margins whose backward gets no dmargins would train margins that
-// never get a gradient; dmargins for any other policy is a mistake of the same kind.
-template <typename P, typename G>
-void check_dmargins_given(const G& out) {
-  if constexpr (has_learnable_margins<P>::value) {
-    if (!out.has_dmargins())
-      fail(P::name, " has learnable margins: pass Gradients{dX, dW, dmargins} (C entries) so they get their gradient, "
-                    "or use ml::class_margins(ml::CosFace<T>{s, 0}, margins) to keep them fixed");
-  } else if (out.has_dmargins()) {
-    fail(P::name, " has no learnable margins: dmargins must be empty (Gradients{dX, dW})");
-  }
+template <typename P, typename T>
+void check_dmargins_given(const Gradients<T>& out) {
+  check_dmargins_given<P>(out.has_dmargins(), "");
 }
 
 }  // namespace detail

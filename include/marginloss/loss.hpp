@@ -62,41 +62,32 @@ struct ForwardKey {};
 }  // namespace detail
 
 /// What forward() leaves for its backward(): the policy as the forward used it (CurricularFace's
-/// tau after its update), W's identity, the communicator of a sharded call and the workspace
-/// that holds the forward's buffers. Cheap to copy; refers to the workspace, W and the
+/// tau after its update; policy()), W, the communicator of a sharded call and the workspace that
+/// holds the forward's buffers (workspace()). Cheap to copy; refers to the workspace, W and the
 /// communicator, which must outlive it. One backward per forward: a second one, or a backward
 /// after another forward on the same workspace, throws.
 template <typename P, typename Comm = LocalCommunicator>
-class Forward {
- public:
-  using policy_type = P;
-  using value_type = typename P::value_type;
-  using T = value_type;
+class Forward : public detail::ForwardContext<P, Workspace<typename P::value_type>> {
+  using T = typename P::value_type;
+  using Base = detail::ForwardContext<P, Workspace<T>>;
 
+ public:
   /// The loss of this forward (the batch mean of the cross-entropy, plus regulariser()).
   T loss() const { return loss_; }
   /// The margins' regulariser R included in loss() (AdaptiveMargin); 0 for other policies.
   T regulariser() const { return regulariser_; }
-  /// The policy as the forward used it (CurricularFace: tau after this batch's update).
-  const P& policy() const { return policy_; }
-  /// The workspace that holds this forward's buffers.
-  Workspace<T>& workspace() const { return *ws_; }
 
   /// \cond INTERNAL
   Forward(detail::ForwardKey, const P& policy, const Eigen::Ref<const RowMatrix<T>>& W, Workspace<T>& ws, Comm* comm)
-      : policy_(policy), W_(W), ws_(&ws), comm_(comm), serial_(ws.forward_serial()), loss_(ws.loss()),
-        regulariser_(ws.regulariser()) {}
+      : Base(policy, ws), W_(W), comm_(comm), loss_(ws.loss()), regulariser_(ws.regulariser()) {}
   const Eigen::Ref<const RowMatrix<T>>& weights() const { return W_; }
   Comm* communicator() const { return comm_; }
-  std::uint64_t serial() const { return serial_; }
+  using Base::check_current;
   /// \endcond
 
  private:
-  P policy_;
   Eigen::Ref<const RowMatrix<T>> W_;
-  Workspace<T>* ws_;
   Comm* comm_;  // null for one process
-  std::uint64_t serial_;
   T loss_, regulariser_;
 };
 
@@ -169,10 +160,8 @@ template <typename P, typename Comm>
 void backward(const Forward<P, Comm>& fwd, typename P::value_type grad_loss,
               Gradients<typename P::value_type> out) {
   detail::check_dmargins_given<P>(out);
+  fwd.check_current();
   auto& ws = fwd.workspace();
-  if (ws.holds_forward() && ws.forward_serial() != fwd.serial())
-    detail::fail("backward() got a forward whose workspace has since run another forward(): one backward per "
-                 "forward, before the workspace's next forward");
   auto* dm = out.has_dmargins() ? out.dmargins.data() : nullptr;
   if constexpr (std::is_same_v<Comm, LocalCommunicator>) {
     LocalCommunicator local;
