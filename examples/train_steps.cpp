@@ -53,7 +53,7 @@ void train(const std::string& name, Policy policy, const Data& data, int steps, 
     const auto labels = data.labels.segment(first, batch);
     before_step(policy);
     X.noalias() = inputs * E;
-    const float loss = ml::forward_backward(policy, X, W, labels, dX, dW, ws);
+    const float loss = ml::forward_backward(policy, X, W, labels, {dX, dW}, ws);
     dE.noalias() = inputs.transpose() * dX;
     E -= lr * dE;
     W -= lr * dW;

@@ -1,8 +1,9 @@
 // A minimal tape-based reverse-mode autograd with a marginloss node.
 //
 // The tape records a few operations (matmul, add bias, relu, scale, add, sum of squares) and a
-// "margin loss" node whose forward calls ml::forward(policy, X, W, labels, ws) and whose
-// backward calls ml::backward(policy, W, ws, grad_loss, dX, dW) with the upstream gradient.
+// "margin loss" node whose forward calls ml::forward(policy, X, W, labels, ws), keeping the
+// context it returns, and whose backward calls ml::backward(fwd, grad_loss, {dX, dW}) with the
+// upstream gradient.
 // The program
 //   1. checks the tape's gradients of every parameter against central finite differences in
 //      double through the whole tape (MLP -> margin loss, plus a weighted weight-decay term, so
@@ -83,16 +84,21 @@ class Tape {
   }
 
   // The margin loss of features x (B x D) against class weights w (C x D): a scalar (1 x 1).
-  // Forward: ml::forward, which leaves in the node's workspace what backward needs; backward:
-  // ml::backward with the upstream gradient dTotal/dL.
+  // Forward: ml::forward, which leaves in the node's workspace what backward needs and returns
+  // the context (the loss, the policy, a view of W); backward: ml::backward of that context with
+  // the upstream gradient dTotal/dL. The context refers to the workspace and to W, which must
+  // outlive it unchanged, so the node owns both: the workspace and its own copy of W's value
+  // (rather than a view into the tape's nodes, whose storage the tape manages).
   template <typename Policy>
   Var margin_loss(const Policy& policy, Var x, Var w, const Eigen::VectorXi& labels) {
     auto ws = std::make_shared<ml::Workspace<double>>();
+    auto w_value = std::make_shared<const Mat>(val(w));
+    const auto fwd = ml::forward(policy, val(x), *w_value, labels, *ws);
     Mat v(1, 1);
-    v(0, 0) = ml::forward(policy, val(x), val(w), labels, *ws);
-    return push(std::move(v), needs(x) || needs(w), [policy, x, w, ws](Tape& t, const Mat& g) {
+    v(0, 0) = fwd.loss();
+    return push(std::move(v), needs(x) || needs(w), [fwd, x, w, ws, w_value](Tape& t, const Mat& g) {
       Mat dX(t.val(x).rows(), t.val(x).cols()), dW(t.val(w).rows(), t.val(w).cols());
-      ml::backward(policy, t.val(w), *ws, g(0, 0), dX, dW);
+      ml::backward(fwd, g(0, 0), {dX, dW});
       if (t.needs(x)) t.accumulate(x, dX);
       if (t.needs(w)) t.accumulate(w, dW);
     });

@@ -33,7 +33,7 @@ AdaptiveHead::AdaptiveHead(float s_, float m0, float lambda_m_, int classes)
 
 float AdaptiveHead::operator()(const Mat& X, const Mat& W, const Eigen::Ref<const Eigen::VectorXi>& y, Mat& dX,
                                Mat& dW) {
-  return ml::forward_backward(policy(), X, W, y, dX, dW, dm, ws);
+  return ml::forward_backward(policy(), X, W, y, {dX, dW, dm}, ws);
 }
 
 void AdaptiveHead::after_step(float lr) {

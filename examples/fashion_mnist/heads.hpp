@@ -60,7 +60,7 @@ struct MarginHead : HeadHooks {
   float operator()(const Mat& X, const Mat& W, const Eigen::Ref<const Eigen::VectorXi>& y, Mat& dX, Mat& dW) {
     // The forward updates CurricularFace's tau from this batch's target cosines before use
     // (official code), in `policy`.
-    return ml::forward_backward(policy, X, W, y, dX, dW, ws);
+    return ml::forward_backward(policy, X, W, y, {dX, dW}, ws);
   }
   void before_step() {
     if (on_step) on_step(policy);

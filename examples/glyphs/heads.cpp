@@ -72,7 +72,7 @@ class MarginHead final : public Head {
   float forward_backward(const Mat& X, const Mat& W, const Eigen::VectorXi& y, Mat& dX, Mat& dW) override {
     if constexpr (std::is_same_v<Policy, ml::SphereFace<float>>)
       policy_.lambda = static_cast<float>(schedule_.step());
-    return ml::forward_backward(policy_, X, W, y, dX, dW, ws_);
+    return ml::forward_backward(policy_, X, W, y, {dX, dW}, ws_);
   }
   std::string describe() const override { return text_; }
   std::string summary() const override {
@@ -114,7 +114,7 @@ class AdaptiveHead final : public Head {
     const ml::ActiveSet& a = hpm_.active_set(y);
     dm_.setZero();
     dW.setZero();
-    const float loss = ml::subset_forward_backward(policy(), X, W, a, dX, dW, dm_, sws_, sopt_);
+    const float loss = ml::forward_backward(policy(), X, W, a, {dX, dW, dm_}, sws_, sopt_);
     hpm_.update(sws_, W, a);
     active_ += static_cast<double>(a.size());
     ++steps_;

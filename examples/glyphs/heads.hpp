@@ -1,7 +1,7 @@
 // Classification heads of the glyph demo: each turns a batch of embeddings X (B x D), the class
 // weights W (C x D) and the labels into the loss and dL/dX, dL/dW. Every margin head calls
-// marginloss through its public API only (ml::forward_backward, ml::subset_forward_backward,
-// the sampling helpers). Hyper-parameters are the papers' published values (README.md).
+// marginloss through its public API only (ml::forward_backward, on all classes or on an
+// ActiveSet, and the sampling helpers). Hyper-parameters are the papers' published values (README.md).
 #pragma once
 #include <marginloss/marginloss.hpp>
 

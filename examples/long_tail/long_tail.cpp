@@ -139,14 +139,14 @@ Outcome train(const Problem& p, Run run, Index steps) {
     }
     X.noalias() = U * A.transpose();
     if (run == Run::cosface) {
-      ml::forward_backward(ml::CosFace<double>{s, 0.35}, X, W, y, dX, dW, ws);
+      ml::forward_backward(ml::CosFace<double>{s, 0.35}, X, W, y, {dX, dW}, ws);
     } else if (run == Run::adaptive) {
-      ml::forward_backward(adaptive, X, W, y, dX, dW, dm, ws);
+      ml::forward_backward(adaptive, X, W, y, {dX, dW, dm}, ws);
     } else {
       hpm.step(W);
       const ml::ActiveSet& set = hpm.active_set(y);
-      ml::subset_forward_backward(adaptive, X, W, set, dX, dW, dm, sws,
-                                  [&] { auto o = subset_options; o.zero_inactive_rows = true; return o; }());
+      ml::forward_backward(adaptive, X, W, set, {dX, dW, dm}, sws,
+                           [&] { auto o = subset_options; o.zero_inactive_rows = true; return o; }());
       hpm.update(sws, W, set);
       // Feedback for the sampler: classified correctly by the nearest class weight.
       const Mat cos = X.rowwise().normalized() * W.rowwise().normalized().transpose();

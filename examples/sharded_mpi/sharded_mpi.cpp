@@ -101,8 +101,8 @@ int main(int argc, char** argv) {
     for (int step = 0; step < steps; ++step) {
       MPI_Barrier(MPI_COMM_WORLD);
       const auto t0 = std::chrono::steady_clock::now();
-      const float loss =
-          ml::sharded_forward_backward(policy, X, W_shard, range.offset, C, labels, comm, dX, dW_shard, ws, options);
+      const float loss = ml::forward_backward(policy, X, W_shard, labels, {dX, dW_shard}, ws,
+                                              ml::Shard{range, C, comm}, options);
       const auto t1 = std::chrono::steady_clock::now();
       ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
       losses.push_back(loss);
