@@ -279,8 +279,8 @@ void BM_loss(benchmark::State& state, Policy policy, Shape s, ml::Options option
   // Parts: 0 the loss, 1 .. nforms the formulations, then the dense loss (chunked only).
   const std::size_t nparts = 1 + nforms + (chunked ? 1 : 0);
   // Steady state: the workspaces are sized, the pages touched and every library warmed up.
-  float loss = ml::forward_backward(policy, in.X, in.W, in.labels, dX, dW, ws, options);
-  if (chunked) ml::forward_backward(policy, in.X, in.W, in.labels, dX_dense, dW_dense, ws_dense);
+  float loss = ml::forward_backward(policy, in.X, in.W, in.labels, {dX, dW}, ws, options);
+  if (chunked) ml::forward_backward(policy, in.X, in.W, in.labels, {dX_dense, dW_dense}, ws_dense);
   for (std::size_t f = 0; f < nforms; ++f) prod.run(f, in.W);
 
   std::vector<std::vector<double>> t(nparts);
@@ -293,7 +293,7 @@ void BM_loss(benchmark::State& state, Policy policy, Shape s, ml::Options option
       const std::size_t part = (k + rotation) % nparts;
       const auto t0 = Clock::now();
       if (part == 0) {
-        loss = ml::forward_backward(policy, in.X, in.W, in.labels, dX, dW, ws, options);
+        loss = ml::forward_backward(policy, in.X, in.W, in.labels, {dX, dW}, ws, options);
         benchmark::DoNotOptimize(loss);
         benchmark::DoNotOptimize(dX.data());
         benchmark::DoNotOptimize(dW.data());
@@ -311,7 +311,7 @@ void BM_loss(benchmark::State& state, Policy policy, Shape s, ml::Options option
           continue;
         }
       } else {
-        benchmark::DoNotOptimize(ml::forward_backward(policy, in.X, in.W, in.labels, dX_dense, dW_dense, ws_dense));
+        benchmark::DoNotOptimize(ml::forward_backward(policy, in.X, in.W, in.labels, {dX_dense, dW_dense}, ws_dense));
         benchmark::ClobberMemory();
       }
       dt[part] = seconds_since(t0);

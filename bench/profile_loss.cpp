@@ -45,11 +45,11 @@ int profile(const P& policy, ml::Index B, ml::Index D, ml::Index C, int steps, b
   Eigen::VectorXi labels(B);
   for (ml::Index i = 0; i < B; ++i) labels(i) = label(rng);
   ml::Workspace<float> ws;
-  float loss = ml::forward_backward(policy, X, W, labels, dX, dW, ws);
+  float loss = ml::forward_backward(policy, X, W, labels, {dX, dW}, ws);
 
   if (loss_only) {
     const auto t0 = Clock::now();
-    for (int k = 0; k < steps; ++k) loss += ml::forward_backward(policy, X, W, labels, dX, dW, ws);
+    for (int k = 0; k < steps; ++k) loss += ml::forward_backward(policy, X, W, labels, {dX, dW}, ws);
     std::printf("%s %ldx%ldx%ld: %d steps, %.1f ms per step (loss %g)\n", P::name, static_cast<long>(B),
                 static_cast<long>(D), static_cast<long>(C), steps, ms_since(t0) / steps, static_cast<double>(loss));
     return 0;
@@ -75,10 +75,11 @@ int profile(const P& policy, ml::Index B, ml::Index D, ml::Index C, int steps, b
     K.setZero();
     tz.push_back(ms_since(t0));
     t0 = Clock::now();
-    loss = ml::forward(policy, X, W, labels, ws);
+    const auto fwd = ml::forward(policy, X, W, labels, ws);
+    loss = fwd.loss();
     tf.push_back(ms_since(t0));
     t0 = Clock::now();
-    ml::backward(policy, W, ws, 1.f, dX, dW);
+    ml::backward(fwd, 1.f, {dX, dW});
     tb.push_back(ms_since(t0));
     t0 = Clock::now();
     K.noalias() = xhat * W.transpose();

@@ -81,7 +81,7 @@ struct Problem {
     ml::Options o;
     o.class_block = block;
     const auto t0 = std::chrono::steady_clock::now();
-    const float loss = ml::forward_backward(ml::ArcFace<float>{64, 0.5f}, X, W, labels, dX, dW, ws, o);
+    const float loss = ml::forward_backward(ml::ArcFace<float>{64, 0.5f}, X, W, labels, {dX, dW}, ws, o);
     const auto t1 = std::chrono::steady_clock::now();
     if (!(loss > 0)) std::fprintf(stderr, "unexpected loss %g\n", static_cast<double>(loss));
     return std::chrono::duration<double, std::milli>(t1 - t0).count();
