@@ -15,8 +15,8 @@
 // copied once into a contiguous tensor (Tensor::contiguous), which the forward keeps for the
 // backward in the case of w. Nothing is normalised here: the library normalises the raw x and w
 // itself and returns the gradients with respect to them. The forward runs ml::forward and keeps
-// its workspace in the autograd context; the backward runs ml::backward with the upstream
-// gradient. One backward per forward (no retain_graph double backward, no second-order
+// its workspace and the ml::Forward context it returns in the autograd context; the backward
+// runs ml::backward(fwd, grad_loss, {dX, dW}) with the upstream gradient. One backward per forward (no retain_graph double backward, no second-order
 // gradients). The library runs as many OpenMP threads as torch's intra-op pool
 // (torch::get_num_threads), so torch.set_num_threads governs both.
 //
@@ -43,6 +43,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -157,8 +158,10 @@ class WorkspacePool {
 };
 
 // What the backward needs, kept in the autograd context as an IValue capsule: the policy, the
-// margins tensor its view points into (per-class-margin policies; undefined otherwise), and the
-// workspace the forward filled (normalised features, norms, the B x C cosines).
+// margins tensor its view points into (per-class-margin policies; undefined otherwise), the
+// workspace the forward filled (normalised features, norms, the B x C cosines) and the forward's
+// context (ml::Forward: the policy as the forward used it and a view of w, whose tensor the
+// autograd context saves).
 template <typename Policy>
 struct State : torch::CustomClassHolder {
   using T = typename Policy::value_type;
@@ -169,6 +172,7 @@ struct State : torch::CustomClassHolder {
   Policy policy;
   torch::Tensor margins;  // owns the memory policy.margins views
   std::unique_ptr<ml::Workspace<T>> ws;
+  std::optional<ml::Forward<Policy>> fwd;  // refers to *ws and to w's memory
 };
 
 }  // namespace detail
@@ -200,7 +204,8 @@ class MarginLoss : public torch::autograd::Function<MarginLoss<Policy>> {
     const ConstMap<T> X(xc.data_ptr<T>(), xc.size(0), xc.size(1));
     const ConstMap<T> W(wc.data_ptr<T>(), wc.size(0), wc.size(1));
     // Throws marginloss::invalid_argument on bad shapes, labels, rows or parameters.
-    const T loss = detail::with_labels(yc, [&](const auto& y) { return ml::forward(state->policy, X, W, y, *state->ws); });
+    state->fwd.emplace(detail::with_labels(yc, [&](const auto& y) { return ml::forward(state->policy, X, W, y, *state->ws); }));
+    const T loss = state->fwd->loss();
     // The margins too (per-class policies): autograd then rejects a backward after an in-place
     // change of them, which the policy's view would otherwise see.
     if constexpr (per_class)
@@ -216,24 +221,25 @@ class MarginLoss : public torch::autograd::Function<MarginLoss<Policy>> {
     const auto saved = ctx->get_saved_variables();  // checks the saved tensors' versions
     const torch::Tensor w = saved[0];
     auto state = c10::static_intrusive_pointer_cast<detail::State<Policy>>(ctx->saved_data["state"].toCapsule());
-    TORCH_CHECK(state->ws && state->ws->holds_forward(),
+    TORCH_CHECK(state->ws && state->ws->holds_forward() && state->fwd,
                 "marginloss: backward through the same loss twice is not supported (one backward per forward)");
     const T grad_loss = grad_outputs[0].defined() ? grad_outputs[0].item<T>() : T(0);
     detail::follow_torch_threads();
     torch::Tensor dx = torch::empty({state->ws->batch(), state->ws->dim()}, w.options());
     torch::Tensor dw = torch::empty_like(w);
-    const ConstMap<T> W(w.data_ptr<T>(), w.size(0), w.size(1));
     Map<T> dX(dx.data_ptr<T>(), dx.size(0), dx.size(1));
     Map<T> dW(dw.data_ptr<T>(), dw.size(0), dw.size(1));
     torch::Tensor dm;
     if constexpr (learnable) {
       dm = torch::empty({state->ws->num_classes()}, w.options());
       Eigen::Map<ml::Vector<T>> dM(dm.data_ptr<T>(), dm.size(0));
-      ml::backward(state->policy, W, *state->ws, grad_loss, dX, dW, dM);
+      ml::backward(*state->fwd, grad_loss, {dX, dW, dM});
     } else {
-      ml::backward(state->policy, W, *state->ws, grad_loss, dX, dW);
+      ml::backward(*state->fwd, grad_loss, {dX, dW});
     }
-    // Done with the workspace: back to the pool now rather than when the graph is freed.
+    // Done with the workspace: back to the pool now rather than when the graph is freed (the
+    // context, which refers to it, goes first).
+    state->fwd.reset();
     detail::WorkspacePool<T>::give_back(std::move(state->ws));
     // One gradient per forward input: x, w, labels (none), margins, policy (none).
     return {dx, dw, torch::Tensor(), dm, torch::Tensor()};
@@ -261,7 +267,7 @@ torch::Tensor class_margins_loss(const torch::Tensor& x, const torch::Tensor& w,
 }
 
 // AdaM-Softmax with the per-class margins as a tensor (C entries, the policy's type): the
-// loss (softmax term plus the policy's regulariser, as ml::forward returns it) is
+// loss (softmax term plus the policy's regulariser, as the forward's loss() has it) is
 // differentiable in x, w and margins. policy.margins is ignored (replaced by a view of `margins`).
 template <typename T>
 torch::Tensor adaptive_margin_loss(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& labels,
