@@ -146,7 +146,7 @@ TEST_CASE("AdaptiveMargin errors") {
   Mat<double> dX(3, 4), dW(5, 4);
   Eigen::VectorXd dm(4);
   const ml::AdaptiveMargin<double> ok{30, five, 70};
-  CHECK_THROWS_WITH_AS(ml::forward_backward(ok, c.X, c.W, c.labels, dX, dW, dm, ws),
+  CHECK_THROWS_WITH_AS(ml::forward_backward(ok, c.X, c.W, c.labels, {dX, dW, dm}, ws),
                        doctest::Contains("dmargins has 4 entries"), ml::invalid_argument);
 }
 
@@ -170,7 +170,7 @@ TEST_CASE("AdaptiveMargin with C >> B: margins stay finite and inside [0, 1], an
         y(i) = static_cast<int>(rng.next() % 200);  // only the first 200 classes ever appear
         X.row(i) = centres.row(y(i)) + 0.3 * Eigen::RowVectorXd::NullaryExpr(D, [&] { return rng.normal(); });
       }
-      const double loss = ml::forward_backward(p, X, Wt, y, dX, dW, dm, ws);
+      const double loss = ml::forward_backward(p, X, Wt, y, {dX, dW, dm}, ws);
       REQUIRE(std::isfinite(loss));
       Wt -= 0.5 * dW;
       margins -= 0.01 * dm;
@@ -321,13 +321,15 @@ TEST_CASE("A bad margin in the caller's vector: the engines' messages, every ent
           "marginloss: CosFace: margins has 5 entries but there are 6 classes");
     CHECK(message([&] { (void)ml::forward_backward(ml::AdaptiveMargin<double>{30, m5}, c.X, c.W, c.labels); }) ==
           "marginloss: AdaptiveMargin: margins has 5 entries but there are 6 classes");
-    // backward() with a policy viewing another (shorter) vector than its forward's.
+    // The split forward (its backward takes the policy from the forward's context: no other
+    // margins vector can reach it).
     ml::Workspace<double> ws;
-    Mat<double> dX(4, 5), dW(6, 5);
-    Eigen::VectorXd dm(6);
-    (void)ml::forward(ml::AdaptiveMargin<double>{30, m6}, c.X, c.W, c.labels, ws);
-    CHECK(message([&] { ml::backward(ml::AdaptiveMargin<double>{30, m5}, c.W, ws, 1.0, dX, dW, dm); }) ==
-          "marginloss: AdaptiveMargin: margins has 5 entries in backward() but there are 6 classes");
+    CHECK(message([&] {
+            (void)ml::forward(ml::AdaptiveMargin<double>{30, m5}, c.X, c.W, c.labels, ws);
+          }) == "marginloss: AdaptiveMargin: margins has 5 entries but there are 6 classes");
+    CHECK(message([&] {
+            (void)ml::forward(ml::AdaptiveMargin<double>{30, m6}, c.X, c.W, c.labels, ws);
+          }) == "no exception");
   }
 }
 
@@ -340,17 +342,29 @@ TEST_CASE("The policies view the caller's margins: a value changed in place is s
     ml::Workspace<double> ws;
     Mat<double> dX(5, 4), dW(6, 4);
     Eigen::VectorXd dm(6);
-    const double before = ml::forward_backward(p, c.X, c.W, c.labels, dX, dW, dm, ws);
+    const double before = ml::forward_backward(p, c.X, c.W, c.labels, {dX, dW, dm}, ws);
     m -= 0.5 * dm;  // an optimiser step, in place
     ml::project_margins(m);
-    const double after = ml::forward_backward(p, c.X, c.W, c.labels, dX, dW, dm, ws);
+    const double after = ml::forward_backward(p, c.X, c.W, c.labels, {dX, dW, dm}, ws);
     const Eigen::VectorXd copy = m;  // a separate vector with the updated values
     const auto fresh = ml::forward_backward(ml::AdaptiveMargin<double>{30, copy, 5.0}, c.X, c.W, c.labels);
     CHECK(after != before);
     CHECK(after == fresh.loss);
     CHECK(dm == fresh.dmargins);
+    // ... but not between a forward and its backward: the context's policy views the same
+    // margins, and its backward sees that they changed.
+    {
+      const auto fwd = ml::forward(p, c.X, c.W, c.labels, ws);
+      const double keep = m(3);  // class 3 is absent from the batch
+      m(3) = keep + 0.01;
+      CHECK_THROWS_WITH_AS(ml::backward(fwd, 1.0, {dX, dW, dm}),
+                           doctest::Contains("backward() got AdaptiveMargin with other parameters or per-class margins "
+                                             "than its forward()"),
+                           ml::invalid_argument);
+      m(3) = keep;
+    }
     m(5) = std::numeric_limits<double>::quiet_NaN();  // class 5 is absent from the batch
-    CHECK_THROWS_WITH_AS(ml::forward_backward(p, c.X, c.W, c.labels, dX, dW, dm, ws),
+    CHECK_THROWS_WITH_AS(ml::forward_backward(p, c.X, c.W, c.labels, {dX, dW, dm}, ws),
                          "marginloss: AdaptiveMargin: margins(5) = nan must be finite", ml::invalid_argument);
   }
   SUBCASE("ClassMargins, std::vector and Eigen::Map of the same memory") {

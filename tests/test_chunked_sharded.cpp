@@ -118,29 +118,31 @@ TEST_CASE("Chunked split forward/backward and workspace sizing") {
   ml::Options o;
   o.class_block = 16;
   ml::Workspace<double> ws;
-  const double loss = ml::forward(p, c.X, c.W, c.labels, ws, o);
+  const auto fwd = ml::forward(p, c.X, c.W, c.labels, ws, o);
+  const double loss = fwd.loss();
   CHECK(ws.class_block() == 16);
-  const auto g = ml::backward(p, c.W, ws, 3.0);
+  Mat<double> gdX(6, 5), gdW(40, 5);
+  ml::backward(fwd, 3.0, {gdX, gdW});
   const auto dense = ml::forward_backward(p, c.X, c.W, c.labels);
   CHECK(rel_error(loss, dense.loss) < 1e-12);
-  CHECK(rel_error(g.dX, 3.0 * dense.dX) < 1e-12);
-  CHECK(rel_error(g.dW, 3.0 * dense.dW) < 1e-12);
+  CHECK(rel_error(gdX, 3.0 * dense.dX) < 1e-12);
+  CHECK(rel_error(gdW, 3.0 * dense.dW) < 1e-12);
   CHECK(ml::Workspace<double>::bytes_required(6, 5, 40, 16) < ml::Workspace<double>::bytes_required(6, 5, 40));
   // Automatic: dense while B x C fits the budget, blocks beyond it.
   o = ml::Options{};
-  ml::forward(p, c.X, c.W, c.labels, ws, o);
+  (void)ml::forward(p, c.X, c.W, c.labels, ws, o);
   CHECK(ws.class_block() == 40);
   Case wide = random_case(2, 3, 600, 5);
   o.memory_budget = 2 * 8 * 200;  // B x 200 doubles: the B x 600 buffer does not fit
-  ml::forward(p, wide.X, wide.W, wide.labels, ws, o);
+  (void)ml::forward(p, wide.X, wide.W, wide.labels, ws, o);
   CHECK(ws.class_block() == 256);  // the budget is below the 256-class minimum
   Case wider = random_case(2, 3, 5000, 6);
   o.memory_budget = 2 * 8 * 5000 - 1;  // just below the dense buffer: blocks within the budget
-  ml::forward(p, wider.X, wider.W, wider.labels, ws, o);
+  (void)ml::forward(p, wider.X, wider.W, wider.labels, ws, o);
   CHECK(ws.class_block() == (2 * 8 * 5000 - 1) / 16);
   Case tall = random_case(2048, 3, 5000, 7);  // B x C = 80 MB of doubles > 64 MiB budget
   o.memory_budget = std::size_t(64) << 20;
-  ml::forward(p, tall.X, tall.W, tall.labels, ws, o);
+  (void)ml::forward(p, tall.X, tall.W, tall.labels, ws, o);
   CHECK(ws.class_block() == (std::size_t(8) << 20) / (2048 * 8));  // about 8 MiB per block
   o.class_block = -1;
   CHECK_THROWS_AS(ml::forward(p, c.X, c.W, c.labels, ws, o), ml::invalid_argument);
@@ -183,8 +185,9 @@ TEST_CASE("Sharded over 2, 3 and 4 in-process ranks equals single-process dense,
             ml::Workspace<double> ws;
             ml::Options o;
             o.class_block = block;
-            loss[static_cast<std::size_t>(r)] = ml::sharded_forward_backward(
-                policy, c.X, W_shard, range.offset, c.W.rows(), c.labels, comm, dX[static_cast<std::size_t>(r)], dWs, ws, o);
+            loss[static_cast<std::size_t>(r)] =
+                ml::forward_backward(policy, c.X, W_shard, c.labels, {dX[static_cast<std::size_t>(r)], dWs}, ws,
+                                     ml::Shard{range.offset, c.W.rows(), comm}, o);
             dW.middleRows(range.offset, range.count) = dWs;
           });
         for (auto& t : threads) t.join();
@@ -198,6 +201,61 @@ TEST_CASE("Sharded over 2, 3 and 4 in-process ranks equals single-process dense,
       }
     }
   });
+}
+
+TEST_CASE("Shard from a ClassRange: the same call as from its offset, and the sharded split forward/backward") {
+  // The constructor takes the range's offset (its count is W_shard's rows).
+  ml::LocalCommunicator local;
+  const ml::ClassRange part{3, 4};
+  const ml::Shard from_range(part, 10, local);
+  static_assert(std::is_same_v<decltype(from_range), const ml::Shard<ml::LocalCommunicator>>);
+  CHECK(from_range.offset == 3);
+  CHECK(from_range.num_classes == 10);
+  CHECK(&from_range.comm == &local);
+
+  Case c = random_case(7, 5, 10, 12);
+  const ml::ArcFace<double> policy{64, 0.5};
+  const auto dense = ml::forward_backward(policy, c.X, c.W, c.labels);
+  const int ranks = 3;
+  const auto n = static_cast<std::size_t>(ranks);
+  std::vector<double> by_range(n), by_offset(n), split(n);
+  std::vector<Mat<double>> dX_range(n), dX_offset(n), dX_split(n);
+  Mat<double> dW_range(c.W.rows(), c.W.cols()), dW_offset(dW_range), dW_split(dW_range);
+  const auto messages = on_ranks<ThreadGroup::Comm>(ranks, [&](int r, ThreadGroup::Comm& comm) {
+    const auto k = static_cast<std::size_t>(r);
+    const auto range = ml::even_class_range(c.W.rows(), ranks, r);
+    const Mat<double> W_shard = c.W.middleRows(range.offset, range.count);
+    Mat<double> dWs(range.count, c.W.cols());
+    ml::Workspace<double> ws;
+    dX_range[k].resize(c.X.rows(), c.X.cols());
+    by_range[k] = ml::forward_backward(policy, c.X, W_shard, c.labels, {dX_range[k], dWs}, ws,
+                                       ml::Shard{range, c.W.rows(), comm});
+    dW_range.middleRows(range.offset, range.count) = dWs;
+    dX_offset[k].resize(c.X.rows(), c.X.cols());
+    by_offset[k] = ml::forward_backward(policy, c.X, W_shard, c.labels, {dX_offset[k], dWs}, ws,
+                                        ml::Shard{range.offset, c.W.rows(), comm});
+    dW_offset.middleRows(range.offset, range.count) = dWs;
+    // Split: the context carries the communicator to the backward (upstream gradient 2).
+    const auto fwd = ml::forward(policy, c.X, W_shard, c.labels, ws, ml::Shard{range, c.W.rows(), comm});
+    split[k] = fwd.loss();
+    dX_split[k].resize(c.X.rows(), c.X.cols());
+    ml::backward(fwd, 2.0, {dX_split[k], dWs});
+    dW_split.middleRows(range.offset, range.count) = dWs;
+  });
+  for (int r = 0; r < ranks; ++r) {
+    CAPTURE(r);
+    const auto k = static_cast<std::size_t>(r);
+    CHECK(messages[k].empty());
+    CHECK(by_range[k] == by_offset[k]);
+    CHECK(split[k] == by_offset[k]);
+    CHECK(dX_range[k] == dX_offset[k]);
+    CHECK(rel_error(dX_split[k], 2.0 * dX_offset[k]) < 1e-14);
+  }
+  CHECK(dW_range == dW_offset);
+  CHECK(rel_error(dW_split, 2.0 * dW_offset) < 1e-14);
+  CHECK(rel_error(by_range[0], dense.loss) < 1e-12);
+  CHECK(rel_error(dX_range[0], dense.dX) < 1e-12);
+  CHECK(rel_error(dW_range, dense.dW) < 1e-12);
 }
 
 TEST_CASE("A bad shard makes every rank throw instead of deadlocking") {
@@ -214,7 +272,8 @@ TEST_CASE("A bad shard makes every rank throw instead of deadlocking") {
       Mat<double> dX(4, 5), dWs(range.count, 5);
       ml::Workspace<double> ws;
       try {
-        ml::sharded_forward_backward(ml::CosFace<double>{}, c.X, W_shard, range.offset, 8, c.labels, comm, dX, dWs, ws);
+        ml::forward_backward(ml::CosFace<double>{}, c.X, W_shard, c.labels, {dX, dWs}, ws,
+                             ml::Shard{range.offset, 8, comm});
       } catch (const ml::invalid_argument& e) {
         messages[static_cast<std::size_t>(r)] = e.what();
       }
@@ -237,7 +296,7 @@ TEST_CASE("Ranks agree on errors through host_allreduce_sum when the communicato
     Mat<double> dX(c.X.rows(), c.X.cols()), dWs(range.count, c.W.cols());
     ml::Workspace<double> ws;
     losses[static_cast<std::size_t>(r)] =
-        ml::sharded_forward_backward(policy, c.X, W_shard, range.offset, c.W.rows(), c.labels, comm, dX, dWs, ws);
+        ml::forward_backward(policy, c.X, W_shard, c.labels, {dX, dWs}, ws, ml::Shard{range.offset, c.W.rows(), comm});
     lengths[static_cast<std::size_t>(r)] = comm.lengths;
     // Another B on the last rank: every rank throws, after one exchange of the records.
     comm.lengths.clear();
@@ -246,7 +305,7 @@ TEST_CASE("Ranks agree on errors through host_allreduce_sum when the communicato
     const Eigen::VectorXi y = c.labels.head(b);
     Mat<double> dXb(b, c.X.cols());
     try {
-      ml::sharded_forward_backward(policy, X, W_shard, range.offset, c.W.rows(), y, comm, dXb, dWs, ws);
+      ml::forward_backward(policy, X, W_shard, y, {dXb, dWs}, ws, ml::Shard{range.offset, c.W.rows(), comm});
     } catch (const ml::invalid_argument&) {
       failed_lengths[static_cast<std::size_t>(r)] = comm.lengths;
       throw;
@@ -277,7 +336,7 @@ TEST_CASE("Overlapping shards and a bad dW on one rank make every rank throw inv
     const Mat<double> W_shard = c.W.middleRows(range.offset, range.count);
     Mat<double> dX(4, 5), dWs(range.count, 5);
     ml::Workspace<double> ws;
-    ml::sharded_forward_backward(policy, c.X, W_shard, range.offset, 9, c.labels, comm, dX, dWs, ws);
+    ml::forward_backward(policy, c.X, W_shard, c.labels, {dX, dWs}, ws, ml::Shard{range.offset, 9, comm});
   });
   for (const auto& m : messages) CHECK(m.find("the shards overlap") != std::string::npos);
   // A dW of the wrong shape on rank 0 in the backward.
@@ -286,8 +345,8 @@ TEST_CASE("Overlapping shards and a bad dW on one rank make every rank throw inv
     const Mat<double> W_shard = c.W.middleRows(range.offset, range.count);
     Mat<double> dX(4, 5), dWs(range.count + (r == 0 ? 1 : 0), 5);
     ml::Workspace<double> ws;
-    ml::sharded_forward(policy, c.X, W_shard, range.offset, 9, c.labels, comm, ws);
-    ml::sharded_backward(policy, W_shard, comm, ws, 1.0, dX, dWs);
+    const auto fwd = ml::forward(policy, c.X, W_shard, c.labels, ws, ml::Shard{range.offset, 9, comm});
+    ml::backward(fwd, 1.0, {dX, dWs});
   });
   CHECK(messages[0].find("dW") != std::string::npos);
   CHECK(messages[1].find("another rank rejected its input") != std::string::npos);
@@ -300,12 +359,13 @@ TEST_CASE("LocalCommunicator: the sharded entry points with one rank give the si
   ml::LocalCommunicator local;
   Mat<double> dX(5, 4), dW(7, 4);
   ml::Workspace<double> ws;
-  const double loss = ml::sharded_forward_backward(policy, c.X, c.W, 0, 7, c.labels, local, dX, dW, ws);
+  const double loss = ml::forward_backward(policy, c.X, c.W, c.labels, {dX, dW}, ws, ml::Shard{0, 7, local});
   CHECK(loss == dense.loss);
   CHECK(dX == dense.dX);
   CHECK(dW == dense.dW);
   // With one rank, a shard of some of the classes would silently be another loss.
   Mat<double> dWs(6, 4);
-  CHECK_THROWS_WITH_AS(ml::sharded_forward_backward(policy, c.X, c.W.topRows(6), 0, 7, c.labels, local, dX, dWs, ws),
-                       doctest::Contains("the shards cover 6 of the 7 classes"), ml::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      ml::forward_backward(policy, c.X, c.W.topRows(6), c.labels, {dX, dWs}, ws, ml::Shard{0, 7, local}),
+      doctest::Contains("the shards cover 6 of the 7 classes"), ml::invalid_argument);
 }

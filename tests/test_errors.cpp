@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <limits>
+#include <marginloss/sampling/subset.hpp>
 #include <string>
 
 #include "support.hpp"
@@ -43,10 +44,11 @@ TEST_CASE("Shapes") {
   expect_error([&] { ml::forward_backward(cosface, c.X, c.W, Eigen::VectorXi::Zero(2)); }, {"labels has 2 entries", "X has 3 rows"});
   ml::Workspace<double> ws;
   Mat<double> dX(3, 4), dW(5, 4), bad(2, 4);
-  expect_error([&] { ml::forward_backward(cosface, c.X, c.W, c.labels, bad, dW, ws); }, {"dX is 2x4", "3x4"});
-  expect_error([&] { ml::forward_backward(cosface, c.X, c.W, c.labels, dX, bad, ws); }, {"dW is 2x4", "5x4"});
-  ml::forward(cosface, c.X, c.W, c.labels, ws);
-  expect_error([&] { ml::backward(cosface, Mat<double>(Mat<double>::Ones(6, 4)), ws, 1.0, dX, dW); }, {"W is 6x4 in backward()", "5x4 in forward()"});
+  expect_error([&] { ml::forward_backward(cosface, c.X, c.W, c.labels, {bad, dW}, ws); }, {"dX is 2x4", "3x4"});
+  expect_error([&] { ml::forward_backward(cosface, c.X, c.W, c.labels, {dX, bad}, ws); }, {"dW is 2x4", "5x4"});
+  // The same shapes checked by a backward of a split forward.
+  const auto fwd = ml::forward(cosface, c.X, c.W, c.labels, ws);
+  expect_error([&] { ml::backward(fwd, 1.0, {bad, dW}); }, {"dX is 2x4", "3x4"});
 }
 
 TEST_CASE("Labels out of range, int32 and int64") {
@@ -122,7 +124,80 @@ TEST_CASE("Cosine-level and backward errors") {
   Case c = random_case(2, 3, 4, 6);
   ml::Workspace<double> ws;
   Mat<double> dX(2, 3), dW(4, 3);
-  expect_error([&] { ml::backward(cosface, c.W, ws, 1.0, dX, dW); }, {"backward() needs a forward()"});
-  ml::forward(cosface, c.X, c.W, c.labels, ws);
-  expect_error([&] { ml::backward(cosface, c.W, ws, std::numeric_limits<double>::infinity(), dX, dW); }, {"grad_loss = inf"});
+  const auto fwd = ml::forward(cosface, c.X, c.W, c.labels, ws);
+  expect_error([&] { ml::backward(fwd, std::numeric_limits<double>::infinity(), {dX, dW}); }, {"grad_loss = inf"});
+  // That backward consumed the forward (also when it throws): a second one has no forward.
+  expect_error([&] { ml::backward(fwd, 1.0, {dX, dW}); }, {"backward() needs a forward() on the same workspace first"});
+}
+
+TEST_CASE("A Forward context is consumed by one backward, before its workspace's next forward") {
+  Case c = random_case(3, 4, 5, 7);
+  ml::Workspace<double> ws;
+  Mat<double> dX(3, 4), dW(5, 4);
+  const auto first = ml::forward(cosface, c.X, c.W, c.labels, ws);
+  const auto second = ml::forward(cosface, c.X, c.W, c.labels, ws);
+  // The workspace now holds the second forward's buffers: the first context is stale.
+  const char* stale = "backward() got a forward whose workspace has since run another forward()";
+  expect_error([&] { ml::backward(first, 1.0, {dX, dW}); }, {stale});
+  // The stale backward consumed nothing: the second forward's backward runs and matches.
+  CHECK_NOTHROW(ml::backward(second, 1.0, {dX, dW}));
+  const auto ref = ml::forward_backward(cosface, c.X, c.W, c.labels);
+  CHECK(dX == ref.dX);
+  CHECK(dW == ref.dW);
+  // A second backward of the same forward.
+  const char* consumed = "backward() needs a forward() on the same workspace first";
+  expect_error([&] { ml::backward(second, 1.0, {dX, dW}); }, {consumed});
+  // And the stale one after that: the workspace holds no forward at all now.
+  expect_error([&] { ml::backward(first, 1.0, {dX, dW}); }, {"backward() needs a forward()"});
+}
+
+TEST_CASE("Learnable margins: dmargins required for AdaptiveMargin, rejected for other policies, every entry point") {
+  // Formerly a compile-time error (tests/compile_fail/learnable_margins_without_dmargins.cpp);
+  // the Gradients argument makes it a runtime one.
+  Case c = random_case(4, 5, 6, 8);
+  const Eigen::VectorXd margins = Eigen::VectorXd::Constant(6, 0.3);
+  const ml::AdaptiveMargin<double> adaptive{30, margins};
+  const auto fixed = ml::class_margins(ml::CosFace<double>{30, 0.0}, margins);
+  Mat<double> dX(4, 5), dW(6, 5);
+  Eigen::VectorXd dm(6);
+  const char* need = "AdaptiveMargin has learnable margins: pass Gradients{dX, dW, dmargins}";
+  const char* cos_none = "CosFace has no learnable margins: dmargins must be empty";
+  const char* arc_none = "ArcFace has no learnable margins: dmargins must be empty";
+  SUBCASE("forward_backward") {
+    ml::Workspace<double> ws;
+    expect_error([&] { ml::forward_backward(adaptive, c.X, c.W, c.labels, {dX, dW}, ws); }, {need});
+    expect_error([&] { ml::forward_backward(cosface, c.X, c.W, c.labels, {dX, dW, dm}, ws); }, {cos_none});
+    expect_error([&] { ml::forward_backward(fixed, c.X, c.W, c.labels, {dX, dW, dm}, ws); }, {cos_none});
+    const ml::ArcFace<double> arcface{};
+    expect_error([&] { ml::forward_backward(arcface, c.X, c.W, c.labels, {dX, dW, dm}, ws); }, {arc_none});
+    // Checked before the forward runs: the workspace holds nothing.
+    CHECK_FALSE(ws.holds_forward());
+    CHECK_NOTHROW(ml::forward_backward(adaptive, c.X, c.W, c.labels, {dX, dW, dm}, ws));
+    CHECK_NOTHROW(ml::forward_backward(cosface, c.X, c.W, c.labels, {dX, dW}, ws));
+  }
+  SUBCASE("backward") {
+    ml::Workspace<double> ws;
+    const auto fa = ml::forward(adaptive, c.X, c.W, c.labels, ws);
+    expect_error([&] { ml::backward(fa, 1.0, {dX, dW}); }, {need});
+    // Checked before the forward is consumed: the right call still runs.
+    CHECK_NOTHROW(ml::backward(fa, 1.0, {dX, dW, dm}));
+    const auto fc = ml::forward(cosface, c.X, c.W, c.labels, ws);
+    expect_error([&] { ml::backward(fc, 1.0, {dX, dW, dm}); }, {cos_none});
+    CHECK_NOTHROW(ml::backward(fc, 1.0, {dX, dW}));
+    const auto ff = ml::forward(fixed, c.X, c.W, c.labels, ws);
+    expect_error([&] { ml::backward(ff, 1.0, {dX, dW, dm}); }, {cos_none});
+  }
+  SUBCASE("subset forward_backward") {
+    ml::SubsetWorkspace<double> sws;
+    ml::ActiveSet set;
+    set.classes.resize(4);
+    set.classes << 5, 0, 2, 3;
+    set.local_labels.resize(4);
+    set.local_labels << 1, 2, 3, 0;  // the batch's classes 0, 2, 3, 5
+    expect_error([&] { ml::forward_backward(adaptive, c.X, c.W, set, {dX, dW}, sws); }, {need});
+    expect_error([&] { ml::forward_backward(cosface, c.X, c.W, set, {dX, dW, dm}, sws); }, {cos_none});
+    expect_error([&] { ml::forward_backward(fixed, c.X, c.W, set, {dX, dW, dm}, sws); }, {cos_none});
+    CHECK_NOTHROW(ml::forward_backward(adaptive, c.X, c.W, set, {dX, dW, dm}, sws));
+    CHECK_NOTHROW(ml::forward_backward(cosface, c.X, c.W, set, {dX, dW}, sws));
+  }
 }

@@ -137,15 +137,66 @@ TEST_CASE("Split forward/backward equals forward_backward and scales with the up
   const ml::ArcFace<double> p{64, 0.5};
   const auto r = ml::forward_backward(p, c.X, c.W, c.labels);
   ml::Workspace<double> ws;
-  const double loss = ml::forward(p, c.X, c.W, c.labels, ws);
+  const auto fwd = ml::forward(p, c.X, c.W, c.labels, ws);
+  const double loss = fwd.loss();
   CHECK(ws.holds_forward());
-  const auto g = ml::backward(p, c.W, ws, 2.5);
+  CHECK(&fwd.workspace() == &ws);
+  Mat<double> dX(6, 8), dW(9, 8);
+  ml::backward(fwd, 2.5, {dX, dW});
   CHECK_FALSE(ws.holds_forward());
   CHECK(loss == r.loss);
-  CHECK(rel_error(g.dX, 2.5 * r.dX) < 1e-14);
-  CHECK(rel_error(g.dW, 2.5 * r.dW) < 1e-14);
+  CHECK(rel_error(dX, 2.5 * r.dX) < 1e-14);
+  CHECK(rel_error(dW, 2.5 * r.dW) < 1e-14);
   // A forward is consumed by its backward.
-  CHECK_THROWS_AS(ml::backward(p, c.W, ws, 1.0), ml::invalid_argument);
+  CHECK_THROWS_WITH_AS(ml::backward(fwd, 1.0, {dX, dW}),
+                       doctest::Contains("backward() needs a forward() on the same workspace first"),
+                       ml::invalid_argument);
+}
+
+TEST_CASE("The Forward context: loss() and regulariser() equal forward_backward's, with or without learnable margins") {
+  Case c = random_case(6, 8, 9, 41);
+  c.labels << 0, 3, 3, 5, 8, 1;
+  Mat<double> dX(6, 8), dW(9, 8);
+  Eigen::VectorXd dm(9);
+  SUBCASE("ArcFace: no regulariser") {
+    const ml::ArcFace<double> p{64, 0.5};
+    const auto r = ml::forward_backward(p, c.X, c.W, c.labels);
+    ml::Workspace<double> ws;
+    const auto fwd = ml::forward(p, c.X, c.W, c.labels, ws);
+    CHECK(fwd.loss() == r.loss);
+    CHECK(fwd.regulariser() == 0.0);
+    CHECK(r.regulariser == 0.0);
+    CHECK(fwd.policy().s == p.s);
+    CHECK(fwd.policy().m == p.m);
+    ml::backward(fwd, 1.0, {dX, dW});
+    CHECK(dX == r.dX);
+    CHECK(dW == r.dW);
+    // The caller-owned forward_backward returns the same loss.
+    ml::Workspace<double> ws2;
+    CHECK(ml::forward_backward(p, c.X, c.W, c.labels, {dX, dW}, ws2) == fwd.loss());
+  }
+  for (auto scope : {ml::RegulariserScope::all_classes, ml::RegulariserScope::batch_classes}) {
+    CAPTURE(scope == ml::RegulariserScope::all_classes);
+    Eigen::VectorXd margins(9);
+    for (Index k = 0; k < 9; ++k) margins(k) = 0.3 + 0.01 * static_cast<double>(k);
+    const ml::AdaptiveMargin<double> p{30, margins, 7.0, scope};
+    const auto r = ml::forward_backward(p, c.X, c.W, c.labels);
+    ml::Workspace<double> ws;
+    const auto fwd = ml::forward(p, c.X, c.W, c.labels, ws);
+    CHECK(fwd.loss() == r.loss);
+    CHECK(fwd.regulariser() == r.regulariser);
+    // R = -lambda_m mean_{j in J} m_j, J every class or the batch's distinct classes 0, 1, 3, 5, 8.
+    const double R = scope == ml::RegulariserScope::all_classes
+                         ? -7.0 * margins.mean()
+                         : -7.0 * (margins(0) + margins(1) + margins(3) + margins(5) + margins(8)) / 5;
+    CHECK(fwd.regulariser() == doctest::Approx(R).epsilon(1e-14));
+    ml::backward(fwd, 1.0, {dX, dW, dm});
+    CHECK(dX == r.dX);
+    CHECK(dW == r.dW);
+    CHECK(dm == r.dmargins);
+    ml::Workspace<double> ws2;
+    CHECK(ml::forward_backward(p, c.X, c.W, c.labels, {dX, dW, dm}, ws2) == fwd.loss());
+  }
 }
 
 TEST_CASE("A workspace is reused across shapes and steps without changing results") {
@@ -154,7 +205,7 @@ TEST_CASE("A workspace is reused across shapes and steps without changing result
   for (auto shape : {std::array<Index, 3>{4, 5, 6}, std::array<Index, 3>{7, 3, 11}, std::array<Index, 3>{4, 5, 6}}) {
     Case c = random_case(shape[0], shape[1], shape[2], 50 + shape[2]);
     Mat<double> dX(shape[0], shape[1]), dW(shape[2], shape[1]);
-    const double loss = ml::forward_backward(p, c.X, c.W, c.labels, dX, dW, ws);
+    const double loss = ml::forward_backward(p, c.X, c.W, c.labels, {dX, dW}, ws);
     const auto ref = ml::forward_backward(p, c.X, c.W, c.labels);
     CHECK(loss == ref.loss);
     CHECK(dX == ref.dX);

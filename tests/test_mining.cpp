@@ -250,11 +250,13 @@ TEST_CASE("CurricularFace tau is updated by each forward, before use, exactly as
     CHECK(chunked.tau == manual.tau);
     CHECK(rel_error(got_chunked.loss, want.loss) < 1e-13);
     ml::Workspace<double> ws;
-    const double split_loss = ml::forward(split, c.X, c.W, c.labels, ws);
-    const auto split_grads = ml::backward(split, c.W, ws, 1.0);  // the updated policy: accepted
+    const auto split_fwd = ml::forward(split, c.X, c.W, c.labels, ws);
+    Mat<double> split_dX(c.X.rows(), c.X.cols()), split_dW(c.W.rows(), c.W.cols());
+    ml::backward(split_fwd, 1.0, {split_dX, split_dW});  // the context holds the updated policy
     CHECK(split.tau == manual.tau);
-    CHECK(split_loss == want.loss);
-    CHECK(split_grads.dX == want.dX);
+    CHECK(split_fwd.policy().tau == manual.tau);
+    CHECK(split_fwd.loss() == want.loss);
+    CHECK(split_dX == want.dX);
     // The cosine level updates from the clamped target cosines it is given.
     const Mat<double> cos = (c.X.rowwise().normalized() * c.W.rowwise().normalized().transpose()).eval();
     ml::cosine_forward_backward(cosine, cos, c.labels);

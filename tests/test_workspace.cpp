@@ -12,7 +12,7 @@ TEST_CASE("Workspace::cosines: the forward's clamped cosines, between forward an
   ml::Workspace<double> ws;
   Mat<double> cos(9, 700), dX(9, 10), dW(700, 10);
   CHECK_THROWS_WITH_AS(ws.cosines(cos), doctest::Contains("no forward"), ml::invalid_argument);
-  (void)ml::forward(policy, c.X, c.W, c.labels, ws);
+  const auto fwd = ml::forward(policy, c.X, c.W, c.labels, ws);
   Mat<double> wrong(9, 699);
   CHECK_THROWS_WITH_AS(ws.cosines(wrong), doctest::Contains("out"), ml::invalid_argument);
   ws.cosines(cos);
@@ -23,7 +23,7 @@ TEST_CASE("Workspace::cosines: the forward's clamped cosines, between forward an
       worst = std::max(worst, std::fabs(cos(i, j) - want));
     }
   CHECK(worst < 1e-14);
-  ml::backward(policy, c.W, ws, 1.0, dX, dW);
+  ml::backward(fwd, 1.0, {dX, dW});
   CHECK_THROWS_WITH_AS(ws.cosines(cos), doctest::Contains("no forward"), ml::invalid_argument);
   ml::Options blocks;
   blocks.class_block = 256;

@@ -8,5 +8,5 @@ int main() {
   ml::Vector<float> dm(10);
   ml::Workspace<float> ws;
   const ml::AdaptiveMargin<float> p{30, ml::Vector<float>::Constant(10, 0.3f)};
-  return static_cast<int>(ml::forward_backward(p, X, W, y, dX, dW, dm, ws));
+  return static_cast<int>(ml::forward_backward(p, X, W, y, {dX, dW, dm}, ws));
 }

@@ -10,5 +10,5 @@ int main() {
   ml::Vector<float> dm(10);
   ml::Workspace<float> ws;
   const ml::AdaptiveMargin<float> p{30, initial_margins(10)};
-  return static_cast<int>(ml::forward_backward(p, X, W, y, dX, dW, dm, ws));
+  return static_cast<int>(ml::forward_backward(p, X, W, y, {dX, dW, dm}, ws));
 }

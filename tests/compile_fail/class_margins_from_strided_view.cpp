@@ -10,5 +10,5 @@ int main() {
   const ml::Vector<float> buffer = ml::Vector<float>::Constant(20, 0.3f);
   const Eigen::Map<const ml::Vector<float>, 0, Eigen::InnerStride<2>> every_other(buffer.data(), 10);
   const auto p = ml::class_margins(ml::CosFace<float>{}, every_other);
-  return static_cast<int>(ml::forward_backward(p, X, W, y, dX, dW, ws));
+  return static_cast<int>(ml::forward_backward(p, X, W, y, {dX, dW}, ws));
 }

@@ -8,5 +8,5 @@ int main() {
   const Eigen::VectorXi counts = Eigen::VectorXi::Constant(10, 100);
   ml::Workspace<float> ws;
   const auto p = ml::class_margins(ml::CosFace<float>{}, ml::margins_from_class_counts(counts, 0.5f));
-  return static_cast<int>(ml::forward_backward(p, X, W, y, dX, dW, ws));
+  return static_cast<int>(ml::forward_backward(p, X, W, y, {dX, dW}, ws));
 }

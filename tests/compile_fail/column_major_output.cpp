@@ -6,5 +6,5 @@ int main() {
   Eigen::MatrixXf dX(4, 8), dW(10, 8);
   Eigen::VectorXi y = Eigen::VectorXi::Zero(4);
   ml::Workspace<float> ws;
-  return static_cast<int>(ml::forward_backward(ml::ArcFace<float>{}, X, W, y, dX, dW, ws));
+  return static_cast<int>(ml::forward_backward(ml::ArcFace<float>{}, X, W, y, {dX, dW}, ws));
 }

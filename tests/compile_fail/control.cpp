@@ -12,7 +12,8 @@ int main() {
   const ml::AdaptiveMargin<float> p{30, margins};
   const std::vector<float> fixed(10, 0.3f);
   const auto cm = ml::class_margins(ml::ArcFace<float>{}, fixed);
-  const float loss = ml::forward_backward(p, X, W, y, dX, dW, dm, ws) + ml::forward_backward(cm, X, W, y, dX, dW, ws);
+  const float loss =
+      ml::forward_backward(p, X, W, y, {dX, dW, dm}, ws) + ml::forward_backward(cm, X, W, y, {dX, dW}, ws);
   ml::AdaptiveSampler s(10);
   Eigen::VectorXi idx(1), correct(1);
   idx << 1;

@@ -14,5 +14,5 @@ int main() {
   Eigen::VectorXi y = Eigen::VectorXi::Zero(4);
   ml::Workspace<float> ws;
   SumOnly comm;
-  return static_cast<int>(ml::sharded_forward_backward(ml::ArcFace<float>{}, X, W, 0, 10, y, comm, dX, dW, ws));
+  return static_cast<int>(ml::forward_backward(ml::ArcFace<float>{}, X, W, y, {dX, dW}, ws, ml::Shard{0, 10, comm}));
 }

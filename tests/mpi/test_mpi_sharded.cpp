@@ -106,8 +106,8 @@ void check_policy(const P& policy, const Problem& prob, Split split, Index block
   ml::MPICommunicator comm;
   double loss = std::numeric_limits<double>::quiet_NaN();
   try {
-    loss = ml::sharded_forward_backward(policy, prob.X, W_shard, range.offset, C, prob.labels, comm, dX, dW_shard, ws,
-                                        options);
+    loss = ml::forward_backward(policy, prob.X, W_shard, prob.labels, {dX, dW_shard}, ws,
+                                ml::Shard{range.offset, C, comm}, options);
   } catch (const std::exception& e) {
     check(false, label + ": threw " + e.what());
   }
@@ -133,8 +133,9 @@ void check_split_forward_backward(const Problem& prob) {
   options.class_block = 4;
   for (int step = 0; step < 2; ++step) {
     Mat dX(B, D), dW_shard(range.count, D);
-    const double loss = ml::sharded_forward(policy, prob.X, W_shard, range.offset, C, prob.labels, comm, ws, options);
-    ml::sharded_backward(policy, W_shard, comm, ws, 2.5, dX, dW_shard);
+    const auto fwd = ml::forward(policy, prob.X, W_shard, prob.labels, ws, ml::Shard{range.offset, C, comm}, options);
+    const double loss = fwd.loss();
+    ml::backward(fwd, 2.5, {dX, dW_shard});
     check(rel_error(loss, dense.loss) < 1e-12, "split form: loss");
     check(rel_error(dX, 2.5 * dense.dX) < 1e-12, "split form: dX scaled by grad_loss");
     const Mat dW = gather_dW(dW_shard, range.offset, C, D);
@@ -158,7 +159,7 @@ void check_errors(const Problem& prob) {
   if (culprit) W_shard(0, 0) = std::numeric_limits<double>::quiet_NaN();
   std::string message;
   try {
-    ml::sharded_forward_backward(policy, prob.X, W_shard, range.offset, C, prob.labels, comm, dX, dW_shard, ws);
+    ml::forward_backward(policy, prob.X, W_shard, prob.labels, {dX, dW_shard}, ws, ml::Shard{range.offset, C, comm});
   } catch (const ml::invalid_argument& e) {
     message = e.what();
   }
@@ -172,8 +173,8 @@ void check_errors(const Problem& prob) {
   message.clear();
   try {
     Mat bad_dW(range.count + (culprit ? 1 : 0), D);
-    ml::sharded_forward(policy, prob.X, W_shard, range.offset, C, prob.labels, comm, ws);
-    ml::sharded_backward(policy, W_shard, comm, ws, 1.0, dX, bad_dW);
+    const auto fwd = ml::forward(policy, prob.X, W_shard, prob.labels, ws, ml::Shard{range.offset, C, comm});
+    ml::backward(fwd, 1.0, {dX, bad_dW});
   } catch (const ml::invalid_argument& e) {
     message = e.what();
   }
@@ -186,7 +187,8 @@ void check_errors(const Problem& prob) {
   const auto dense = ml::forward_backward(policy, prob.X, prob.W, prob.labels);
   double loss = std::numeric_limits<double>::quiet_NaN();
   try {
-    loss = ml::sharded_forward_backward(policy, prob.X, W_shard, range.offset, C, prob.labels, comm, dX, dW_shard, ws);
+    loss = ml::forward_backward(policy, prob.X, W_shard, prob.labels, {dX, dW_shard}, ws,
+                                ml::Shard{range.offset, C, comm});
   } catch (const std::exception& e) {
     check(false, std::string("after the errors: threw ") + e.what());
   }
@@ -217,9 +219,12 @@ void check_agreement(const Problem& prob) {
     const Eigen::VectorXi y = prob.labels.head(b);
     Mat W_shard = prob.W.middleRows(range.offset, range.count), dX(b, D), dW(range.count, D);
     ml::Workspace<double> ws;
-    expect_all_throw("B differs", [&] {
-      ml::sharded_forward_backward(ml::CosFace<double>{}, X, W_shard, range.offset, C, y, comm, dX, dW, ws);
-    }, "disagree on B");
+    expect_all_throw(
+        "B differs",
+        [&] {
+          ml::forward_backward(ml::CosFace<double>{}, X, W_shard, y, {dX, dW}, ws, ml::Shard{range.offset, C, comm});
+        },
+        "disagree on B");
   }
   {
     // Another feature dimension on one rank.
@@ -227,9 +232,13 @@ void check_agreement(const Problem& prob) {
     const Mat X = prob.X.leftCols(d);
     Mat W_shard = prob.W.middleRows(range.offset, range.count).leftCols(d), dX(B, d), dW(range.count, d);
     ml::Workspace<double> ws;
-    expect_all_throw("D differs", [&] {
-      ml::sharded_forward_backward(ml::CosFace<double>{}, X, W_shard, range.offset, C, prob.labels, comm, dX, dW, ws);
-    }, "disagree on D");
+    expect_all_throw(
+        "D differs",
+        [&] {
+          ml::forward_backward(ml::CosFace<double>{}, X, W_shard, prob.labels, {dX, dW}, ws,
+                               ml::Shard{range.offset, C, comm});
+        },
+        "disagree on D");
   }
   {
     // SphereFace with the feature-norm scale everywhere but one rank.
@@ -237,9 +246,12 @@ void check_agreement(const Problem& prob) {
     if (culprit) p.scale_mode = ml::Scale::fixed;
     Mat W_shard = prob.W.middleRows(range.offset, range.count), dX(B, D), dW(range.count, D);
     ml::Workspace<double> ws;
-    expect_all_throw("policy differs", [&] {
-      ml::sharded_forward_backward(p, prob.X, W_shard, range.offset, C, prob.labels, comm, dX, dW, ws);
-    }, "disagree on the policy");
+    expect_all_throw(
+        "policy differs",
+        [&] {
+          ml::forward_backward(p, prob.X, W_shard, prob.labels, {dX, dW}, ws, ml::Shard{range.offset, C, comm});
+        },
+        "disagree on the policy");
   }
   if (g_size > 1) {
     // A gap: the last rank's range starts one class late (and so ends past C: shortened).
@@ -252,17 +264,21 @@ void check_agreement(const Problem& prob) {
       }
       Mat W_shard = prob.W.middleRows(offset, count), dX(B, D), dW(count, D);
       ml::Workspace<double> ws;
-      expect_all_throw(shift > 0 ? "gap" : "overlap", [&] {
-        ml::sharded_forward_backward(ml::CosFace<double>{}, prob.X, W_shard, offset, C, prob.labels, comm, dX, dW, ws);
-      }, shift > 0 ? "cover" : "overlap");
+      expect_all_throw(
+          shift > 0 ? "gap" : "overlap",
+          [&] {
+            ml::forward_backward(ml::CosFace<double>{}, prob.X, W_shard, prob.labels, {dX, dW}, ws,
+                                 ml::Shard{offset, C, comm});
+          },
+          shift > 0 ? "cover" : "overlap");
     }
   }
   // Still in step afterwards.
   Mat W_shard = prob.W.middleRows(range.offset, range.count), dX(B, D), dW(range.count, D);
   ml::Workspace<double> ws;
   const auto dense = ml::forward_backward(ml::CosFace<double>{}, prob.X, prob.W, prob.labels);
-  const double loss =
-      ml::sharded_forward_backward(ml::CosFace<double>{}, prob.X, W_shard, range.offset, C, prob.labels, comm, dX, dW, ws);
+  const double loss = ml::forward_backward(ml::CosFace<double>{}, prob.X, W_shard, prob.labels, {dX, dW}, ws,
+                                           ml::Shard{range, C, comm});  // from the ClassRange
   check(rel_error(loss, dense.loss) < 1e-12, "after the disagreements: loss vs dense");
 }
 

@@ -139,7 +139,7 @@ TEST_CASE("HPM active set: labels first, then queue members in rounds -- the cap
   const Case c = random_case(7, D, C, 2);
   ml::SubsetWorkspace<double> sws;
   Mat<double> dX(7, D), dW = Mat<double>::Zero(C, D);
-  CHECK(std::isfinite(ml::subset_forward_backward(ml::CosFace<double>{}, c.X, W, a, dX, dW, sws)));
+  CHECK(std::isfinite(ml::forward_backward(ml::CosFace<double>{}, c.X, W, a, {dX, dW}, sws)));
 }
 
 TEST_CASE("HPM queue rule on a constructed case") {
@@ -316,7 +316,7 @@ TEST_CASE("HPM update from the subset loss's kept cosines equals update from X a
   so.keep_cosines = true;
   CHECK_THROWS_WITH_AS(from_loss.update(sws, W, set), doctest::Contains("keep_cosines"), ml::invalid_argument);
   const ml::CosFace<double> policy{8.0, 0.2};
-  (void)ml::subset_forward_backward(policy, X, W, set, dX, dW, sws, so);
+  (void)ml::forward_backward(policy, X, W, set, {dX, dW}, sws, so);
   // The kept cosines against x.w / (|x| |w|) computed here.
   REQUIRE(sws.cosines().rows() == B);
   REQUIRE(sws.cosines().cols() == set.size());
@@ -340,7 +340,7 @@ TEST_CASE("HPM update from the subset loss's kept cosines equals update from X a
   CHECK(changed > 0);  // the rule mined something, so equal queues say something
   // Class blocks keep no full cosine matrix: the call says so instead of keeping some.
   so.engine.class_block = 16;
-  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(policy, X, W, set, dX, dW, sws, so), doctest::Contains("class blocks"),
+  CHECK_THROWS_WITH_AS(ml::forward_backward(policy, X, W, set, {dX, dW}, sws, so), doctest::Contains("class blocks"),
                        ml::invalid_argument);
   CHECK(sws.cosines().size() == 0);
 }

@@ -82,7 +82,7 @@ TEST_CASE("Partial FC + subset loss: the gradient lands on the sampled rows only
   ml::SubsetOptions o;
   o.zero_inactive_rows = true;
   Mat<double> dX(8, 6), dW(60, 6);
-  ml::subset_forward_backward(ml::CosFace<double>{}, c.X, c.W, a, dX, dW, sws, o);
+  ml::forward_backward(ml::CosFace<double>{}, c.X, c.W, a, {dX, dW}, sws, o);
   for (Index j = 0; j < 60; ++j) {
     const bool sampled = (a.classes.array() == j).any();
     CHECK((dW.row(j).squaredNorm() > 0) == sampled);

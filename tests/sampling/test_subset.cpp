@@ -40,6 +40,11 @@ Subset make_subset(Index B, Index D, Index C, Index extra, std::uint64_t seed) {
   return s;
 }
 
+// The ActiveSet of active class ids and int local labels.
+ml::ActiveSet set_of(const ml::IndexVector& active, const Eigen::VectorXi& local) {
+  return {active, local.cast<Index>()};
+}
+
 bool in_set(const ml::IndexVector& a, Index k) { return (a.array() == k).any(); }
 
 Eigen::VectorXd gather(const Eigen::VectorXd& m, const ml::IndexVector& a) {
@@ -55,7 +60,7 @@ void check_policy(const P& policy, const Q& restricted, const Subset& s) {
   const auto ref = ml::forward_backward(restricted, s.c.X, s.Wsub, s.local);
   ml::SubsetWorkspace<double> sws;
   Mat<double> dX(B, D), dW = Mat<double>::Constant(C, D, 7.0);
-  const double loss = ml::subset_forward_backward(policy, s.c.X, s.c.W, s.active, s.local, dX, dW, sws);
+  const double loss = ml::forward_backward(policy, s.c.X, s.c.W, set_of(s.active, s.local), {dX, dW}, sws);
   CHECK(rel_error(loss, ref.loss) < 1e-12);
   CHECK(rel_error(dX, ref.dX) < 1e-12);
   for (Index j = 0; j < C; ++j) {
@@ -65,7 +70,7 @@ void check_policy(const P& policy, const Q& restricted, const Subset& s) {
   for (Index a = 0; a < s.active.size(); ++a) CHECK(rel_error(dW.row(s.active(a)), ref.dW.row(a)) < 1e-12);
   ml::SubsetOptions zero;
   zero.zero_inactive_rows = true;
-  const double loss2 = ml::subset_forward_backward(policy, s.c.X, s.c.W, s.active, s.local, dX, dW, sws, zero);
+  const double loss2 = ml::forward_backward(policy, s.c.X, s.c.W, set_of(s.active, s.local), {dX, dW}, sws, zero);
   CHECK(loss2 == loss);
   for (Index j = 0; j < C; ++j)
     if (!in_set(s.active, j)) CHECK((dW.row(j).array() == 0.0).all());
@@ -104,7 +109,7 @@ TEST_CASE("subset loss with class blocks in the engine, and an ActiveSet") {
   o.engine.class_block = 4;
   Mat<double> dX(6, 5), dW = Mat<double>::Zero(40, 5);
   const ml::CosFace<double> p{30, 0.35};
-  const double loss = ml::subset_forward_backward(p, s.c.X, s.c.W, set, dX, dW, sws, o);
+  const double loss = ml::forward_backward(p, s.c.X, s.c.W, set, {dX, dW}, sws, o);
   const auto ref = ml::forward_backward(p, s.c.X, s.Wsub, s.local);
   CHECK(rel_error(loss, ref.loss) < 1e-12);
   CHECK(rel_error(dX, ref.dX) < 1e-12);
@@ -122,7 +127,7 @@ TEST_CASE("subset loss on every class, in any order, is the full loss") {
   Mat<double> dX(7, 5), dW(11, 5);
   const ml::ArcFace<double> p{64, 0.5};
   const auto ref = ml::forward_backward(p, c.X, c.W, c.labels);
-  CHECK(rel_error(ml::subset_forward_backward(p, c.X, c.W, all, local, dX, dW, sws), ref.loss) < 1e-12);
+  CHECK(rel_error(ml::forward_backward(p, c.X, c.W, set_of(all, local), {dX, dW}, sws), ref.loss) < 1e-12);
   CHECK(rel_error(dX, ref.dX) < 1e-12);
   CHECK(rel_error(dW, ref.dW) < 1e-12);
   for (auto scope : {ml::RegulariserScope::all_classes, ml::RegulariserScope::batch_classes}) {
@@ -131,7 +136,7 @@ TEST_CASE("subset loss on every class, in any order, is the full loss") {
     const ml::AdaptiveMargin<double> am{30, m, 7.0, scope};
     const auto r = ml::forward_backward(am, c.X, c.W, c.labels);
     Eigen::VectorXd dm(11);
-    CHECK(rel_error(ml::subset_forward_backward(am, c.X, c.W, all, local, dX, dW, dm, sws), r.loss) < 1e-12);
+    CHECK(rel_error(ml::forward_backward(am, c.X, c.W, set_of(all, local), {dX, dW, dm}, sws), r.loss) < 1e-12);
     CHECK(rel_error(dW, r.dW) < 1e-12);
     CHECK(rel_error(dm, r.dmargins) < 1e-12);
   }
@@ -152,7 +157,7 @@ TEST_CASE("AdaptiveMargin on a subset: the three regulariser readings") {
   SUBCASE("all_classes, as_policy: CE on the subset + R over all C margins") {
     const ml::AdaptiveMargin<double> p{s_, m, lambda, ml::RegulariserScope::all_classes};
     const auto ce = ml::forward_backward(ml::AdaptiveMargin<double>{s_, ma, 0.0}, s.c.X, s.Wsub, s.local);
-    const double loss = ml::subset_forward_backward(p, s.c.X, s.c.W, s.active, s.local, dX, dW, dm, sws);
+    const double loss = ml::forward_backward(p, s.c.X, s.c.W, set_of(s.active, s.local), {dX, dW, dm}, sws);
     CHECK(rel_error(loss, ce.loss - lambda * m.mean()) < 1e-12);
     CHECK(rel_error(dX, ce.dX) < 1e-12);
     for (Index j = 0; j < C; ++j) {
@@ -169,7 +174,7 @@ TEST_CASE("AdaptiveMargin on a subset: the three regulariser readings") {
     const ml::AdaptiveMargin<double> p{s_, m, lambda, ml::RegulariserScope::batch_classes};
     const auto ref = ml::forward_backward(ml::AdaptiveMargin<double>{s_, ma, lambda, ml::RegulariserScope::batch_classes},
                                           s.c.X, s.Wsub, s.local);
-    const double loss = ml::subset_forward_backward(p, s.c.X, s.c.W, s.active, s.local, dX, dW, dm, sws);
+    const double loss = ml::forward_backward(p, s.c.X, s.c.W, set_of(s.active, s.local), {dX, dW, dm}, sws);
     CHECK(rel_error(loss, ref.loss) < 1e-12);
     for (Index j = 0; j < C; ++j)
       if (!in_set(s.active, j)) CHECK(dm(j) == 0.0);
@@ -180,7 +185,7 @@ TEST_CASE("AdaptiveMargin on a subset: the three regulariser readings") {
     ml::SubsetOptions o;
     o.regulariser = ml::SubsetRegulariser::active_classes;
     const auto ref = ml::forward_backward(ml::AdaptiveMargin<double>{s_, ma, lambda}, s.c.X, s.Wsub, s.local);
-    const double loss = ml::subset_forward_backward(p, s.c.X, s.c.W, s.active, s.local, dX, dW, dm, sws, o);
+    const double loss = ml::forward_backward(p, s.c.X, s.c.W, set_of(s.active, s.local), {dX, dW, dm}, sws, o);
     CHECK(rel_error(loss, ref.loss) < 1e-12);
     CHECK(rel_error(dX, ref.dX) < 1e-12);
     for (Index j = 0; j < C; ++j)
@@ -207,8 +212,10 @@ TEST_CASE("AdaptiveMargin subset loss: dX, dW (all rows) and dmargins (all C) ag
       ml::SubsetWorkspace<double> sws;
       Mat<double> dX(5, 4), dW(C, 4), gX(5, 4), gW(C, 4);
       Eigen::VectorXd dm(C), gm(C);
-      ml::subset_forward_backward(p, s.c.X, s.c.W, s.active, s.local, dX, dW, dm, sws, o);
-      auto loss = [&] { return ml::subset_forward_backward(p, s.c.X, s.c.W, s.active, s.local, gX, gW, gm, sws, o); };
+      ml::forward_backward(p, s.c.X, s.c.W, set_of(s.active, s.local), {dX, dW, dm}, sws, o);
+      auto loss = [&] {
+        return ml::forward_backward(p, s.c.X, s.c.W, set_of(s.active, s.local), {gX, gW, gm}, sws, o);
+      };
       CHECK(rel_error(dX, fd_gradient(s.c.X, loss)) < 1e-6);
       CHECK(rel_error(dW, fd_gradient(s.c.W, loss)) < 1e-6);
       Mat<double> mm = m.transpose();
@@ -229,25 +236,25 @@ TEST_CASE("subset loss errors") {
   const ml::CosFace<double> p;
   ml::IndexVector bad = s.active;
   bad(0) = 10;
-  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(p, s.c.X, s.c.W, bad, s.local, dX, dW, sws),
+  CHECK_THROWS_WITH_AS(ml::forward_backward(p, s.c.X, s.c.W, set_of(bad, s.local), {dX, dW}, sws),
                        doctest::Contains("active[0] = 10 is out of range"), ml::invalid_argument);
   bad = s.active;
   bad(1) = bad(0);
-  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(p, s.c.X, s.c.W, bad, s.local, dX, dW, sws),
+  CHECK_THROWS_WITH_AS(ml::forward_backward(p, s.c.X, s.c.W, set_of(bad, s.local), {dX, dW}, sws),
                        doctest::Contains("appears twice"), ml::invalid_argument);
   Eigen::VectorXi l = s.local;
   l(0) = static_cast<int>(s.active.size());
-  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(p, s.c.X, s.c.W, s.active, l, dX, dW, sws),
+  CHECK_THROWS_WITH_AS(ml::forward_backward(p, s.c.X, s.c.W, set_of(s.active, l), {dX, dW}, sws),
                        doctest::Contains("out of range"), ml::invalid_argument);
   Mat<double> dWbad(9, 3);
-  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(p, s.c.X, s.c.W, s.active, s.local, dX, dWbad, sws),
+  CHECK_THROWS_WITH_AS(ml::forward_backward(p, s.c.X, s.c.W, set_of(s.active, s.local), {dX, dWbad}, sws),
                        doctest::Contains("dW is 9x3"), ml::invalid_argument);
   // After a failed call, a good one still works (the duplicate marks were cleared).
-  CHECK_NOTHROW(ml::subset_forward_backward(p, s.c.X, s.c.W, s.active, s.local, dX, dW, sws));
+  CHECK_NOTHROW(ml::forward_backward(p, s.c.X, s.c.W, set_of(s.active, s.local), {dX, dW}, sws));
   Eigen::VectorXd dm(9);
   Eigen::VectorXd m10 = Eigen::VectorXd::Constant(10, 0.3);
-  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(ml::AdaptiveMargin<double>{30, m10, 1.0}, s.c.X, s.c.W, s.active, s.local,
-                                                   dX, dW, dm, sws),
+  CHECK_THROWS_WITH_AS(ml::forward_backward(ml::AdaptiveMargin<double>{30, m10, 1.0}, s.c.X, s.c.W,
+                                            set_of(s.active, s.local), {dX, dW, dm}, sws),
                        doctest::Contains("dmargins has 9 entries"), ml::invalid_argument);
   // Every class's margin is checked, the inactive ones too (the caller's whole vector).
   Index inactive = 0;
@@ -257,29 +264,27 @@ TEST_CASE("subset loss errors") {
   const std::string not_finite = "marginloss: AdaptiveMargin: margins(" + std::to_string(inactive) + ") = nan must be finite";
   const std::string not_valid = "marginloss: ArcFace: margins(" + std::to_string(inactive) +
                                 ") = 4 is not a valid margin (ArcFace: m = 4 must be < pi)";
-  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(ml::AdaptiveMargin<double>{30, m10, 1.0}, s.c.X, s.c.W, s.active, s.local,
-                                                   dX, dW, dm10, sws),
-                       not_finite.c_str(),
-                       ml::invalid_argument);
+  CHECK_THROWS_WITH_AS(ml::forward_backward(ml::AdaptiveMargin<double>{30, m10, 1.0}, s.c.X, s.c.W,
+                                            set_of(s.active, s.local), {dX, dW, dm10}, sws),
+                       not_finite.c_str(), ml::invalid_argument);
   m10(inactive) = 4;
-  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(ml::class_margins(ml::ArcFace<double>{}, m10), s.c.X, s.c.W, s.active,
-                                                   s.local, dX, dW, sws),
-                       not_valid.c_str(),
-                       ml::invalid_argument);
+  CHECK_THROWS_WITH_AS(ml::forward_backward(ml::class_margins(ml::ArcFace<double>{}, m10), s.c.X, s.c.W,
+                                            set_of(s.active, s.local), {dX, dW}, sws),
+                       not_valid.c_str(), ml::invalid_argument);
   const Eigen::VectorXd m9 = Eigen::VectorXd::Constant(9, 0.3);
-  CHECK_THROWS_WITH_AS(ml::subset_forward_backward(ml::class_margins(ml::ArcFace<double>{}, m9), s.c.X, s.c.W, s.active,
-                                                   s.local, dX, dW, sws),
+  CHECK_THROWS_WITH_AS(ml::forward_backward(ml::class_margins(ml::ArcFace<double>{}, m9), s.c.X, s.c.W,
+                                            set_of(s.active, s.local), {dX, dW}, sws),
                        "marginloss: ArcFace: margins has 9 entries but there are 10 classes", ml::invalid_argument);
   // A value changed in place is seen by the next call (the policy views m10).
   m10(inactive) = 0.3;
   const ml::AdaptiveMargin<double> am{30, m10, 1.0};
-  const double l1 = ml::subset_forward_backward(am, s.c.X, s.c.W, s.active, s.local, dX, dW, dm10, sws);
+  const double l1 = ml::forward_backward(am, s.c.X, s.c.W, set_of(s.active, s.local), {dX, dW, dm10}, sws);
   m10(s.active(0)) = 0.1;
-  const double l2 = ml::subset_forward_backward(am, s.c.X, s.c.W, s.active, s.local, dX, dW, dm10, sws);
+  const double l2 = ml::forward_backward(am, s.c.X, s.c.W, set_of(s.active, s.local), {dX, dW, dm10}, sws);
   const Eigen::VectorXd copy = m10;
   CHECK(l2 != l1);
-  CHECK(l2 == ml::subset_forward_backward(ml::AdaptiveMargin<double>{30, copy, 1.0}, s.c.X, s.c.W, s.active, s.local, dX,
-                                          dW, dm10, sws));
+  CHECK(l2 == ml::forward_backward(ml::AdaptiveMargin<double>{30, copy, 1.0}, s.c.X, s.c.W, set_of(s.active, s.local),
+                                   {dX, dW, dm10}, sws));
 }
 
 TEST_CASE("subset loss in float -- SubsetWorkspace buffers are reused for smaller active sets") {
@@ -288,7 +293,7 @@ TEST_CASE("subset loss in float -- SubsetWorkspace buffers are reused for smalle
   ml::SubsetWorkspace<float> sws;
   Mat<float> dX(6, 5), dW = Mat<float>::Zero(40, 5);
   const ml::CosFace<float> p{30, 0.35f};
-  const float loss = ml::subset_forward_backward(p, X, W, s.active, s.local, dX, dW, sws);
+  const float loss = ml::forward_backward(p, X, W, set_of(s.active, s.local), {dX, dW}, sws);
   const auto ref = ml::forward_backward(p, X, Wsub, s.local);
   CHECK(loss == doctest::Approx(ref.loss).epsilon(1e-5));
   CHECK(rel_error(dX.cast<double>(), ref.dX.cast<double>()) < 1e-5);
@@ -301,7 +306,7 @@ TEST_CASE("subset loss in float -- SubsetWorkspace buffers are reused for smalle
   for (Index a = 0; a < small.size(); ++a) small(a) = act[static_cast<std::size_t>(a)];
   Eigen::VectorXi local(6);
   for (Index i = 0; i < 6; ++i) local(i) = static_cast<int>(std::find(act.begin(), act.end(), Index(s.c.labels(i))) - act.begin());
-  ml::subset_forward_backward(p, X, W, small, local, dX, dW, sws);
+  ml::forward_backward(p, X, W, set_of(small, local), {dX, dW}, sws);
   CHECK(sws.gathered().data() == gathered);
   CHECK(sws.gathered().rows() == small.size());
 }
