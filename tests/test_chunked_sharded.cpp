@@ -352,6 +352,40 @@ TEST_CASE("Overlapping shards and a bad dW on one rank make every rank throw inv
   CHECK(messages[1].find("another rank rejected its input") != std::string::npos);
 }
 
+TEST_CASE("A backward argument only one rank gets wrong makes every rank throw instead of deadlocking") {
+  Case c = random_case(4, 5, 9, 9);
+  const ml::CosFace<double> policy{};
+  // dmargins for a policy without learnable margins, on rank 1 only: rank 1 throws its own
+  // message, rank 0 learns of it at the backward's agreement (not left in a collective).
+  auto messages = on_ranks<ThreadGroup::Comm>(2, [&](int r, ThreadGroup::Comm& comm) {
+    const auto range = ml::even_class_range(9, 2, r);
+    const Mat<double> W_shard = c.W.middleRows(range.offset, range.count);
+    Mat<double> dX(4, 5), dWs(range.count, 5);
+    ml::Vector<double> dm(9);
+    ml::Workspace<double> ws;
+    if (r == 1)
+      ml::forward_backward(policy, c.X, W_shard, c.labels, {dX, dWs, dm}, ws, ml::Shard{range, 9, comm});
+    else
+      ml::forward_backward(policy, c.X, W_shard, c.labels, {dX, dWs}, ws, ml::Shard{range, 9, comm});
+  });
+  CHECK(messages[0].find("another rank rejected its input") != std::string::npos);
+  CHECK(messages[1].find("CosFace has no learnable margins") != std::string::npos);
+  // A stale forward on rank 0 only (its workspace ran another forward since).
+  messages = on_ranks<ThreadGroup::Comm>(2, [&](int r, ThreadGroup::Comm& comm) {
+    const auto range = ml::even_class_range(9, 2, r);
+    const Mat<double> W_shard = c.W.middleRows(range.offset, range.count);
+    Mat<double> dX(4, 5), dWs(range.count, 5);
+    ml::Workspace<double> ws, other;
+    const ml::Shard shard{range, 9, comm};
+    const auto fwd = ml::forward(policy, c.X, W_shard, c.labels, ws, shard);
+    const auto again = ml::forward(policy, c.X, W_shard, c.labels, r == 0 ? ws : other, shard);
+    static_cast<void>(again);
+    ml::backward(fwd, 1.0, {dX, dWs});
+  });
+  CHECK(messages[0].find("has since run another forward()") != std::string::npos);
+  CHECK(messages[1].find("another rank rejected its input") != std::string::npos);
+}
+
 TEST_CASE("LocalCommunicator: the sharded entry points with one rank give the single-process loss") {
   Case c = random_case(5, 4, 7, 10);
   const ml::CombinedMargin<double> policy{};

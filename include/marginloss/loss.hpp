@@ -159,8 +159,10 @@ Forward<std::decay_t<PP>, Comm> forward(PP&& policy, const Eigen::MatrixBase<DX>
 template <typename P, typename Comm>
 void backward(const Forward<P, Comm>& fwd, typename P::value_type grad_loss,
               Gradients<typename P::value_type> out) {
-  detail::check_dmargins_given<P>(out);
-  fwd.check_current();
+  detail::check_backward_arguments(fwd.communicator(), [&] {
+    detail::check_dmargins_given<P>(out);
+    fwd.check_current();
+  });
   auto& ws = fwd.workspace();
   auto* dm = out.has_dmargins() ? out.dmargins.data() : nullptr;
   if constexpr (std::is_same_v<Comm, LocalCommunicator>) {
@@ -196,7 +198,8 @@ detail::policy_value_t<PP> forward_backward(PP&& policy, const Eigen::MatrixBase
                                             Gradients<detail::policy_value_t<PP>> out, Workspace<U>& ws,
                                             Shard<Comm> shard, const Options& options = {}) {
   detail::check_forward_arguments<PP, DX, DW, L, U, Comm>();
-  detail::check_dmargins_given<std::decay_t<PP>>(out);
+  // No check of `out` before the forward: a rank that threw here would leave the others in the
+  // forward's collectives; the backward checks it with every rank.
   const auto fwd = forward(std::forward<PP>(policy), X, W_shard, labels, ws, shard, options);
   backward(fwd, detail::policy_value_t<PP>(1), out);
   return fwd.loss();

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 
 #include "../config.hpp"
+#include "../distributed/agreement.hpp"
 #include "../errors.hpp"
 #include "../policies/common.hpp"
 
@@ -56,6 +58,24 @@ void check_dmargins_given(bool given, const char* memory) {
   } else if (given) {
     fail(P::name, " has no learnable margins: dmargins must be empty (Gradients{dX, dW})");
   }
+}
+
+// The backward's own argument checks (outputs, a stale forward), run before the engine. On one
+// process a failure throws at once; sharded, every rank must learn of it before the engine's
+// collectives, or the other ranks would wait in them: the failing rank takes part in the
+// backward's one agreement (agree_on_errors, the engine's first collective) and throws there,
+// the others throw "another rank rejected its input" at theirs.
+template <typename Comm, typename Checks>
+void check_backward_arguments(Comm* comm, Checks&& checks) {
+  std::exception_ptr error;
+  try {
+    checks();
+  } catch (const invalid_argument&) {
+    error = std::current_exception();
+  }
+  if (!error) return;
+  if (comm) agree_on_errors(*comm, error);
+  std::rethrow_exception(error);
 }
 
 }  // namespace detail
