@@ -5,10 +5,11 @@
 //
 // issued exactly as the library issues them (ml::cuda::detail::gemm_cosines / gemm_dx /
 // gemm_dw, same transposes and leading dimensions). Both sides are timed with CUDA events on
-// the stream (the loss with forward_backward_async, so no host synchronisation sits inside the
-// timed region). Each iteration times one loss call and one run of the three products, back to
-// back, alternating which goes first; `ratio` is the median over iterations of loss / products
-// of the same iteration. The benchmark's time is the loss alone (manual time).
+// the stream (the loss with forward_backward(..., ml::cuda::Async{stream, cublas}), so no host
+// synchronisation sits inside the timed region). Each iteration times one loss call and one run
+// of the three products, back to back, alternating which goes first; `ratio` is the median over
+// iterations of loss / products of the same iteration. The benchmark's time is the loss alone
+// (manual time).
 //
 // Counters: loss_ms, prod_ms (medians), ratio, TFLOPs = 6 B D C / loss time, prod_TFLOPs,
 // ws_MiB = ml::cuda::workspace_bytes<float>(B, D, C), loss (the last loss, a sanity value).
@@ -65,7 +66,7 @@ struct Bench {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   cudaEvent_t start = nullptr, stop = nullptr;
-  DeviceBuffer X, W, labels, dX, dW, loss, workspace;
+  DeviceBuffer X, W, labels, dX, dW, workspace;
   // Per-class margins (device memory) and their gradient, for AdaptiveMargin / ClassMargins.
   DeviceBuffer margins, dmargins;
   std::size_t workspace_size;
@@ -79,10 +80,9 @@ struct Bench {
         labels(sizeof(std::int64_t) * sh.B),
         dX(sizeof(float) * sh.B * sh.D),
         dW(sizeof(float) * sh.C * sh.D),
-        loss(sizeof(float)),
+        workspace(mc::workspace_bytes<float>(sh.B, sh.D, sh.C)),
         margins(sizeof(float) * sh.C),
         dmargins(sizeof(float) * sh.C),
-        workspace(mc::workspace_bytes<float>(sh.B, sh.D, sh.C)),
         workspace_size(mc::workspace_bytes<float>(sh.B, sh.D, sh.C)),
         xhat(sizeof(float) * sh.B * sh.D),
         G(sizeof(float) * sh.B * sh.C),
@@ -128,16 +128,18 @@ struct Bench {
     return policy;
   }
 
+  // Enqueues one forward + backward without waiting; returns the loss's device pointer (in the
+  // workspace, valid until its next forward).
   template <typename P>
-  void loss_async(const P& registered, mc::Workspace<float>& ws) {
+  const float* loss_async(const P& registered, mc::Workspace<float>& ws) {
     const P policy = on_device(registered);
     const mc::DeviceMatrix<const float> x(X.as<float>(), s.B, s.D), w(W.as<float>(), s.C, s.D);
     const mc::DeviceMatrix<float> dx(dX.as<float>(), s.B, s.D), dw(dW.as<float>(), s.C, s.D);
+    const mc::Async async{stream, cublas};
     if constexpr (ml::detail::has_learnable_margins<P>::value)
-      mc::forward_backward_async(policy, x, w, labels.as<std::int64_t>(), dx, dw, dmargins.as<float>(), ws,
-                                 loss.as<float>(), stream, cublas);
+      return mc::forward_backward(policy, x, w, labels.as<std::int64_t>(), {dx, dw, dmargins.as<float>()}, ws, async);
     else
-      mc::forward_backward_async(policy, x, w, labels.as<std::int64_t>(), dx, dw, ws, loss.as<float>(), stream, cublas);
+      return mc::forward_backward(policy, x, w, labels.as<std::int64_t>(), {dx, dw}, ws, async);
   }
 
   void products() {
@@ -188,7 +190,7 @@ void BM_loss(benchmark::State& state, Policy policy, Shape s) {
     Bench& b = bench_for(s);
     mc::Workspace<float> ws(b.workspace.as<void>(), b.workspace_size);
     // Warm up both sides (cuBLAS heuristics, caches), and check the loss once.
-    b.loss_async(policy, ws);
+    const float* d_loss = b.loss_async(policy, ws);
     mc::check_errors(ws, b.stream);
     b.products();
     MARGINLOSS_CUDA_CHECK(cudaStreamSynchronize(b.stream));
@@ -198,7 +200,7 @@ void BM_loss(benchmark::State& state, Policy policy, Shape s) {
       double tl = 0, tp = 0;
       for (int half = 0; half < 2; ++half) {
         if ((half == 0) == loss_first)
-          tl = b.time_ms([&] { b.loss_async(policy, ws); });
+          tl = b.time_ms([&] { d_loss = b.loss_async(policy, ws); });
         else
           tp = b.time_ms([&] { b.products(); });
       }
@@ -210,7 +212,7 @@ void BM_loss(benchmark::State& state, Policy policy, Shape s) {
     }
     mc::check_errors(ws, b.stream);  // the timed calls' status (input errors, overflow)
     float loss = 0;
-    MARGINLOSS_CUDA_CHECK(cudaMemcpy(&loss, b.loss.as<float>(), sizeof(float), cudaMemcpyDeviceToHost));
+    MARGINLOSS_CUDA_CHECK(cudaMemcpy(&loss, d_loss, sizeof(float), cudaMemcpyDeviceToHost));
     set_counters(state, s, median(t_loss), median(t_prod));
     state.counters["ratio"] = median(ratio);
     state.counters["loss"] = static_cast<double>(loss);

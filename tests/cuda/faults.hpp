@@ -25,7 +25,7 @@ namespace mlcuda_test {
 enum class Fault {
   // Found on the host before any CUDA call (no GPU needed): the runner passes the problem's host
   // arrays where device memory is expected, a null stream and a fake cuBLAS handle, and the
-  // policy as given, to forward_backward (int32 labels) unless said otherwise.
+  // policy as given, to forward_backward(..., Execution) (int32 labels) unless said otherwise.
   small_workspace,       // a workspace 256 bytes smaller than workspace_bytes
   no_workspace,          // a default-constructed Workspace
   w_columns,             // W with D + 1 columns
@@ -34,10 +34,12 @@ enum class Fault {
   null_labels,           // null int64 labels
   null_cublas,           // a null cuBLAS handle
   negative_block,        // Options::class_block = -1
-  backward_first,        // backward() without forward()
-  shard_outside,         // sharded_forward_backward with C - 1 rows of W at offset 3 of C classes
+  dmargins_flipped,      // Gradients with dmargins for a policy without learnable margins, without for one with
+  shard_outside,         // forward_backward with ml::Shard{3, C, comm} and C - 1 rows of W
+  shard_other_stream,    // forward_backward with a Shard whose comm.stream() is not the Execution's stream
+  shard_other_stream_async,  // the same by forward(..., Async, Shard)
   policy_on_host,        // nothing injected: the policy given is invalid (forward_backward)
-  policy_on_host_async,  // nothing injected: forward_async with a modifiable copy of the policy given
+  policy_on_host_async,  // nothing injected: forward(..., Async) with a modifiable copy of the policy given
   // Bad inputs found on the device by forward_backward (int32 labels unless said otherwise).
   label_too_large,  // labels[1] = C
   label_negative,   // labels[2] = -3, int64 labels
@@ -46,16 +48,21 @@ enum class Fault {
   bad_w_rows,       // W(4, 2) = NaN and W row 6 = 0: the first, row 4, is reported
   huge_x_row,       // X row 1 scaled by 1e31 (float: a norm out of range)
   // Calls the device rejects.
-  async_label,             // labels[0] = C; forward_async, backward_async: nothing thrown until check_errors()
-  unchecked_async,         // labels[0] = C for a forward_async left unchecked; the valid forward() that
+  async_label,             // labels[0] = C; forward(Async), backward(fwd, device gradient): nothing thrown until
+                           // check_errors()
+  unchecked_async,         // labels[0] = C for a forward(Async) left unchecked; the valid forward(Execution) that
                            // follows (clean labels) reports it, once: forward_backward then succeeds
-  nan_grad_host,           // forward(), backward(grad_loss = NaN)
-  nan_grad_device,         // forward(), backward_async with a NaN gradient in device memory, check_errors()
+  nan_grad_host,           // forward(), backward(fwd, grad_loss = NaN)
+  nan_grad_device,         // forward(Async), backward(fwd, a NaN gradient in device memory), check_errors()
+  nan_grad_device_sync,    // forward(Execution), backward(fwd, a NaN gradient in device memory): thrown by backward
   backward_twice,          // forward(), backward(), backward()
-  backward_other_w,        // forward(), backward() with C - 1 rows of W
+  stale_forward,           // f1 = forward(), f2 = forward() on the same workspace, backward(f1): thrown; then
+                           // backward(f2) succeeds (the check consumes nothing)
   dx_shape,                // forward(), backward() with a dX of B - 1 rows
+  backward_dmargins_flipped,  // forward(), backward() with dmargins as dmargins_flipped
+  async_loss,              // clean inputs: fwd = forward(Async), fwd.loss()
   policy_on_device,        // nothing injected: the policy given is rejected on the device (forward_backward)
-  policy_on_device_async,  // the same by forward_backward_async: nothing thrown until check_errors()
+  policy_on_device_async,  // the same by forward_backward(..., Async): nothing thrown until check_errors()
   // Sharded (inject only: run_gpu_sharded over 2 ranks makes the call).
   nan_in_second_shard,  // W(offset of rank 1 of 2, 0) = NaN: the first row of the second rank's shard
 };

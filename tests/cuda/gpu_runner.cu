@@ -196,70 +196,57 @@ struct DevicePolicy {
 };
 
 // One policy's entry points on one problem's buffers (device memory, or host arrays standing in
-// for it in the host checks), each with dL/dmargins where the policy has learnable margins. P is
-// const (the policy as given) or not (one whose state the engine updates). The fault runs copy
-// it and change one member: a workspace, a view, the cuBLAS handle, the options.
+// for it in the host checks), with Gradients{dX, dW, dmargins} where the policy has learnable
+// margins and Gradients{dX, dW} otherwise (flip_dmargins: the other way round, the mistake the
+// calls reject). P is const (the policy as given) or not (one whose state the engine updates).
+// The fault runs copy it and change one member: a workspace, a view, the cuBLAS handle, the
+// options.
 template <typename P>
 struct Calls {
   using Policy = std::remove_const_t<P>;
   using T = typename Policy::value_type;
   static constexpr bool learnable = ml::detail::has_learnable_margins<Policy>::value;
   P& policy;
-  T* dmargins;  // C entries when learnable
+  T* dmargins;  // C entries when learnable (flip_dmargins: when not)
   mc::DeviceMatrix<const T> X, W;
   mc::DeviceMatrix<T> dX, dW;
   mc::Workspace<T>* ws;
   cudaStream_t stream;
   cublasHandle_t cublas;
   mc::Options options;
+  bool flip_dmargins = false;
 
-  template <typename L>
-  T forward(const L* labels) const {
-    return mc::forward(policy, X, W, labels, *ws, stream, cublas, options);
+  mc::Execution sync() const { return {stream, cublas}; }
+  mc::Async async() const { return {stream, cublas}; }
+  mc::Gradients<T> gradients() const { return {dX, dW, learnable != flip_dmargins ? dmargins : nullptr}; }
+
+  // exec: mc::Execution or mc::Async; shard: none, or one ml::Shard.
+  template <typename E, typename L, typename... Shard>
+  auto forward(const E& exec, const L* labels, Shard... shard) const {
+    return mc::forward(policy, X, W, labels, *ws, exec, shard..., options);
   }
   template <typename L>
-  void forward_async(const L* labels, T* loss) const {
-    mc::forward_async(policy, X, W, labels, *ws, loss, stream, cublas, options);
+  auto forward(const L* labels) const {
+    return forward(sync(), labels);
   }
-  void backward(T grad_loss) const {
-    if constexpr (learnable)
-      mc::backward(policy, W, *ws, grad_loss, dX, dW, dmargins, stream, cublas);
-    else
-      mc::backward(policy, W, *ws, grad_loss, dX, dW, stream, cublas);
-  }
-  void backward_async(const T* grad_loss) const {
-    if constexpr (learnable)
-      mc::backward_async(policy, W, *ws, grad_loss, dX, dW, dmargins, stream, cublas);
-    else
-      mc::backward_async(policy, W, *ws, grad_loss, dX, dW, stream, cublas);
+  template <typename E, typename L, typename... Shard>
+  auto forward_backward(const E& exec, const L* labels, Shard... shard) const {
+    return mc::forward_backward(policy, X, W, labels, gradients(), *ws, exec, shard..., options);
   }
   template <typename L>
   T forward_backward(const L* labels) const {
-    if constexpr (learnable)
-      return mc::forward_backward(policy, X, W, labels, dX, dW, dmargins, *ws, stream, cublas, options);
-    else
-      return mc::forward_backward(policy, X, W, labels, dX, dW, *ws, stream, cublas, options);
+    return forward_backward(sync(), labels);
   }
-  template <typename L>
-  void forward_backward_async(const L* labels, T* loss) const {
-    if constexpr (learnable)
-      mc::forward_backward_async(policy, X, W, labels, dX, dW, dmargins, *ws, loss, stream, cublas, options);
-    else
-      mc::forward_backward_async(policy, X, W, labels, dX, dW, *ws, loss, stream, cublas, options);
-  }
-  // W, dW: this rank's shard, rows [offset, offset + W.rows) of `classes`.
-  template <typename L, typename Comm>
-  T sharded_forward_backward(Index offset, Index classes, const L* labels, Comm& comm) const {
-    if constexpr (learnable)
-      throw std::logic_error("marginloss CUDA tests: the sharded entry points take no policy with learnable margins");
-    else
-      return mc::sharded_forward_backward(policy, X, W, offset, classes, labels, comm, dX, dW, *ws, cublas, options);
+  // grad_loss: a host value or a device pointer.
+  template <typename F, typename G>
+  void backward(const F& fwd, G grad_loss) const {
+    mc::backward(fwd, grad_loss, gradients());
   }
   void check_errors() const { mc::check_errors(*ws, stream); }
   // The same buffers with another policy object.
   template <typename Q>
   Calls<Q> with_policy(Q& other) const {
-    return {other, dmargins, X, W, dX, dW, ws, stream, cublas, options};
+    return {other, dmargins, X, W, dX, dW, ws, stream, cublas, options, flip_dmargins};
   }
 };
 
@@ -271,28 +258,45 @@ auto device_calls(DP& dpol, const DeviceProblem<T>& dp, mc::Workspace<T>& ws, cu
   return Calls<P>{dpol.policy, dpol.dm(), dp.x(), dp.w(), dp.dx(), dp.dw(), &ws, stream, cublas, options};
 }
 
-// One run as the options say: forward_backward, split (forward, backward(grad_loss)) or
-// asynchronous (the upstream gradient in device memory, then check_errors).
-template <typename P, typename L>
-typename Calls<P>::T run_calls(const Calls<P>& calls, const L* labels, const RunOptions& o) {
+// One run as the options say (RunOptions): forward_backward, split (forward, backward(grad_loss)
+// on the host or, device_grad, in device memory), asynchronous split (the upstream gradient in
+// device memory, check_errors, the loss from fwd.device_loss()) or asynchronous forward_backward
+// (the loss from the returned pointer). shard...: none (one GPU) or this rank's ml::Shard.
+// Returns the loss; r.device_loss_ok says whether the Forward's device loss was as it should be.
+template <typename P, typename L, typename... Shard>
+typename Calls<P>::T run_calls(const Calls<P>& calls, const L* labels, const RunOptions& o, Result<typename Calls<P>::T>& r,
+                               Shard... shard) {
   using T = typename Calls<P>::T;
-  if (o.async) {
-    DeviceBuffer scalars(2 * sizeof(T));
-    const std::vector<T> grad{static_cast<T>(o.grad_loss), T(0)};
-    upload(scalars.get<T>(), grad, calls.stream);
-    T* d_grad = scalars.get<T>();
-    T* d_loss = scalars.get<T>() + 1;
-    calls.forward_async(labels, d_loss);
-    calls.backward_async(d_grad);
+  DeviceBuffer grad(sizeof(T));
+  upload(grad.get<T>(), std::vector<T>{static_cast<T>(o.grad_loss)}, calls.stream);
+  const T* d_grad = grad.get<const T>();
+  if (o.async || o.fused_async) {
+    const T* d_loss = nullptr;
+    if (o.fused_async) {
+      d_loss = calls.forward_backward(calls.async(), labels, shard...);
+    } else {
+      const auto fwd = calls.forward(calls.async(), labels, shard...);
+      r.device_loss_ok = r.device_loss_ok && fwd.asynchronous() && fwd.device_loss() != nullptr;
+      calls.backward(fwd, d_grad);
+      d_loss = fwd.device_loss();
+    }
     calls.check_errors();
+    if (!d_loss) throw std::runtime_error("marginloss CUDA tests: an asynchronous call gave no device loss");
     return download(d_loss, 1, calls.stream)[0];
   }
   if (o.split) {
-    const T loss = calls.forward(labels);
-    calls.backward(static_cast<T>(o.grad_loss));
+    const auto fwd = calls.forward(calls.sync(), labels, shard...);
+    const T loss = fwd.loss();
+    const T on_device = fwd.device_loss() ? download(fwd.device_loss(), 1, calls.stream)[0] : T(0);
+    r.device_loss_ok = r.device_loss_ok && !fwd.asynchronous() && fwd.device_loss() &&
+                       std::memcmp(&on_device, &loss, sizeof(T)) == 0;
+    if (o.device_grad)
+      calls.backward(fwd, d_grad);
+    else
+      calls.backward(fwd, static_cast<T>(o.grad_loss));
     return loss;
   }
-  return calls.forward_backward(labels);
+  return calls.forward_backward(calls.sync(), labels, shard...);
 }
 
 // What `call` threw, if anything: the outcome the error tests compare against the CPU's.
@@ -396,7 +400,7 @@ Error host_fault(const P& policy, const Problem<T>& problem, Fault f) {
   return capture_error([&] {
     mc::Workspace<T> ws(memory.data(), bytes);
     Calls<const P> c{policy, dmargins.data(), {x.data(), B, D}, {w.data(), C, D}, {dx.data(), B, D}, {dw.data(), C, D},
-                     &ws, nullptr, reinterpret_cast<cublasHandle_t>(memory.data()), {}};
+                     &ws, nullptr, reinterpret_cast<cublasHandle_t>(memory.data()), {}, false};
     switch (f) {
       case Fault::small_workspace: {
         mc::Workspace<T> small(memory.data(), bytes - 256);  // less than the layout once aligned
@@ -416,19 +420,35 @@ Error host_fault(const P& policy, const Problem<T>& problem, Fault f) {
       case Fault::null_labels: c.forward_backward(static_cast<const std::int64_t*>(nullptr)); return;
       case Fault::null_cublas: c.cublas = nullptr; break;
       case Fault::negative_block: c.options.class_block = -1; break;
-      case Fault::backward_first: c.backward(T(1)); return;
+      case Fault::dmargins_flipped: c.flip_dmargins = true; break;
       case Fault::shard_outside: {
         HostGroup group(1);
         HostGroup::Comm comm(group, 0, c.stream);
         c.W = {w.data(), C - 1, D};
         c.dW = {dw.data(), C - 1, D};
-        c.sharded_forward_backward(3, C, labels.data(), comm);
+        if constexpr (Calls<const P>::learnable)
+          throw std::logic_error("marginloss CUDA tests: the sharded entry points take no policy with learnable margins");
+        else
+          c.forward_backward(c.sync(), labels.data(), ml::Shard{3, C, comm});
+        return;
+      }
+      case Fault::shard_other_stream:
+      case Fault::shard_other_stream_async: {
+        // The communicator's stream is another one (never used: the call throws first).
+        HostGroup group(1);
+        HostGroup::Comm comm(group, 0, reinterpret_cast<cudaStream_t>(memory.data()));
+        if constexpr (Calls<const P>::learnable)
+          throw std::logic_error("marginloss CUDA tests: the sharded entry points take no policy with learnable margins");
+        else if (f == Fault::shard_other_stream)
+          c.forward_backward(c.sync(), labels.data(), ml::Shard{0, C, comm});
+        else
+          (void)c.forward(c.async(), labels.data(), ml::Shard{0, C, comm});
         return;
       }
       case Fault::policy_on_host: break;
       case Fault::policy_on_host_async: {
         P modifiable = policy;
-        c.with_policy(modifiable).forward_async(labels.data(), dx.data());
+        (void)c.with_policy(modifiable).forward(c.async(), labels.data());
         return;
       }
       default: throw std::logic_error("marginloss CUDA tests: not a host fault");
@@ -450,14 +470,16 @@ Error device_fault(const P& policy, const Problem<T>& problem, Fault f) {
   DeviceBuffer memory(bytes);
   mc::Workspace<T> ws(memory.get(), bytes);
   const auto* labels = dp.labels32.template get<const std::int32_t>();
+  // An upstream gradient of 1 in device memory.
+  DeviceBuffer one(sizeof(T));
+  upload(one.get<T>(), std::vector<T>{T(1)}, stream.get());
   return capture_error([&] {
     auto c = device_calls(dpol, dp, ws, stream.get(), cublas.get());
     switch (f) {
       case Fault::async_label: {
-        DeviceBuffer loss(sizeof(T));
         nothing_thrown_before_check([&] {
-          c.forward_async(labels, loss.get<T>());
-          c.backward_async(nullptr);
+          const auto fwd = c.forward(c.async(), labels);
+          c.backward(fwd, one.get<const T>());
         });
         c.check_errors();
         return;
@@ -465,10 +487,10 @@ Error device_fault(const P& policy, const Problem<T>& problem, Fault f) {
       case Fault::unchecked_async: {
         DeviceBuffer clean(sizeof(std::int32_t) * problem.labels.size());
         upload(clean.get<std::int32_t>(), labels_as<std::int32_t>(problem.labels), stream.get());
-        c.forward_async(labels, static_cast<T*>(nullptr));
+        (void)c.forward(c.async(), labels);
         // The valid call reports the earlier, unchecked error (sticky until reported) ...
         try {
-          c.forward(clean.get<const std::int32_t>());
+          (void)c.forward(clean.get<const std::int32_t>());
         } catch (const ml::invalid_argument&) {
           // ... once: the next valid call succeeds.
           c.forward_backward(clean.get<const std::int32_t>());
@@ -476,35 +498,67 @@ Error device_fault(const P& policy, const Problem<T>& problem, Fault f) {
         }
         return;
       }
-      case Fault::nan_grad_host:
-        c.forward(labels);
-        c.backward(std::numeric_limits<T>::quiet_NaN());
+      case Fault::nan_grad_host: {
+        const auto fwd = c.forward(labels);
+        c.backward(fwd, std::numeric_limits<T>::quiet_NaN());
         return;
-      case Fault::nan_grad_device: {
+      }
+      case Fault::nan_grad_device:
+      case Fault::nan_grad_device_sync: {
         DeviceBuffer grad(sizeof(T));
         upload(grad.get<T>(), std::vector<T>{std::numeric_limits<T>::quiet_NaN()}, stream.get());
-        c.forward(labels);
-        c.backward_async(grad.get<const T>());
+        if (f == Fault::nan_grad_device_sync) {
+          const auto fwd = c.forward(labels);
+          c.backward(fwd, grad.get<const T>());
+          return;
+        }
+        nothing_thrown_before_check([&] {
+          const auto fwd = c.forward(c.async(), labels);
+          c.backward(fwd, grad.get<const T>());
+        });
         c.check_errors();
         return;
       }
-      case Fault::backward_twice:
-        c.forward(labels);
-        c.backward(T(1));
-        c.backward(T(1));
+      case Fault::backward_twice: {
+        const auto fwd = c.forward(labels);
+        c.backward(fwd, T(1));
+        c.backward(fwd, T(1));
         return;
-      case Fault::backward_other_w:
-        c.forward(labels);
-        c.W = {dp.W.template get<T>(), problem.C - 1, problem.D};
-        c.backward(T(1));
+      }
+      case Fault::stale_forward: {
+        const auto first = c.forward(labels);
+        const auto second = c.forward(labels);
+        try {
+          c.backward(first, T(1));
+        } catch (const ml::invalid_argument&) {
+          // The rejected backward consumed nothing: the latest forward's backward runs.
+          c.backward(second, T(1));
+          throw;
+        }
         return;
-      case Fault::dx_shape:
-        c.forward(labels);
+      }
+      case Fault::dx_shape: {
+        const auto fwd = c.forward(labels);
         c.dX = {dp.dX.template get<T>(), problem.B - 1, problem.D};
-        c.backward(T(1));
+        c.backward(fwd, T(1));
         return;
+      }
+      case Fault::backward_dmargins_flipped: {
+        // For a policy without learnable margins: C entries of device memory (never written).
+        DeviceBuffer extra(sizeof(T) * static_cast<std::size_t>(problem.C));
+        const auto fwd = c.forward(labels);
+        c.flip_dmargins = true;
+        if (!c.learnable) c.dmargins = extra.get<T>();
+        c.backward(fwd, T(1));
+        return;
+      }
+      case Fault::async_loss: {
+        const auto fwd = c.forward(c.async(), labels);
+        (void)fwd.loss();
+        return;
+      }
       case Fault::policy_on_device_async:
-        nothing_thrown_before_check([&] { c.forward_backward_async(labels, static_cast<T*>(nullptr)); });
+        nothing_thrown_before_check([&] { (void)c.forward_backward(c.async(), labels); });
         c.check_errors();
         return;
       case Fault::nan_in_second_shard: throw std::logic_error("marginloss CUDA tests: a sharded fault runs by run_gpu_sharded");
@@ -549,7 +603,16 @@ Result<T> run_gpu(const AnyPolicy<T>& any, const Problem<T>& problem, const RunO
         mc::Workspace<T> ws(memory.get<char>() + 8, bytes);
         const auto calls = device_calls(dpol, dp, ws, stream.get(), cublas.get(), opts);
         Result<T> r;
-        r.loss = dp.with_labels(options.int64_labels, [&](const auto* labels) { return run_calls(calls, labels, options); });
+        r.loss = dp.with_labels(options.int64_labels, [&](const auto* labels) {
+          if (!options.local_shard) return run_calls(calls, labels, options, r);
+          // The single-GPU communicator in a Shard of all C classes: the single-GPU loss.
+          if constexpr (Calls<const P>::learnable) {
+            throw std::logic_error("marginloss CUDA tests: the sharded entry points take no policy with learnable margins");
+          } else {
+            mc::LocalCommunicator local(stream.get());
+            return run_calls(calls, labels, options, r, ml::Shard{0, problem.C, local});
+          }
+        });
         r.class_block = ws.class_block();
         dp.read_gradients(r, stream.get());
         r.dmargins = dpol.read_dmargins(stream.get());
@@ -613,9 +676,12 @@ std::vector<Result<T>> run_gpu_sharded(const AnyPolicy<T>& any, const Problem<T>
               DeviceBuffer memory(bytes);
               mc::Workspace<T> ws(memory.get(), bytes);
               const auto calls = device_calls(dpol, dp, ws, stream.get(), cublas.get(), opts);
-              out.loss = dp.with_labels(options.int64_labels, [&](const auto* labels) {
-                return calls.sharded_forward_backward(range.offset, problem.C, labels, comm);
-              });
+              if constexpr (Calls<const P>::learnable)
+                throw std::logic_error("marginloss CUDA tests: the sharded entry points take no policy with learnable margins");
+              else
+                out.loss = dp.with_labels(options.int64_labels, [&](const auto* labels) {
+                  return run_calls(calls, labels, options, out, ml::Shard{range, problem.C, comm});
+                });
               out.class_block = ws.class_block();
               dp.read_gradients(out, stream.get());
               std::copy(out.dW.begin(), out.dW.end(), dW_full.begin() + range.offset * problem.D);

@@ -22,11 +22,19 @@ struct Problem {
   std::vector<std::int64_t> labels;
 };
 
+// Which calls a run makes (cuda/loss.cuh). With none of split, async, fused_async:
+// forward_backward(..., Execution) (upstream gradient 1).
 struct RunOptions {
   Index class_block = 0;      // ml::cuda::Options::class_block (0: automatic)
   bool int64_labels = false;  // labels as int64_t (else int32_t)
-  bool split = false;         // forward() then backward(grad_loss), instead of forward_backward()
-  bool async = false;         // forward_async + backward_async (gradient in device memory) + check_errors
+  bool split = false;         // forward(Execution) then backward(fwd, grad_loss), instead of forward_backward()
+  bool device_grad = false;   // split: the upstream gradient as a device pointer (a synchronous backward)
+  bool async = false;         // forward(Async), backward(fwd, gradient in device memory), check_errors(),
+                              // the loss read from fwd.device_loss()
+  bool fused_async = false;   // forward_backward(..., Async) (upstream gradient 1: set grad_loss = 1),
+                              // check_errors(), the loss read from the returned device pointer
+  bool local_shard = false;   // run_gpu: the calls with ml::Shard{0, C, cuda::LocalCommunicator(stream)} on a
+                              // workspace of workspace_bytes (the single-GPU loss)
   double grad_loss = 1.0;     // the upstream gradient of split / async runs
   Index pad = 0;              // extra columns in every leading dimension (strided views)
 };
@@ -45,6 +53,8 @@ struct Result {
   std::vector<T> dmargins;    // dL/dmargins (C entries) for policies with learnable margins
   bool guards_intact = true;  // the padding columns of dX and dW were not written
   Index class_block = 0;      // the workspace's block size
+  bool device_loss_ok = true; // split: fwd.device_loss() holds fwd.loss()'s bits; async: the Forward says
+                              // asynchronous() and has a device loss
   Error error;                // run_gpu_sharded: what this rank threw (the other fields are then unset)
 };
 
@@ -58,7 +68,8 @@ Result<T> run_gpu(const AnyPolicy<T>& policy, const Problem<T>& problem, const R
 
 // The class-sharded loss over `ranks` in-process ranks (one thread, stream and cuBLAS handle
 // per rank, all-reduce through host memory in rank order), classes split by even_class_range;
-// options: class_block and int64_labels. Returns one Result per rank: its loss, dX and error,
+// options: class_block, int64_labels and the calls (split, device_grad, async, fused_async,
+// grad_loss; not pad nor local_shard). Returns one Result per rank: its loss, dX and error,
 // and dW = the full C x D matrix assembled from the shards (the same in every element of the
 // vector). A policy with learnable margins (not supported by the sharded entry points) makes
 // every rank's error a std::logic_error.

@@ -1,5 +1,6 @@
-// Compile check of the NCCL path: ml::cuda::NcclCommunicator and the sharded entry points
-// instantiated for every policy type of the CUDA tests' list (policies.hpp) but those with
+// Compile check of the NCCL path: ml::cuda::NcclCommunicator and the sharded entry points (the
+// calls of cuda/loss.cuh with an ml::Shard: forward_backward, forward and backward, with
+// cuda::Execution and cuda::Async) instantiated for every policy type of the CUDA tests' list (policies.hpp) but those with
 // learnable margins (the sharded entry points take none), float and double, int32 labels for
 // every other type and int64 for the rest, and both single-process communicators checked
 // against the one concept (distributed/communicator.hpp). Not run: it needs one GPU per NCCL
@@ -32,10 +33,18 @@ void sharded_calls(const P& policy, Comm& comm, cublasHandle_t cublas, mc::Works
                    const mc::DeviceMatrix<const typename P::value_type>& X, const mc::DeviceMatrix<const typename P::value_type>& W,
                    const L* labels, const mc::DeviceMatrix<typename P::value_type>& dX,
                    const mc::DeviceMatrix<typename P::value_type>& dW) {
+  using T = typename P::value_type;
   const auto range = ml::even_class_range(1000, comm.size(), comm.rank());
-  (void)mc::sharded_forward_backward(policy, X, W, range.offset, 1000, labels, comm, dX, dW, ws, cublas);
-  (void)mc::sharded_forward(policy, X, W, range.offset, 1000, labels, comm, ws, cublas);
-  mc::sharded_backward(policy, W, comm, ws, typename P::value_type(2), dX, dW, cublas);
+  const mc::Execution exec{comm.stream(), cublas};
+  const mc::Async async{comm.stream(), cublas};
+  const T loss = mc::forward_backward(policy, X, W, labels, {dX, dW}, ws, exec, ml::Shard{range, 1000, comm});
+  const auto fwd = mc::forward(policy, X, W, labels, ws, exec, ml::Shard{range.offset, 1000, comm});
+  mc::backward(fwd, T(2) * loss * fwd.loss(), {dX, dW});
+  const T* d_loss = mc::forward_backward(policy, X, W, labels, mc::Gradients<T>{dX, dW}, ws, async,
+                                         ml::Shard{range, 1000, comm}, mc::Options{});
+  const auto fwd_async = mc::forward(policy, X, W, labels, ws, async, ml::Shard{range, 1000, comm});
+  mc::backward(fwd_async, d_loss, {dX, dW});
+  mc::check_errors(ws, comm.stream());
 }
 
 template <typename T, std::size_t... I>

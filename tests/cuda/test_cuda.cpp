@@ -3,8 +3,9 @@
 // cosines and norms are exact in float, so the comparison measures the GPU engine and not the
 // products' summation order; to 1e-4 on random Gaussian inputs), dense and class-chunked with
 // blocks that do not divide C, int32 and int64 labels, strided views, split and asynchronous
-// calls with an upstream gradient != 1, the class-sharded loss, and every error with the CPU's
-// message. The policies are policies.hpp's list (every test that runs "every policy" runs it
+// calls (cuda::Execution and cuda::Async, the upstream gradient on the host or in device memory)
+// with an upstream gradient != 1, the class-sharded loss (ml::Shard), and every error with the
+// CPU's message. The policies are policies.hpp's list (every test that runs "every policy" runs it
 // through for_each_run, the one loop over policies and run options); the faults are
 // faults.hpp's, injected by naming them.
 //
@@ -112,25 +113,35 @@ void check_against_cpu(const P& policy, const Case& c, const gt::RunOptions& o, 
   CAPTURE(o.int64_labels);
   CAPTURE(o.pad);
   CAPTURE(o.split);
+  CAPTURE(o.device_grad);
   CAPTURE(o.async);
+  CAPTURE(o.fused_async);
+  CAPTURE(o.local_shard);
   CAPTURE(o.grad_loss);
   const Mat<T> X = c.X.cast<T>(), W = c.W.cast<T>();
   ml::Options co;
   co.class_block = o.class_block;
   ml::Workspace<T> ws;
-  const T cpu_loss = ml::forward(policy, X, W, c.labels, ws, co);
-  const auto cpu = ml::backward(policy, W, ws, static_cast<T>(o.grad_loss));
+  Mat<T> dX(X.rows(), X.cols()), dW(W.rows(), W.cols());
+  ml::Vector<T> dmargins(W.rows());
+  const auto fwd = ml::forward(policy, X, W, c.labels, ws, co);
+  const T cpu_loss = fwd.loss();
+  if constexpr (ml::detail::has_learnable_margins<P>::value)
+    ml::backward(fwd, static_cast<T>(o.grad_loss), {dX, dW, dmargins});
+  else
+    ml::backward(fwd, static_cast<T>(o.grad_loss), {dX, dW});
   const auto gpu = gt::run_gpu(policy, to_problem<T>(c), o);
   CHECK(rel_error(static_cast<double>(gpu.loss), static_cast<double>(cpu_loss)) < tol);
-  CHECK(rel_error(as_matrix(gpu.dX, X.rows(), X.cols()), cpu.dX.template cast<double>()) < tol);
-  CHECK(rel_error(as_matrix(gpu.dW, W.rows(), W.cols()), cpu.dW.template cast<double>()) < tol);
+  CHECK(rel_error(as_matrix(gpu.dX, X.rows(), X.cols()), dX.template cast<double>()) < tol);
+  CHECK(rel_error(as_matrix(gpu.dW, W.rows(), W.cols()), dW.template cast<double>()) < tol);
   if constexpr (ml::detail::has_learnable_margins<P>::value) {
     REQUIRE(static_cast<Index>(gpu.dmargins.size()) == W.rows());
-    CHECK(rel_error(as_matrix(gpu.dmargins, W.rows(), 1), cpu.dmargins.template cast<double>()) < tol);
+    CHECK(rel_error(as_matrix(gpu.dmargins, W.rows(), 1), dmargins.template cast<double>()) < tol);
   } else {
     CHECK(gpu.dmargins.empty());
   }
   CHECK(gpu.guards_intact);
+  CHECK(gpu.device_loss_ok);
 }
 
 // One run per class block (0: dense), default options otherwise.
@@ -273,12 +284,16 @@ TEST_SUITE("host") {
     negative.class_block = -1;
     CHECK(message(F::negative_block, cosface) == cpu_message([&] { ml::forward_backward(cosface, X, W, c.labels, negative); }));
     ml::Workspace<float> ws;
-    CHECK(message(F::backward_first, cosface) == cpu_message([&] { ml::backward(cosface, W, ws, 1.f); }));
     const Mat<float> W5 = W.topRows(5);
     ml::LocalCommunicator local;
     Mat<float> dX(4, 5), dW5(5, 5);
     CHECK(message(F::shard_outside, cosface) ==
-          cpu_message([&] { ml::sharded_forward_backward(cosface, X, W5, 3, 6, c.labels, local, dX, dW5, ws); }));
+          cpu_message([&] { ml::forward_backward(cosface, X, W5, c.labels, {dX, dW5}, ws, ml::Shard{3, 6, local}); }));
+    // A sharded call runs on comm.stream(): an Execution or Async on another stream is rejected.
+    const std::string other_stream =
+        "marginloss: the execution's stream is not the communicator's: a sharded call runs on comm.stream()";
+    CHECK(message(F::shard_other_stream, cosface) == other_stream);
+    CHECK(message(F::shard_other_stream_async, cosface) == other_stream);
     CHECK(message(F::x_leading_dimension, cosface) == "marginloss: X has leading dimension 4 but 5 columns: ld must be >= cols");
     CHECK(message(F::null_labels, cosface) == "marginloss: labels is a null device pointer");
     CHECK(message(F::null_cublas, cosface) == "marginloss: the cuBLAS handle is null");
@@ -293,6 +308,36 @@ TEST_SUITE("host") {
     CHECK(message(F::policy_on_host, five_margins) == cpu_message([&] { ml::forward_backward(five_margins, X, W, c.labels); }));
     const ml::ClassMargins<ml::CosFace<float>> null_margins{{}, ml::ClassValues<float>(nullptr, 6)};
     CHECK(message(F::policy_on_host, null_margins) == cpu_message([&] { ml::forward_backward(null_margins, X, W, c.labels); }));
+  }
+
+  TEST_CASE("host: Gradients' dmargins is given exactly for learnable margins, as on the CPU (a runtime error)") {
+    using F = gt::Fault;
+    const Case c = random_case(4, 5, 6, 2);
+    const gt::Problem<float> problem = to_problem<float>(c);
+    const Mat<float> X = c.X.cast<float>(), W = c.W.cast<float>();
+    Mat<float> dX(4, 5), dW(6, 5);
+    ml::Vector<float> dmargins(6);
+    ml::Workspace<float> ws;
+    // Learnable margins without dmargins.
+    const std::vector<float> six(6, 0.35f);
+    const ml::AdaptiveMargin<float> adaptive{30, six, 70.f};
+    const std::string missing = gpu_message(adaptive, problem, F::dmargins_flipped);
+    CHECK(missing ==
+          "marginloss: AdaptiveMargin has learnable margins: pass Gradients{dX, dW, dmargins} (C entries, device memory) "
+          "so they get their gradient, or use ml::class_margins(ml::CosFace<T>{s, 0}, margins) to keep them fixed");
+    const std::string cpu_missing = cpu_message([&] { ml::forward_backward(adaptive, X, W, c.labels, {dX, dW}, ws); });
+    const std::string head = "marginloss: AdaptiveMargin has learnable margins: pass Gradients{dX, dW, dmargins} (C entries";
+    CHECK(cpu_missing.find(head) == 0);
+    CHECK(missing.find(head) == 0);
+    // dmargins for a policy without learnable margins (fixed per-class margins included).
+    const ml::CosFace<float> cosface{};
+    CHECK(gpu_message(cosface, problem, F::dmargins_flipped) ==
+          "marginloss: CosFace has no learnable margins: dmargins must be null (Gradients{dX, dW})");
+    CHECK(cpu_message([&] { ml::forward_backward(cosface, X, W, c.labels, {dX, dW, dmargins}, ws); })
+              .find("marginloss: CosFace has no learnable margins: dmargins must be ") == 0);
+    const auto fixed = ml::class_margins(ml::ArcFace<float>{64, 0.5f}, six);
+    CHECK(gpu_message(fixed, problem, F::dmargins_flipped) ==
+          "marginloss: ArcFace has no learnable margins: dmargins must be null (Gradients{dX, dW})");
   }
 }
 
@@ -327,6 +372,7 @@ TEST_SUITE("gpu") {
     const Case random = random_case(9, 12, 31, 41);
     const Case exact = exact_case(9, 40, 31, 42);
     std::vector<gt::RunOptions> runs;
+    // forward(Execution) + backward(host gradient); forward(Async) + backward(device gradient).
     for (bool async : {false, true})
       for (double grad : {2.5, -0.75})
         for (Index block : {0, 8}) {
@@ -338,8 +384,39 @@ TEST_SUITE("gpu") {
           o.int64_labels = async;
           runs.push_back(o);
         }
+    // forward(Execution) + backward(device gradient): synchronous.
+    gt::RunOptions device_grad;
+    device_grad.split = true;
+    device_grad.device_grad = true;
+    device_grad.grad_loss = -0.75;
+    device_grad.class_block = 8;
+    runs.push_back(device_grad);
+    // forward_backward(..., Async): the loss through the returned device pointer (gradient 1).
+    for (Index block : {0, 8}) {
+      gt::RunOptions o;
+      o.fused_async = true;
+      o.class_block = block;
+      o.int64_labels = block > 0;
+      runs.push_back(o);
+    }
     check_every_policy<double>(random, runs, 1e-12);
     check_every_policy<float>(exact, runs, 1e-5);
+  }
+
+  TEST_CASE("A Shard over the single-GPU communicator is the single-GPU loss (on a workspace of workspace_bytes)") {
+    const Case random = random_case(9, 12, 31, 43);
+    std::vector<gt::RunOptions> runs = per_block({0, 8});
+    gt::RunOptions split;
+    split.split = true;
+    split.grad_loss = 2.5;
+    split.class_block = 8;
+    runs.push_back(split);
+    for (gt::RunOptions& o : runs) o.local_shard = true;
+    for_each_run<double>(31, runs, SameOptions{}, [&](const auto& policy, const gt::RunOptions& o) {
+      // The sharded entry points take no policy with learnable margins (a compile-time error).
+      if constexpr (!ml::detail::has_learnable_margins<std::decay_t<decltype(policy)>>::value)
+        check_against_cpu(policy, random, o, 1e-12);
+    });
   }
 
   TEST_CASE("Sharded over 2 and 3 in-process ranks equals the single-process CPU loss, every policy") {
@@ -370,6 +447,48 @@ TEST_SUITE("gpu") {
     });
   }
 
+  TEST_CASE("Sharded split and asynchronous calls (Shard with Execution and Async) equal the CPU's, upstream gradient != 1") {
+    const Case c = random_case(8, 6, 19, 4);
+    const gt::Problem<double> problem = to_problem<double>(c);
+    std::vector<gt::RunOptions> runs(4);
+    runs[0].split = true;
+    runs[0].grad_loss = 2.5;
+    runs[1].split = true;
+    runs[1].device_grad = true;
+    runs[1].grad_loss = -0.75;
+    runs[1].class_block = 2;
+    runs[2].async = true;
+    runs[2].grad_loss = 2.5;
+    runs[2].class_block = 2;
+    runs[2].int64_labels = true;
+    runs[3].fused_async = true;
+    for_each_run<double>(19, runs, SameOptions{}, [&](const auto& policy, const gt::RunOptions& o) {
+      using P = std::decay_t<decltype(policy)>;
+      if constexpr (!ml::detail::has_learnable_margins<P>::value) {
+        CAPTURE(name_of(P::name));
+        CAPTURE(o.class_block);
+        CAPTURE(o.split);
+        CAPTURE(o.device_grad);
+        CAPTURE(o.async);
+        CAPTURE(o.fused_async);
+        ml::Workspace<double> ws;
+        Mat<double> dX(8, 6), dW(19, 6);
+        const auto fwd = ml::forward(policy, c.X, c.W, c.labels, ws);
+        ml::backward(fwd, o.grad_loss, {dX, dW});
+        const auto r = gt::run_gpu_sharded(policy, problem, 2, o);
+        for (int k = 0; k < 2; ++k) {
+          CHECK(r[static_cast<std::size_t>(k)].error.message == "");
+          CHECK(r[static_cast<std::size_t>(k)].device_loss_ok);
+        }
+        CHECK(r[1].loss == r[0].loss);
+        CHECK(r[1].dX == r[0].dX);
+        CHECK(rel_error(r[0].loss, fwd.loss()) < 1e-12);
+        CHECK(rel_error(as_matrix(r[0].dX, 8, 6), dX) < 1e-12);
+        CHECK(rel_error(as_matrix(r[0].dW, 19, 6), dW) < 1e-12);
+      }
+    });
+  }
+
   TEST_CASE("Errors found on the device: the CPU's messages") {
     using F = gt::Fault;
     const Case c = random_case(13, 24, 7, 51);
@@ -387,27 +506,68 @@ TEST_SUITE("gpu") {
     CHECK(huge_norm.find(", outside the supported range [") != std::string::npos);
     {
       ml::Workspace<float> ws;
+      // then(fwd) after a forward on ws: the CPU's message.
       auto after_forward = [&](auto&& then) {
         return cpu_message([&] {
-          ml::forward(policy, X, W, c.labels, ws);
-          then();
+          const auto fwd = ml::forward(policy, X, W, c.labels, ws);
+          then(fwd);
         });
       };
       const float nan = std::numeric_limits<float>::quiet_NaN();
       Mat<float> dX(13, 24), dW(7, 24);
-      const std::string nan_grad = after_forward([&] { ml::backward(policy, W, ws, nan, dX, dW); });
+      const std::string nan_grad = after_forward([&](const auto& fwd) { ml::backward(fwd, nan, {dX, dW}); });
+      CHECK(nan_grad != "");
       CHECK(gpu_message(policy, problem, F::nan_grad_host) == nan_grad);
       CHECK(gpu_message(policy, problem, F::nan_grad_device) == nan_grad);
-      CHECK(gpu_message(policy, problem, F::backward_twice) == after_forward([&] {
-              ml::backward(policy, W, ws, 1.f, dX, dW);
-              ml::backward(policy, W, ws, 1.f, dX, dW);
-            }));
-      const Mat<float> W6 = W.topRows(6);
-      Mat<float> dW6(6, 24);
-      CHECK(gpu_message(policy, problem, F::backward_other_w) == after_forward([&] { ml::backward(policy, W6, ws, 1.f, dX, dW6); }));
+      CHECK(gpu_message(policy, problem, F::nan_grad_device_sync) == nan_grad);
+      const std::string twice = after_forward([&](const auto& fwd) {
+        ml::backward(fwd, 1.f, {dX, dW});
+        ml::backward(fwd, 1.f, {dX, dW});
+      });
+      CHECK(twice.find("backward() needs a forward() on the same workspace first") != std::string::npos);
+      CHECK(gpu_message(policy, problem, F::backward_twice) == twice);
+      // A backward after another forward on the same workspace (the buffers now hold the later
+      // forward's): the CPU's message, and the later forward's backward still runs.
+      const std::string stale = cpu_message([&] {
+        const auto first = ml::forward(policy, X, W, c.labels, ws);
+        const auto second = ml::forward(policy, X, W, c.labels, ws);
+        try {
+          ml::backward(first, 1.f, {dX, dW});
+        } catch (const ml::invalid_argument&) {
+          ml::backward(second, 1.f, {dX, dW});
+          throw;
+        }
+      });
+      CHECK(stale.find("backward() got a forward whose workspace has since run another forward()") != std::string::npos);
+      CHECK(gpu_message(policy, problem, F::stale_forward) == stale);
       Mat<float> dX12(12, 24);
-      CHECK(gpu_message(policy, problem, F::dx_shape) == after_forward([&] { ml::backward(policy, W, ws, 1.f, dX12, dW); }));
+      CHECK(gpu_message(policy, problem, F::dx_shape) == after_forward([&](const auto& fwd) { ml::backward(fwd, 1.f, {dX12, dW}); }));
+      // dmargins given to a policy without learnable margins, in backward (the CPU's message but
+      // for "null" in place of "empty").
+      ml::Vector<float> dmargins(7);
+      const std::string unexpected = after_forward([&](const auto& fwd) { ml::backward(fwd, 1.f, {dX, dW, dmargins}); });
+      CHECK(unexpected == "marginloss: CosFace has no learnable margins: dmargins must be empty (Gradients{dX, dW})");
+      CHECK(gpu_message(policy, problem, F::backward_dmargins_flipped) ==
+            "marginloss: CosFace has no learnable margins: dmargins must be null (Gradients{dX, dW})");
     }
+    {
+      // Learnable margins without dmargins, in backward.
+      const gt::PerClassMargins<float> m(7);
+      const ml::AdaptiveMargin<float> adaptive{30, m.adaptive, 70.f};
+      ml::Workspace<float> ws;
+      Mat<float> dX(13, 24), dW(7, 24);
+      const std::string cpu = cpu_message([&] {
+        const auto fwd = ml::forward(adaptive, X, W, c.labels, ws);
+        ml::backward(fwd, 1.f, {dX, dW});
+      });
+      const std::string head = "marginloss: AdaptiveMargin has learnable margins: pass Gradients{dX, dW, dmargins} (C entries";
+      CHECK(cpu.find(head) == 0);
+      CHECK(gpu_message(adaptive, problem, F::backward_dmargins_flipped).find(head + ", device memory)") == 0);
+    }
+    // The loss of an asynchronous forward is on the device: asking the Forward for it throws.
+    CHECK(gpu_message(policy, problem, F::async_loss) ==
+          "marginloss: the loss of an asynchronous forward (cuda::Async) is on the device: read device_loss() after the "
+          "stream, or run the forward with cuda::Execution");
     {
       // A scale whose logits fit in float but whose loss does not.
       const Case t = case_with_targets(kTargets, 16, 40, 52);

@@ -199,9 +199,16 @@ Forward<P, Comm> forward_on(PP&& policy, DeviceMatrix<const T> X, DeviceMatrix<c
   return {ForwardKey{}, policy, W, ws, comm, stream, cublas, !wait_now, loss};
 }
 
+// The communicator a sharded call runs with (and its Forward keeps): the caller's by reference,
+// or for a single-GPU communicator (cuda::LocalCommunicator or a type derived from it) a
+// LocalCommunicator on its stream, so that the engine runs the single-GPU loss (no collectives,
+// workspace_bytes' layout) as it does for one -- not the sharded path, whose workspace is larger.
+template <typename Comm>
+using shard_comm_t = std::conditional_t<is_local_v<Comm>, LocalCommunicator, CommRef<Comm>>;
+
 // The communicator of a sharded call, after the checks every sharded entry point makes.
 template <typename PP, typename Comm, typename E>
-CommRef<Comm> shard_communicator(const Shard<Comm>& shard, const E& exec) {
+shard_comm_t<Comm> shard_communicator(const Shard<Comm>& shard, const E& exec) {
   check_execution<E>();
   check_device_communicator<Comm>();
   static_assert(!learnable_v<std::decay_t<PP>>,
@@ -209,7 +216,10 @@ CommRef<Comm> shard_communicator(const Shard<Comm>& shard, const E& exec) {
                 "fixed per-class margins (ml::class_margins) are");
   if (exec.stream != shard.comm.stream())
     marginloss::detail::fail("the execution's stream is not the communicator's: a sharded call runs on comm.stream()");
-  return CommRef<Comm>{&shard.comm};
+  if constexpr (is_local_v<Comm>)
+    return LocalCommunicator(shard.comm.stream());
+  else
+    return CommRef<Comm>{&shard.comm};
 }
 
 // forward_backward after its forward: the backward on the forward's stream, then (Execution)
@@ -248,10 +258,10 @@ Forward<std::decay_t<PP>> forward(PP&& policy, DeviceMatrix<const value_t<PP>> X
 /// classes [shard.offset, shard.offset + W_shard.rows) of shard.num_classes; the execution's
 /// stream must be shard.comm.stream().
 template <typename PP, typename L, typename E, typename Comm>
-Forward<std::decay_t<PP>, detail::CommRef<Comm>> forward(PP&& policy, DeviceMatrix<const value_t<PP>> X,
-                                                         DeviceMatrix<const value_t<PP>> W_shard, const L* labels,
-                                                         Workspace<value_t<PP>>& ws, const E& exec, Shard<Comm> shard,
-                                                         const Options& options = {}) {
+Forward<std::decay_t<PP>, detail::shard_comm_t<Comm>> forward(PP&& policy, DeviceMatrix<const value_t<PP>> X,
+                                                              DeviceMatrix<const value_t<PP>> W_shard, const L* labels,
+                                                              Workspace<value_t<PP>>& ws, const E& exec,
+                                                              Shard<Comm> shard, const Options& options = {}) {
   constexpr bool sync = std::is_same_v<E, Execution>;
   const auto comm = detail::shard_communicator<PP>(shard, exec);
   return detail::forward_on(std::forward<PP>(policy), X, W_shard, shard.offset, shard.num_classes, labels, comm, ws,

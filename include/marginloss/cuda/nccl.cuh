@@ -5,9 +5,9 @@
 //   cudaSetDevice(local_gpu);
 //   auto comm = ml::cuda::NcclCommunicator::create(ranks, id, rank, stream);   // owns the ncclComm_t
 //   // or wrap one you manage: ml::cuda::NcclCommunicator comm(existing_comm, stream);
-//   const auto shard = ml::even_class_range(C, comm.size(), comm.rank());
-//   float loss = ml::cuda::sharded_forward_backward(policy, X, W_shard, shard.offset, C, labels, comm,
-//                                                  dX, dW_shard, ws, cublas);
+//   const auto range = ml::even_class_range(C, comm.size(), comm.rank());
+//   float loss = ml::cuda::forward_backward(policy, X, W_shard, labels, {dX, dW_shard}, ws,
+//                                           ml::cuda::Execution{comm.stream(), cublas}, ml::Shard{range, C, comm});
 //
 // A DeviceCommunicator (the concept: distributed/communicator.hpp). The collectives are in-place
 // ncclAllReduce calls on the communicator's stream, the stream the sharded loss runs on. One GPU

@@ -9,13 +9,15 @@
 //   const auto range = ml::even_class_range(C, comm.size(), comm.rank());
 //   ml::cuda::Workspace<float> ws(mem, ml::cuda::sharded_workspace_bytes<float>(B, D, range.count));
 //   float loss = ml::cuda::forward_backward(policy, X, W_shard, labels, {dX, dW_shard}, ws,
-//                                           ml::cuda::Execution{stream, cublas}, ml::Shard{range, C, comm});
+//                                           ml::cuda::Execution{comm.stream(), cublas}, ml::Shard{range, C, comm});
 //
 // `comm` is a DeviceCommunicator: the Communicator concept of the CPU's sharded loss refined
 // with a stream and device memory (stated once in distributed/communicator.hpp). Models:
 // cuda::NcclCommunicator (cuda/nccl.cuh) and cuda::LocalCommunicator (one GPU;
 // cuda/communicator.cuh). Every rank must call with the same policy, X, labels and options, in
-// the same order; all the work runs on comm.stream().
+// the same order; all the work runs on comm.stream(), which must be the Execution's (Async's)
+// stream (else marginloss::invalid_argument). With cuda::LocalCommunicator (offset 0, all C
+// classes) the call is the single-GPU loss: workspace_bytes() suffices.
 //
 // Errors, as on the CPU: an argument rejected on the host by one rank, or ranks that disagree on
 // B, D, C, the policy or the shard ranges, make every rank throw marginloss::invalid_argument
