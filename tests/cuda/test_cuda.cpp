@@ -332,12 +332,12 @@ TEST_SUITE("host") {
     // dmargins for a policy without learnable margins (fixed per-class margins included).
     const ml::CosFace<float> cosface{};
     CHECK(gpu_message(cosface, problem, F::dmargins_flipped) ==
-          "marginloss: CosFace has no learnable margins: dmargins must be null (Gradients{dX, dW})");
+          "marginloss: CosFace has no learnable margins: dmargins must be empty (Gradients{dX, dW})");
     CHECK(cpu_message([&] { ml::forward_backward(cosface, X, W, c.labels, {dX, dW, dmargins}, ws); })
               .find("marginloss: CosFace has no learnable margins: dmargins must be ") == 0);
     const auto fixed = ml::class_margins(ml::ArcFace<float>{64, 0.5f}, six);
     CHECK(gpu_message(fixed, problem, F::dmargins_flipped) ==
-          "marginloss: ArcFace has no learnable margins: dmargins must be null (Gradients{dX, dW})");
+          "marginloss: ArcFace has no learnable margins: dmargins must be empty (Gradients{dX, dW})");
   }
 }
 
@@ -548,7 +548,7 @@ TEST_SUITE("gpu") {
       const std::string unexpected = after_forward([&](const auto& fwd) { ml::backward(fwd, 1.f, {dX, dW, dmargins}); });
       CHECK(unexpected == "marginloss: CosFace has no learnable margins: dmargins must be empty (Gradients{dX, dW})");
       CHECK(gpu_message(policy, problem, F::backward_dmargins_flipped) ==
-            "marginloss: CosFace has no learnable margins: dmargins must be null (Gradients{dX, dW})");
+            "marginloss: CosFace has no learnable margins: dmargins must be empty (Gradients{dX, dW})");
     }
     {
       // Learnable margins without dmargins, in backward.

@@ -50,6 +50,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "../detail/forward_context.hpp"
 #include "../distributed/shard.hpp"
 #include "communicator.cuh"
 #include "detail/engine.cuh"
@@ -91,6 +92,10 @@ namespace detail {
 
 struct ForwardKey {};
 
+// What forward_backward returns: the loss on the host (Execution) or its device pointer (Async).
+template <typename E, typename T>
+using loss_t = std::conditional_t<std::is_same_v<E, Async>, const T*, T>;
+
 template <typename E>
 inline constexpr bool is_execution_v = std::is_same_v<E, Execution> || std::is_same_v<E, Async>;
 
@@ -102,13 +107,7 @@ constexpr void check_execution() {
 
 template <typename P, typename T>
 void check_dmargins_given(const Gradients<T>& out) {
-  if constexpr (learnable_v<P>) {
-    if (!out.dmargins)
-      fail(P::name, " has learnable margins: pass Gradients{dX, dW, dmargins} (C entries, device memory) so they get "
-                    "their gradient, or use ml::class_margins(ml::CosFace<T>{s, 0}, margins) to keep them fixed");
-  } else if (out.dmargins) {
-    fail(P::name, " has no learnable margins: dmargins must be null (Gradients{dX, dW})");
-  }
+  marginloss::detail::check_dmargins_given<P>(out.dmargins != nullptr, ", device memory");
 }
 
 }  // namespace detail
@@ -118,12 +117,11 @@ void check_dmargins_given(const Gradients<T>& out) {
 /// the workspace. Cheap to copy; refers to the workspace, W and the communicator, which must
 /// outlive it. One backward per forward.
 template <typename P, typename Comm = LocalCommunicator>
-class Forward {
- public:
-  using policy_type = P;
-  using value_type = typename P::value_type;
-  using T = value_type;
+class Forward : public marginloss::detail::ForwardContext<P, Workspace<typename P::value_type>> {
+  using T = typename P::value_type;
+  using Base = marginloss::detail::ForwardContext<P, Workspace<T>>;
 
+ public:
   /// The loss (with the regulariser for learnable margins) of a synchronous forward; an
   /// asynchronous forward's loss is on the device (device_loss()): asking for it here throws.
   T loss() const {
@@ -134,22 +132,18 @@ class Forward {
   const T* device_loss() const { return device_loss_; }
   /// True for a forward run with cuda::Async.
   bool asynchronous() const { return asynchronous_; }
-  /// The policy as the forward used it (CurricularFace: tau after this batch's update).
-  const P& policy() const { return policy_; }
-  /// The workspace that holds this forward's buffers.
-  Workspace<T>& workspace() const { return *ws_; }
   /// The stream the forward ran on (and its backward runs on).
   cudaStream_t stream() const { return stream_; }
 
   /// \cond INTERNAL
   Forward(detail::ForwardKey, const P& policy, DeviceMatrix<const T> W, Workspace<T>& ws, Comm comm,
           cudaStream_t stream, cublasHandle_t cublas, bool asynchronous, T loss)
-      : policy_(policy), W_(W), ws_(&ws), comm_(comm), stream_(stream), cublas_(cublas), asynchronous_(asynchronous),
-        serial_(ws.forward_serial()), loss_(loss), device_loss_(detail::Engine::device_loss(ws)) {}
+      : Base(policy, ws), W_(W), comm_(comm), stream_(stream), cublas_(cublas), asynchronous_(asynchronous),
+        loss_(loss), device_loss_(detail::Engine::device_loss(ws)) {}
   const DeviceMatrix<const T>& weights() const { return W_; }
   Comm& communicator() const { return comm_; }
   cublasHandle_t cublas() const { return cublas_; }
-  std::uint64_t serial() const { return serial_; }
+  using Base::check_current;
   /// \endcond
 
  private:
@@ -157,14 +151,11 @@ class Forward {
     marginloss::detail::fail("the loss of an asynchronous forward (cuda::Async) is on the device: read "
                              "device_loss() after the stream, or run the forward with cuda::Execution");
   }
-  P policy_;
   DeviceMatrix<const T> W_;
-  Workspace<T>* ws_;
-  mutable Comm comm_;  // cuda::LocalCommunicator (by value), or a pointer-like reference wrapper below
+  mutable Comm comm_;  // cuda::LocalCommunicator (by value), or detail::CommRef to the caller's
   cudaStream_t stream_;
   cublasHandle_t cublas_;
   bool asynchronous_;
-  std::uint64_t serial_;
   T loss_;
   const T* device_loss_;
 };
@@ -222,21 +213,6 @@ shard_comm_t<Comm> shard_communicator(const Shard<Comm>& shard, const E& exec) {
     return CommRef<Comm>{&shard.comm};
 }
 
-// forward_backward after its forward: the backward on the forward's stream, then (Execution)
-// one wait that reads the loss and the errors of both.
-template <typename E, typename T>
-using loss_t = std::conditional_t<std::is_same_v<E, Async>, const T*, T>;
-
-template <typename E, typename P, typename Comm, typename T = typename P::value_type>
-loss_t<E, T> finish_forward_backward(const Forward<P, Comm>& fwd, const Gradients<T>& out) {
-  Engine::backward(fwd.policy(), fwd.weights(), fwd.communicator(), fwd.workspace(), T(1), static_cast<const T*>(nullptr),
-                   out.dX, out.dW, fwd.cublas(), out.dmargins);
-  if constexpr (std::is_same_v<E, Async>)
-    return fwd.device_loss();
-  else
-    return Engine::check(fwd.workspace(), fwd.stream()).loss;
-}
-
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------------------
@@ -268,35 +244,49 @@ Forward<std::decay_t<PP>, detail::shard_comm_t<Comm>> forward(PP&& policy, Devic
                             exec.stream, exec.cublas, sync, sync, options);
 }
 
+namespace detail {
+
+// The backward of `fwd` on its stream; the upstream gradient is grad_loss_device[0] when that is
+// not null, else grad_loss. Its own argument checks agree with the other ranks when sharded.
+template <typename P, typename Comm, typename T = typename P::value_type>
+void backward_on(const Forward<P, Comm>& fwd, T grad_loss, const T* grad_loss_device, const Gradients<T>& out) {
+  marginloss::detail::check_backward_arguments(&fwd.communicator(), [&] {
+    check_dmargins_given<P>(out);
+    fwd.check_current();
+  });
+  Engine::backward(fwd.policy(), fwd.weights(), fwd.communicator(), fwd.workspace(), grad_loss, grad_loss_device,
+                   out.dX, out.dW, fwd.cublas(), out.dmargins);
+}
+
+// forward_backward after its forward: the backward on the forward's stream, then (Execution)
+// one wait that reads the loss and the errors of both.
+
+template <typename E, typename P, typename Comm, typename T = typename P::value_type>
+loss_t<E, T> finish_forward_backward(const Forward<P, Comm>& fwd, const Gradients<T>& out) {
+  backward_on(fwd, T(1), static_cast<const T*>(nullptr), out);
+  if constexpr (std::is_same_v<E, Async>)
+    return fwd.device_loss();
+  else
+    return Engine::check(fwd.workspace(), fwd.stream()).loss;
+}
+
+}  // namespace detail
+
 /// dX, dW (and dmargins) times the upstream gradient grad_loss, on the forward's stream;
 /// synchronous or not as the forward was.
 template <typename P, typename Comm>
 void backward(const Forward<P, Comm>& fwd, value_t<P> grad_loss, Gradients<value_t<P>> out) {
-  using T = value_t<P>;
-  detail::check_dmargins_given<P>(out);
-  auto& ws = fwd.workspace();
-  if (ws.holds_forward() && ws.forward_serial() != fwd.serial())
-    marginloss::detail::fail("backward() got a forward whose workspace has since run another forward(): one "
-                             "backward per forward, before the workspace's next forward");
-  detail::Engine::backward(fwd.policy(), fwd.weights(), fwd.communicator(), ws, grad_loss, static_cast<const T*>(nullptr),
-                           out.dX, out.dW, fwd.cublas(), out.dmargins);
-  if (!fwd.asynchronous()) detail::Engine::check(ws, fwd.stream());
+  detail::backward_on(fwd, grad_loss, static_cast<const value_t<P>*>(nullptr), out);
+  if (!fwd.asynchronous()) detail::Engine::check(fwd.workspace(), fwd.stream());
 }
 
 /// The same with the upstream gradient read on the device from grad_loss_device[0] (e.g. an
 /// autograd engine's output gradient).
 template <typename P, typename Comm>
 void backward(const Forward<P, Comm>& fwd, const value_t<P>* grad_loss_device, Gradients<value_t<P>> out) {
-  using T = value_t<P>;
-  detail::check_dmargins_given<P>(out);
   if (!grad_loss_device) marginloss::detail::fail("grad_loss is a null device pointer");
-  auto& ws = fwd.workspace();
-  if (ws.holds_forward() && ws.forward_serial() != fwd.serial())
-    marginloss::detail::fail("backward() got a forward whose workspace has since run another forward(): one "
-                             "backward per forward, before the workspace's next forward");
-  detail::Engine::backward(fwd.policy(), fwd.weights(), fwd.communicator(), ws, T(1), grad_loss_device, out.dX, out.dW,
-                           fwd.cublas(), out.dmargins);
-  if (!fwd.asynchronous()) detail::Engine::check(ws, fwd.stream());
+  detail::backward_on(fwd, value_t<P>(1), grad_loss_device, out);
+  if (!fwd.asynchronous()) detail::Engine::check(fwd.workspace(), fwd.stream());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,7 +314,8 @@ detail::loss_t<E, value_t<PP>> forward_backward(PP&& policy, DeviceMatrix<const 
                                         Gradients<value_t<PP>> out, Workspace<value_t<PP>>& ws, const E& exec,
                                         Shard<Comm> shard, const Options& options = {}) {
   detail::check_execution<E>();
-  detail::check_dmargins_given<std::decay_t<PP>>(out);
+  // No check of `out` before the forward: a rank that threw here would leave the others in the
+  // forward's collectives; the backward checks it with every rank.
   const auto comm = detail::shard_communicator<PP>(shard, exec);
   const auto fwd = detail::forward_on(std::forward<PP>(policy), X, W_shard, shard.offset, shard.num_classes, labels, comm,
                                       ws, exec.stream, exec.cublas, std::is_same_v<E, Execution>, false, options);
