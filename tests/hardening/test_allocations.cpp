@@ -53,7 +53,9 @@ TEST_CASE("a training step with a kept Workspace allocates nothing after the fir
     ml::Options o;
     o.class_block = block;
     ml::Workspace<float> ws;
-    CHECK(allocations_after_first([&] { (void)ml::forward_backward(ml::ArcFace<float>{}, X, W, c.labels, {dX, dW}, ws, o); }) == 0);
+    CHECK(allocations_after_first([&] {
+            (void)ml::forward_backward(ml::ArcFace<float>{}, X, W, c.labels, {dX, dW}, ws, o);
+          }) == 0);
     // CurricularFace: tau updated by the forward (the default), or by the caller (data parallel).
     ml::CurricularFace<float> updating{};
     CHECK(allocations_after_first([&] { (void)ml::forward_backward(updating, X, W, c.labels, {dX, dW}, ws, o); }) == 0);
@@ -124,8 +126,9 @@ TEST_CASE("the subset loss with a kept SubsetWorkspace allocates nothing after t
   for (int i = 0; i < 8; ++i) local(i) = (3 * i) % 20;
   const ml::ActiveSet set{active.cast<ml::Index>(), local.cast<ml::Index>()};
   ml::SubsetWorkspace<float> sws;
-  CHECK(allocations_after_first(
-            [&] { (void)ml::forward_backward(ml::CosFace<float>{}, X, W, set, {dX, dW}, sws); }) == 0);
+  CHECK(allocations_after_first([&] {
+          (void)ml::forward_backward(ml::CosFace<float>{}, X, W, set, {dX, dW}, sws);
+        }) == 0);
   // Per-class margins: the subset re-points the policy's view at margins gathered into `sws`.
   const ml::Vector<float> margins = ml::Vector<float>::Constant(300, 0.3f);
   ml::Vector<float> dm(300);
@@ -134,8 +137,7 @@ TEST_CASE("the subset loss with a kept SubsetWorkspace allocates nothing after t
       ml::SubsetOptions o;
       o.regulariser = reg;
       const ml::AdaptiveMargin<float> am{30, margins, 70, scope};
-      CHECK(allocations_after_first(
-                [&] { (void)ml::forward_backward(am, X, W, set, {dX, dW, dm}, sws, o); }) == 0);
+      CHECK(allocations_after_first([&] { (void)ml::forward_backward(am, X, W, set, {dX, dW, dm}, sws, o); }) == 0);
     }
   const auto cm = ml::class_margins(ml::CosFace<float>{}, margins);
   CHECK(allocations_after_first([&] { (void)ml::forward_backward(cm, X, W, set, {dX, dW}, sws); }) == 0);
