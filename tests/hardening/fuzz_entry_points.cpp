@@ -20,22 +20,29 @@
 // with norms from 2^-1100 to 2^1100, exact copies of class weights for cosines of exactly +-1,
 // raw bit patterns).
 //
-// Entry points (loss.hpp, distributed/sharded.hpp, distributed/class_range.hpp, margins.hpp,
-// sampling/):
+// Entry points (loss.hpp, gradients.hpp, distributed/shard.hpp, distributed/class_range.hpp,
+// margins.hpp, sampling/):
 //   0 forward_backward, allocating (Result, with default or fuzzed Options; with dmargins /
 //     regulariser for AdaptiveMargin), compared with the workspace form into strided outputs
-//   1 forward_backward, workspace form (with and without dmargins), with wrongly shaped
-//     outputs and bad Options sometimes
-//   2 forward + allocating backward (arbitrary upstream gradient; then a second backward throws)
+//   1 forward_backward, workspace form (Gradients{dX, dW} or {dX, dW, dmargins}), with wrongly
+//     shaped outputs and bad Options sometimes; the wrong dmargins presence (none for learnable
+//     margins, some for any other policy) must throw
+//   2 forward (a Forward context: loss(), regulariser(), workspace()) + backward into
+//     caller-allocated contiguous outputs through an ml::Gradients built outside the call
+//     (CTAD), arbitrary upstream gradient; then a second backward of the context throws
 //   3 forward + backward into strided views (with a dmargins view for AdaptiveMargin)
-//   4 the split API with mismatched calls: backward given another policy type, other parameters
-//     of the same type, another W (same shape, other memory), dW aliasing W, dX aliasing W, dX
-//     overlapping dW, a dmargins of the wrong length, a non-finite upstream gradient -- each
-//     must throw marginloss::invalid_argument without writing into W, and the same forward +
-//     backward then gives exactly the reference result; a second backward throws
-//   5 sharded_forward_backward, and sharded_forward + sharded_backward,
+//   4 the split API with mismatched calls: a stale Forward (the same forward, or one of another
+//     policy type, ran on its workspace since: the live forward must survive the rejection), the
+//     wrong dmargins presence, per-class margins changed in place between forward and backward,
+//     dW aliasing W, dX aliasing W, dX overlapping dW, a dmargins of the wrong length, a
+//     non-finite upstream gradient -- each must throw marginloss::invalid_argument without
+//     writing into W, and the same forward + backward then gives exactly the reference result;
+//     a second backward throws. (The old API's "backward given another policy, other
+//     parameters or another W" cannot be written with a context, which carries them.)
+//   5 forward_backward with an ml::Shard, and forward with a Shard + backward of its context,
 //     - with ml::LocalCommunicator (one rank; class_offset / num_classes fuzzed: a shard
-//       outside [0, num_classes) must throw; the whole range equals forward_backward), half
+//       outside [0, num_classes) must throw; the whole range equals forward_backward; dmargins
+//       must be rejected), half
 //     - over 2 or 3 in-process ranks (RankGroup: threads, all-reduces in rank order), each
 //       owning its ml::even_class_range (whose invalid arguments must throw), sometimes with one
 //       rank inconsistent (offset or row count off by one: a gap, an overlap, a shard outside;
@@ -44,11 +51,12 @@
 //       losses and dX must be bit-identical, the loss that of forward_backward() up to
 //       rounding, the other half
 //     -- not for AdaptiveMargin, whose sharded entry points are a compile-time error
-//   6 subset_forward_backward (all four overloads: ids + local labels or an ActiveSet, with
-//     and without dmargins), over
-//     - explicit active ids (int32 / int64 / uint64 incl. >= 2^63, duplicates, out of range;
-//       fuzzed local labels; SubsetOptions incl. a regulariser outside the enum,
-//       zero_inactive_rows and keep_cosines), compared with forward_backward on the gathered rows, half
+//   6 forward_backward over an ml::ActiveSet (with and without dmargins; Gradients in braces or
+//     built outside the call; the wrong dmargins presence must throw), over
+//     - explicit active ids (int32 / int64 / uint64 incl. >= 2^63, duplicates, out of range,
+//       cast to ml::Index as the ActiveSet holds them; fuzzed local labels; SubsetOptions incl.
+//       a regulariser outside the enum, zero_inactive_rows and keep_cosines), compared with
+//       forward_backward on the gathered rows, half
 //     - the ActiveSet of a PartialFCSampler (num_classes / sample_rate incl. invalid values,
 //       sample() both forms, 1-3 steps: sorted distinct ids, every label present,
 //       |A| = max(positives, quota)), a quarter
@@ -67,24 +75,26 @@
 //     and with per-row scales (not for AdaptiveMargin: a compile-time error)
 //   stateful: CurricularFace and ClassMargins<CurricularFace> with update_tau_in_forward = true
 //     (a third of their inputs) go through the entry point chosen (allocating or workspace
-//     forward_backward, forward + backward, one-rank or multi-rank sharded, subset, cosine
-//     level) passed const and as a temporary (must throw) and as a modifiable lvalue, whose tau
-//     must then be exactly that of update_tau(target_cosines(...)) on a copy with the update
-//     off, and whose results must equal that copy's.
+//     forward_backward, forward + backward (the context's policy() carries the updated tau),
+//     one-rank or multi-rank sharded, subset, cosine level) passed const and as a temporary
+//     (must throw) and as a modifiable lvalue, whose tau must then be exactly that of
+//     update_tau(target_cosines(...)) on a copy with the update off, and whose results must
+//     equal that copy's.
 // Views: inputs and outputs are outer-strided (row stride) maps with NaN guard columns.
 // Not reached: inner-strided views and the compile-time errors above (static_assert;
 // tests/compile_fail covers them); ml::MPICommunicator (distributed/mpi.hpp: tests/mpi) and the
 // CUDA backend (cuda/: tests/cuda), which need MPI or a GPU; sizes beyond memory (a sampler
 // of 2^40 samples allocates, as any container would: only sizes it must reject are fuzzed).
 //
-// The oracle: every call either returns finite results (loss, dX, dW, dmargins, dcos,
-// dscales) or throws marginloss::invalid_argument; inputs that must be rejected (wrong
-// shapes, shards outside the class range, bad active ids, mismatched backward calls, invalid
-// settings) must throw. Anything else - another exception, a non-finite value, a sanitizer
-// report, a write outside the output views (checked with NaN guard columns around strided
-// outputs), a read outside the input views (guard columns of NaN around strided inputs would
-// make the result non-finite), two forms of the same computation that differ, a sampler result
-// that breaks its documented invariants, a hang in a sharded call - is a finding and aborts.
+// The oracle: every call either returns finite results (loss, dX, dW, dmargins, dcos, dscales) or
+// throws marginloss::invalid_argument; inputs that must be rejected (wrong shapes, shards outside
+// the class range, bad active ids, mismatched backward calls, stale Forward contexts, the wrong
+// dmargins presence, invalid settings) must throw. Anything else - another exception, a non-finite
+// value, a sanitizer report, a write outside the output views (checked with NaN guard columns
+// around strided outputs), a read outside the input views (guard columns of NaN around strided
+// inputs would make the result non-finite), two forms of the same computation that differ, a
+// sampler result that breaks its documented invariants, a hang in a sharded call - is a finding and
+// aborts.
 //
 // Build and run: tests/hardening/run_fuzz.sh [seconds].
 #include <marginloss/marginloss.hpp>
@@ -107,6 +117,7 @@
 #include <functional>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -757,26 +768,37 @@ template <typename P, typename MX, typename MW, typename L, typename OX, typenam
 typename P::value_type fb_into(const P& p, const MX& X, const MW& W, const L& y, OX&& dX, OW&& dW, OM&& dm,
                                ml::Workspace<typename P::value_type>& ws, const ml::Options& o) {
   if constexpr (learnable_v<P>)
-    return ml::forward_backward(p, X, W, y, dX, dW, dm, ws, o);
+    return ml::forward_backward(p, X, W, y, {dX, dW, dm}, ws, o);
   else {
     (void)dm;
-    return ml::forward_backward(p, X, W, y, dX, dW, ws, o);
+    return ml::forward_backward(p, X, W, y, {dX, dW}, ws, o);
   }
 }
-template <typename P, typename MW, typename OX, typename OW, typename OM>
-void bwd_into(const P& p, const MW& W, ml::Workspace<typename P::value_type>& ws, typename P::value_type g, OX&& dX,
-              OW&& dW, OM&& dm) {
+template <typename P, typename Comm, typename OX, typename OW, typename OM>
+void bwd_into(const ml::Forward<P, Comm>& fwd, typename P::value_type g, OX&& dX, OW&& dW, OM&& dm) {
   if constexpr (learnable_v<P>)
-    ml::backward(p, W, ws, g, dX, dW, dm);
+    ml::backward(fwd, g, {dX, dW, dm});
   else {
     (void)dm;
-    ml::backward(p, W, ws, g, dX, dW);
+    ml::backward(fwd, g, {dX, dW});
+  }
+}
+// The same with the wrong dmargins presence (none for learnable margins, dm -- non-empty --
+// for any other policy): must throw.
+template <typename P, typename Comm, typename OX, typename OW, typename OM>
+void bwd_wrong_presence(const ml::Forward<P, Comm>& fwd, typename P::value_type g, OX&& dX, OW&& dW, OM&& dm) {
+  if constexpr (learnable_v<P>) {
+    (void)dm;
+    ml::backward(fwd, g, {dX, dW});
+  } else {
+    ml::backward(fwd, g, {dX, dW, dm});
   }
 }
 
 // ------------------------------------------------------------------------------------------
-// Mismatched split calls: a policy of another type, and the same type with other parameters
-// (changes every fingerprint probes: the scale doubled, or a margin moved by >= 0.5).
+// Another policy type (the forward that makes a context stale), and the same type with other
+// parameters (a rank inconsistent with the others; changes what every fingerprint probes: the
+// scale doubled, or a margin moved by >= 0.5).
 
 template <typename P>
 auto other_type(const P&) {
@@ -841,17 +863,14 @@ void split_mismatch(const P& policy, FuzzedDataProvider& in, const MX& X, Guarde
   const Index M = learnable_v<P> ? C : 0;
   ml::Workspace<T> ws;
   T loss1 = T(0);
-  try {
-    loss1 = ml::forward(policy, X, W, labels, ws);
-  } catch (const ml::invalid_argument&) {
-    return;
-  }
   Guarded<T> rdX(B, D, pad), rdW(C, D, pad);
   GuardedVec<T> rdm(M);
   try {
-    bwd_into(policy, W, ws, T(1), rdX.view(), rdW.view(), rdm.view());
+    const auto fwd = ml::forward(policy, X, W, labels, ws);
+    loss1 = fwd.loss();
+    bwd_into(fwd, T(1), rdX.view(), rdW.view(), rdm.view());
   } catch (const ml::invalid_argument&) {
-    return;  // not representable: nothing to compare with
+    return;  // rejected, or not representable: nothing to compare with
   }
   if (!check_loss(loss1, "loss (forward)") || !check_matrix(rdX.view(), "dX (backward)") ||
       !check_matrix(rdW.view(), "dW (backward)") || !check_matrix(rdm.view(), "dmargins (backward)"))
@@ -859,14 +878,18 @@ void split_mismatch(const P& policy, FuzzedDataProvider& in, const MX& X, Guarde
   const std::vector<T> w_before = Wbuf.buf;
   const auto variant = in.ConsumeIntegral<std::uint8_t>();
 
-  auto expect_throw = [&](const char* what, auto&& bad_backward) {
-    T loss = T(0);
+  // The same forward again: it returned before, so it must return the same loss.
+  const auto forward_again = [&] {
     try {
-      loss = ml::forward(policy, X, W, labels, ws);
+      auto fwd = ml::forward(policy, X, W, labels, ws);
+      if (!(fwd.loss() == loss1)) finding("the same forward() returned another loss");
+      return fwd;
     } catch (const ml::invalid_argument&) {
       finding("a forward() that returned before threw on the same inputs");
     }
-    if (!(loss == loss1)) finding("the same forward() returned another loss");
+  };
+  // `bad_backward` must throw invalid_argument and leave W as it was.
+  const auto rejected = [&](const char* what, auto&& bad_backward) {
     bool threw = false;
     try {
       bad_backward();
@@ -878,89 +901,133 @@ void split_mismatch(const P& policy, FuzzedDataProvider& in, const MX& X, Guarde
       std::fprintf(stderr, "mismatched backward: %s\n", what);
       finding("backward() accepted a call that does not match its forward() (must throw invalid_argument)");
     }
-    if (ws.holds_forward()) {
-      std::fprintf(stderr, "mismatched backward: %s\n", what);
-      finding("a rejected backward() left its forward in the workspace (a forward is consumed by one backward)");
-    }
     if (!same_bits(Wbuf.buf, w_before)) {
       std::fprintf(stderr, "mismatched backward: %s\n", what);
       finding("a rejected backward() wrote into W");
     }
   };
+  // A fresh forward, then bad_backward(fwd). The engine's checks consume the forward also when
+  // they reject the call (its buffers are about to be overwritten): with `consumes`, the
+  // workspace must hold no forward afterwards.
+  const auto expect_throw = [&](const char* what, bool consumes, auto&& bad_backward) {
+    const auto fwd = forward_again();
+    rejected(what, [&] { bad_backward(fwd); });
+    if (consumes && ws.holds_forward()) {
+      std::fprintf(stderr, "mismatched backward: %s\n", what);
+      finding("a rejected backward() left its forward in the workspace (a forward is consumed by one backward)");
+    }
+  };
 
-  expect_throw("a policy of another type", [&] {
-    Guarded<T> dX(B, D, pad), dW(C, D, pad);
-    ml::backward(other_type(policy), W, ws, T(1), dX.view(), dW.view());
-  });
-  for (unsigned v = 0; v < 2; ++v)
-    expect_throw(v == 0 ? "other parameters (scale)" : "other parameters (margin)", [&] {
-      P q = policy;
-      mutate(q, v + variant);
+  // A stale context: another forward ran on its workspace since -- the same call (a backward of
+  // the previous step's forward), or a policy of another type, whose buffers the stale
+  // context's backward would misread. The rejection must leave the live forward alone.
+  {
+    const auto stale = forward_again();
+    if (variant & 8) {
+      auto other = other_type(policy);  // an lvalue: CurricularFace updates its tau by default
+      const bool other_returned = guarded_call([&] { (void)ml::forward(other, X, W, labels, ws); });
+      rejected("a stale forward (a forward of another policy type ran since)", [&] {
+        Guarded<T> dX(B, D, pad), dW(C, D, pad);
+        GuardedVec<T> dm(M);
+        bwd_into(stale, T(1), dX.view(), dW.view(), dm.view());
+      });
+      if (other_returned && !ws.holds_forward())
+        finding("a backward of a stale forward consumed the workspace's live forward");
+    } else {
+      const auto live = forward_again();
+      rejected("a stale forward (the same forward ran again since)", [&] {
+        Guarded<T> dX(B, D, pad), dW(C, D, pad);
+        GuardedVec<T> dm(M);
+        bwd_into(stale, T(1), dX.view(), dW.view(), dm.view());
+      });
       Guarded<T> dX(B, D, pad), dW(C, D, pad);
       GuardedVec<T> dm(M);
-      bwd_into(q, W, ws, T(1), dX.view(), dW.view(), dm.view());
-    });
-  expect_throw("another W (same shape, other memory)", [&] {
-    Guarded<T> W2(C, D, pad + (variant & 1));
-    auto w2 = W2.view();
-    w2 = W;
+      if (!guarded_call([&] { bwd_into(live, T(1), dX.view(), dW.view(), dm.view()); }))
+        finding("after a stale forward's backward was rejected, the live forward's backward threw");
+      if (!same_values(dX.view(), rdX.view()) || !same_values(dW.view(), rdW.view()) ||
+          !same_values(dm.view(), rdm.view()))
+        finding("after a stale forward's backward was rejected, the live forward's backward gives another result");
+    }
+  }
+  // The dmargins presence is checked before the engine: whether the forward is then consumed is
+  // left open.
+  {
     Guarded<T> dX(B, D, pad), dW(C, D, pad);
-    GuardedVec<T> dm(M);
-    bwd_into(policy, w2, ws, T(1), dX.view(), dW.view(), dm.view());
-  });
-  expect_throw("dW aliasing W", [&] {
+    GuardedVec<T> dm(C);
+    expect_throw("the wrong dmargins presence", false,
+                 [&](const auto& fwd) { bwd_wrong_presence(fwd, T(1), dX.view(), dW.view(), dm.view()); });
+    if (!dX.guards_intact() || !dW.guards_intact() || !dm.guards_intact())
+      finding("backward wrote outside dX/dW/dmargins");
+  }
+  // Per-class margins are a view of the caller's memory: changed in place between the forward
+  // and its backward (an optimiser step too early), the backward must notice.
+  if constexpr (is_class_margins<P>::value || is_adaptive<P>::value)
+    expect_throw("per-class margins changed in place after the forward", true, [&](const auto& fwd) {
+      // The harness owns the margins (margin_store): writable memory behind the read-only view.
+      T* m = const_cast<T*>(policy.margins.data);
+      struct Restore {
+        T* at;
+        T value;
+        ~Restore() { *at = value; }
+      } restore{m, m[0]};
+      m[0] = other_margin(m[0]);
+      Guarded<T> dX(B, D, pad), dW(C, D, pad);
+      GuardedVec<T> dm(M);
+      bwd_into(fwd, T(1), dX.view(), dW.view(), dm.view());
+    });
+  expect_throw("dW aliasing W", true, [&](const auto& fwd) {
     Guarded<T> dX(B, D, pad);
     GuardedVec<T> dm(M);
-    bwd_into(policy, W, ws, T(1), dX.view(), W, dm.view());
+    bwd_into(fwd, T(1), dX.view(), W, dm.view());
   });
-  expect_throw("dX aliasing W", [&] {
+  expect_throw("dX aliasing W", true, [&](const auto& fwd) {
     StridedMap<T> dX(Wbuf.buf.data(), B, D, Eigen::OuterStride<>(Wbuf.stride));
     Guarded<T> dW(C, D, pad);
     GuardedVec<T> dm(M);
-    bwd_into(policy, W, ws, T(1), dX, dW.view(), dm.view());
+    bwd_into(fwd, T(1), dX, dW.view(), dm.view());
   });
-  expect_throw("dX overlapping dW", [&] {
+  expect_throw("dX overlapping dW", true, [&](const auto& fwd) {
     Guarded<T> both(std::max(B, C) + 1, D, pad);
     const Index shift = (variant & 2) && B >= 2 ? both.stride : 0;
     StridedMap<T> dX(both.buf.data(), B, D, Eigen::OuterStride<>(both.stride));
     StridedMap<T> dW(both.buf.data() + shift, C, D, Eigen::OuterStride<>(both.stride));
     GuardedVec<T> dm(M);
-    bwd_into(policy, W, ws, T(1), dX, dW, dm.view());
+    bwd_into(fwd, T(1), dX, dW, dm.view());
   });
-  expect_throw("a non-finite upstream gradient", [&] {
+  expect_throw("a non-finite upstream gradient", true, [&](const auto& fwd) {
     Guarded<T> dX(B, D, pad), dW(C, D, pad);
     GuardedVec<T> dm(M);
-    bwd_into(policy, W, ws, (variant & 4) ? std::numeric_limits<T>::infinity() : std::numeric_limits<T>::quiet_NaN(),
-             dX.view(), dW.view(), dm.view());
+    bwd_into(fwd, (variant & 4) ? std::numeric_limits<T>::infinity() : std::numeric_limits<T>::quiet_NaN(), dX.view(),
+             dW.view(), dm.view());
   });
-  if constexpr (learnable_v<P>)
-    expect_throw("dmargins of the wrong length", [&] {
+  if constexpr (learnable_v<P>) {
+    // C - 1 entries for C = 1 is no dmargins at all: the presence check, before the engine.
+    const Index n = C + 1 - 2 * (variant & 1);
+    expect_throw("dmargins of the wrong length", n > 0, [&](const auto& fwd) {
       Guarded<T> dX(B, D, pad), dW(C, D, pad);
-      GuardedVec<T> dm(C + 1 - 2 * (variant & 1));
-      ml::backward(policy, W, ws, T(1), dX.view(), dW.view(), dm.view());
+      GuardedVec<T> dm(n);
+      ml::backward(fwd, T(1), {dX.view(), dW.view(), dm.view()});
     });
+  }
 
   // The same call again: exactly the reference result.
-  T loss = T(0);
-  if (!guarded_call([&] { loss = ml::forward(policy, X, W, labels, ws); }))
-    finding("a forward() that returned before threw on the same inputs");
+  const auto fwd = forward_again();
   Guarded<T> dX(B, D, pad), dW(C, D, pad);
   GuardedVec<T> dm(M);
-  if (!guarded_call([&] { bwd_into(policy, W, ws, T(1), dX.view(), dW.view(), dm.view()); }))
+  if (!guarded_call([&] { bwd_into(fwd, T(1), dX.view(), dW.view(), dm.view()); }))
     finding("after rejected mismatched calls, the matching forward() + backward() threw");
-  if (!(loss == loss1) || !same_values(dX.view(), rdX.view()) || !same_values(dW.view(), rdW.view()) ||
-      !same_values(dm.view(), rdm.view()))
+  if (!same_values(dX.view(), rdX.view()) || !same_values(dW.view(), rdW.view()) || !same_values(dm.view(), rdm.view()))
     finding("after rejected mismatched calls, the matching forward() + backward() gives another result");
   if (!dX.guards_intact() || !dW.guards_intact() || !dm.guards_intact()) finding("backward wrote outside dX/dW/dmargins");
   bool threw = false;
   try {
     Guarded<T> dX2(B, D, pad), dW2(C, D, pad);
     GuardedVec<T> dm2(M);
-    bwd_into(policy, W, ws, T(1), dX2.view(), dW2.view(), dm2.view());
+    bwd_into(fwd, T(1), dX2.view(), dW2.view(), dm2.view());
   } catch (const ml::invalid_argument&) {
     threw = true;
   }
-  if (!threw) finding("a second backward() without forward() did not throw");
+  if (!threw) finding("a second backward() of one forward did not throw");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1017,20 +1084,34 @@ void sharded_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const M
   const auto form = in.ConsumeIntegral<std::uint8_t>();
   const ml::Options o = options_of(in.ConsumeIntegral<std::uint8_t>());
   note(" class_offset=%lld num_classes=%lld form=%s", static_cast<long long>(offset), static_cast<long long>(nc),
-       form % 2 ? "sharded_forward+sharded_backward" : "sharded_forward_backward");
+       form % 2 ? "forward+backward with a Shard" : "forward_backward with a Shard");
   ml::LocalCommunicator comm;
   ml::Workspace<T> ws;
   Guarded<T> dXg(B, D, pad), dWg(C, D, pad);
   T loss = T(0);
   const bool ok = guarded_call([&] {
     if (form % 2 == 0) {
-      loss = ml::sharded_forward_backward(policy, X, W, offset, nc, labels, comm, dXg.view(), dWg.view(), ws, o);
+      loss = ml::forward_backward(policy, X, W, labels, {dXg.view(), dWg.view()}, ws, ml::Shard{offset, nc, comm}, o);
     } else {
-      loss = ml::sharded_forward(policy, X, W, offset, nc, labels, comm, ws, o);
-      ml::sharded_backward(policy, W, comm, ws, grad_loss, dXg.view(), dWg.view());
+      const auto fwd = ml::forward(policy, X, W, labels, ws, ml::Shard{offset, nc, comm}, o);
+      loss = fwd.loss();
+      ml::backward(fwd, grad_loss, {dXg.view(), dWg.view()});
     }
   });
   if (!dXg.guards_intact() || !dWg.guards_intact()) finding("sharded call wrote outside dX/dW");
+  {
+    // dmargins for a policy without learnable margins (none has them here): rejected.
+    Guarded<T> dX2(B, D, pad), dW2(C, D, pad);
+    GuardedVec<T> dm2(std::max<Index>(C, 1));
+    ml::Workspace<T> ws2;
+    if (guarded_call([&] {
+          (void)ml::forward_backward(policy, X, W, labels, {dX2.view(), dW2.view(), dm2.view()}, ws2,
+                                     ml::Shard{offset, nc, comm}, o);
+        }))
+      finding("forward_backward with a Shard accepted dmargins for a policy without learnable margins");
+    if (!dX2.guards_intact() || !dW2.guards_intact() || !dm2.guards_intact())
+      finding("sharded call wrote outside dX/dW/dmargins");
+  }
   if (!ok) return;
   if (!inside) finding("sharded call accepted a shard outside [0, num_classes)");
   if (!check_loss(loss, "loss (sharded)") || !check_matrix(dXg.view(), "dX (sharded)") ||
@@ -1040,7 +1121,7 @@ void sharded_calls(const P& policy, FuzzedDataProvider& in, const MX& X, const M
     ml::Workspace<T> ws2;
     Guarded<T> dX2(B, D, pad), dW2(C, D, pad);
     T loss2 = T(0);
-    if (!guarded_call([&] { loss2 = ml::forward_backward(policy, X, W, labels, dX2.view(), dW2.view(), ws2, o); }))
+    if (!guarded_call([&] { loss2 = ml::forward_backward(policy, X, W, labels, {dX2.view(), dW2.view()}, ws2, o); }))
       finding("forward_backward threw where the sharded call over all classes returned");
     if (!(loss2 == loss) || !same_values(dX2.view(), dXg.view()) || !same_values(dW2.view(), dWg.view()))
       finding("one-rank sharded call over all classes differs from forward_backward");
@@ -1122,7 +1203,7 @@ MultiRank<P> multi_rank_calls(const P& policy, FuzzedDataProvider& in, const MX&
   const auto form = in.ConsumeIntegral<std::uint8_t>();
   const ml::Options o = options_of(in.ConsumeIntegral<std::uint8_t>());
   note(" ranks=%d layout=%s form=%s", n, how,
-       form % 2 ? "sharded_forward+sharded_backward" : "sharded_forward_backward");
+       form % 2 ? "forward+backward with a Shard" : "forward_backward with a Shard");
 
   std::vector<Guarded<T>> Ws, dXs, dWs;
   std::vector<ml::IndexVector> lab;
@@ -1149,12 +1230,13 @@ MultiRank<P> multi_rank_calls(const P& policy, FuzzedDataProvider& in, const MX&
     P& p = result.policies[u];  // a modifiable lvalue: a stateful policy is updated
     ml::Workspace<T> ws;
     if (form % 2 == 0) {
-      loss[u] = ml::sharded_forward_backward(p, Xr, Wr, rk.offset, rk.num_classes, lab[u], comm, dXs[u].view(),
-                                             dWs[u].view(), ws, o);
+      loss[u] = ml::forward_backward(p, Xr, Wr, lab[u], {dXs[u].view(), dWs[u].view()}, ws,
+                                     ml::Shard{rk.offset, rk.num_classes, comm}, o);
     } else {
-      loss[u] = ml::sharded_forward(p, Xr, Wr, rk.offset, rk.num_classes, lab[u], comm, ws, o);
+      const auto fwd = ml::forward(p, Xr, Wr, lab[u], ws, ml::Shard{rk.offset, rk.num_classes, comm}, o);
+      loss[u] = fwd.loss();
       forward_returned[u] = 1;
-      ml::sharded_backward(p, Wr, comm, ws, grad_loss, dXs[u].view(), dWs[u].view());
+      ml::backward(fwd, grad_loss, {dXs[u].view(), dWs[u].view()});
     }
   });
   int returned = 0, forwards = 0;
@@ -1169,7 +1251,7 @@ MultiRank<P> multi_rank_calls(const P& policy, FuzzedDataProvider& in, const MX&
     forwards += forward_returned[u];
   }
   if (form % 2 == 1 && forwards != 0 && forwards != n)
-    finding("sharded_forward() returned on some ranks and threw on others");
+    finding("forward() with a Shard returned on some ranks and threw on others");
   if (returned == 0) return result;
   if (!consistent) finding("a sharded call over inconsistent ranks returned (must throw on every rank)");
   for (int r = 0; r < n; ++r) {
@@ -1258,11 +1340,13 @@ void subset_with(const P& policy, FuzzedDataProvider& in, const MX& X, const MW&
   so.zero_inactive_rows = flags & 1;
   so.regulariser = enum_or_invalid<ml::SubsetRegulariser>(static_cast<std::uint8_t>(flags >> 1));
   so.engine = options_of(in.ConsumeIntegral<std::uint8_t>());
-  const bool use_set = (flags & 8) && std::is_same_v<AV, ml::IndexVector>;
+  // flags & 8 chose between the ids + local labels and the ActiveSet overloads; one form is
+  // left, so it now chooses an ml::Gradients built outside the call (CTAD) or braces.
+  const bool outside = flags & 8;
   const bool wrong_dm = learnable_v<P> && (flags & 16);
   so.keep_cosines = flags & 32;  // may throw when the engine would run in class blocks
-  note(" A=%ld zero_inactive=%d regulariser=%d active_set=%d", static_cast<long>(A), int(so.zero_inactive_rows),
-       int(so.regulariser), int(use_set));
+  note(" A=%ld zero_inactive=%d regulariser=%d gradients_outside=%d", static_cast<long>(A), int(so.zero_inactive_rows),
+       int(so.regulariser), int(outside));
   bool must_throw = !valid_active || !valid_labels || static_cast<int>(so.regulariser) >= ml::detail::enum_info<ml::SubsetRegulariser>::count || so.engine.class_block < 0 ||
                     wrong_dm;
   must_throw = must_throw || margins_must_throw(policy, C);
@@ -1283,6 +1367,9 @@ void subset_with(const P& policy, FuzzedDataProvider& in, const MX& X, const MW&
   for (Index j = 0; j < C; ++j)
     for (Index k = 0; k < D; ++k) dWg.buf[static_cast<std::size_t>(j * dWg.stride + k)] = sentinel;
   GuardedVec<T> dmg(learnable_v<P> ? C + (wrong_dm ? 1 : 0) : 0);
+  // The ids as the ActiveSet holds them (ml::Index): uint64 ids >= 2^63 become negative, which
+  // keeps them invalid, as valid_active (on the ids' own type) says.
+  const ml::ActiveSet set{active.template cast<Index>(), local};
   ml::SubsetWorkspace<T> sws;
   T loss = T(0);
   const bool ok = guarded_call([&] {
@@ -1290,27 +1377,41 @@ void subset_with(const P& policy, FuzzedDataProvider& in, const MX& X, const MW&
     auto dW = dWg.view();
     if constexpr (learnable_v<P>) {
       auto dm = dmg.view();
-      if constexpr (std::is_same_v<AV, ml::IndexVector>)
-        if (use_set) {
-          ml::ActiveSet set{active, local};
-          loss = ml::subset_forward_backward(policy, X, W, set, dX, dW, dm, sws, so);
-          return;
-        }
-      loss = ml::subset_forward_backward(policy, X, W, active, local, dX, dW, dm, sws, so);
+      if (outside) {
+        ml::Gradients g{dX, dW, dm};
+        loss = ml::forward_backward(policy, X, W, set, g, sws, so);
+      } else {
+        loss = ml::forward_backward(policy, X, W, set, {dX, dW, dm}, sws, so);
+      }
     } else {
-      if constexpr (std::is_same_v<AV, ml::IndexVector>)
-        if (use_set) {
-          ml::ActiveSet set{active, local};
-          loss = ml::subset_forward_backward(policy, X, W, set, dX, dW, sws, so);
-          return;
-        }
-      loss = ml::subset_forward_backward(policy, X, W, active, local, dX, dW, sws, so);
+      if (outside) {
+        ml::Gradients g{dX, dW};
+        loss = ml::forward_backward(policy, X, W, set, g, sws, so);
+      } else {
+        loss = ml::forward_backward(policy, X, W, set, {dX, dW}, sws, so);
+      }
     }
   });
   if (!dXg.guards_intact() || !dWg.guards_intact() || !dmg.guards_intact())
-    finding("subset_forward_backward wrote outside dX/dW/dmargins");
+    finding("subset forward_backward wrote outside dX/dW/dmargins");
+  {
+    // The wrong dmargins presence (none for learnable margins, C entries for any other policy)
+    // is rejected, whatever else is wrong with the call.
+    Guarded<T> dX2(B, D, pad), dW2(C, D, pad);
+    GuardedVec<T> dm2(std::max<Index>(C, 1));
+    ml::SubsetWorkspace<T> sws2;
+    if (guarded_call([&] {
+          if constexpr (learnable_v<P>)
+            (void)ml::forward_backward(policy, X, W, set, {dX2.view(), dW2.view()}, sws2, so);
+          else
+            (void)ml::forward_backward(policy, X, W, set, {dX2.view(), dW2.view(), dm2.view()}, sws2, so);
+        }))
+      finding("subset forward_backward accepted Gradients whose dmargins presence does not match the policy");
+    if (!dX2.guards_intact() || !dW2.guards_intact() || !dm2.guards_intact())
+      finding("subset forward_backward wrote outside dX/dW/dmargins");
+  }
   if (!ok) return;
-  if (must_throw) finding("subset_forward_backward accepted an invalid active set, local labels, options or dmargins");
+  if (must_throw) finding("subset forward_backward accepted an invalid active set, local labels, options or dmargins");
   if (so.keep_cosines) {
     const auto kept = sws.cosines();
     bool in_range = kept.rows() == B && kept.cols() == A;
@@ -1332,7 +1433,8 @@ void subset_with(const P& policy, FuzzedDataProvider& in, const MX& X, const MW&
   ml::Vector<T> rdm(learnable_v<P> ? A : 0);
   T rloss = T(0);
   if (!guarded_call([&] { rloss = fb_into(q, X, Wa, local, rdX, rdW, rdm, ws, so.engine); })) {
-    if constexpr (!learnable_v<P>) finding("forward_backward on the gathered rows threw where subset_forward_backward returned");
+    if constexpr (!learnable_v<P>)
+      finding("forward_backward on the gathered rows threw where the subset forward_backward returned");
     return;
   }
   bool all_classes_as_policy = false;
@@ -1348,18 +1450,18 @@ void subset_with(const P& policy, FuzzedDataProvider& in, const MX& X, const MW&
     if (!is_active[static_cast<std::size_t>(j)])
       for (Index k = 0; k < D; ++k)
         if (!(dWg.view()(j, k) == (so.zero_inactive_rows ? T(0) : sentinel)))
-          finding("subset_forward_backward changed a dW row of an inactive class (or did not zero it)");
-  if (!same) finding("subset_forward_backward differs from forward_backward on the gathered rows (dX or dW)");
+          finding("subset forward_backward changed a dW row of an inactive class (or did not zero it)");
+  if (!same) finding("subset forward_backward differs from forward_backward on the gathered rows (dX or dW)");
   if constexpr (learnable_v<P>) {
     const auto dm = dmg.view();
     const T inactive = all_classes_as_policy ? -T(1) * policy.lambda_m / static_cast<T>(C) : T(0);
     for (Index j = 0; j < C; ++j)
       if (!is_active[static_cast<std::size_t>(j)] && !(dm(j) == inactive))
-        finding("subset_forward_backward: dmargins of an inactive class is not the regulariser's gradient");
+        finding("subset forward_backward: dmargins of an inactive class is not the regulariser's gradient");
     if (!all_classes_as_policy)
       for (Index a = 0; a < A; ++a)
         if (!(dm(static_cast<Index>(active(a))) == rdm(a)))
-          finding("subset_forward_backward: dmargins differs from forward_backward on the gathered rows");
+          finding("subset forward_backward: dmargins differs from forward_backward on the gathered rows");
     // The loss: the cross-entropy over the active classes plus the regulariser chosen.
     double expect = static_cast<double>(rloss);
     if (all_classes_as_policy)
@@ -1369,15 +1471,16 @@ void subset_with(const P& policy, FuzzedDataProvider& in, const MX& X, const MW&
                        (std::fabs(static_cast<double>(rloss)) + std::fabs(static_cast<double>(ws.regulariser())) +
                         std::fabs(static_cast<double>(policy.lambda_m)) * max_abs(policy.margins) + 1);
     if (!(std::fabs(static_cast<double>(loss) - expect) <= tol))
-      finding("subset_forward_backward: the loss differs from forward_backward on the gathered rows");
+      finding("subset forward_backward: the loss differs from forward_backward on the gathered rows");
   } else {
-    if (!(loss == rloss)) finding("subset_forward_backward: the loss differs from forward_backward on the gathered rows");
+    if (!(loss == rloss))
+      finding("subset forward_backward: the loss differs from forward_backward on the gathered rows");
   }
 }
 
 // ------------------------------------------------------------------------------------------
 // Samplers (sampling/): PartialFCSampler and HardPrototypeMiner produce the ActiveSet that
-// subset_forward_backward() then trains on; AdaptiveSampler is driven by target_cosines().
+// forward_backward() over an ActiveSet then trains on; AdaptiveSampler is driven by target_cosines().
 // Their oracle: a constructor throws invalid_argument exactly for the documented invalid
 // settings; every call returns a result satisfying its documented invariants or throws
 // invalid_argument (and a rejected update leaves the state as it was).
@@ -1613,7 +1716,8 @@ std::vector<SampledSet> hard_prototype_sets(FuzzedDataProvider& in, const MX& X,
       ml::SubsetOptions so;
       so.keep_cosines = rule & 1;
       Mat<T> dX(B, X.cols()), dW(W.rows(), W.cols());
-      const bool loss_ok = guarded_call([&] { (void)ml::subset_forward_backward(ml::CosFace<T>{T(8), T(0.2)}, X, W, set, dX, dW, sws, so); });
+      const bool loss_ok =
+          guarded_call([&] { (void)ml::forward_backward(ml::CosFace<T>{T(8), T(0.2)}, X, W, set, {dX, dW}, sws, so); });
       const bool rule_ok = guarded_call([&] { m.update(sws, W, set); });
       if (rule_ok && !(loss_ok && so.keep_cosines))
         finding("HardPrototypeMiner::update(sws, ...) accepted a SubsetWorkspace without kept cosines");
@@ -1954,28 +2058,31 @@ void stateful_dense_calls(const P& policy, FuzzedDataProvider& in, const MX& X, 
         ml::Workspace<T> ws;
         out.dX.resize(B, D);
         out.dW.resize(C, D);
-        out.loss = ml::forward_backward(std::forward<decltype(p)>(p), X, W, labels, out.dX, out.dW, ws, o);
+        out.loss = ml::forward_backward(std::forward<decltype(p)>(p), X, W, labels, {out.dX, out.dW}, ws, o);
       });
       break;
     case 2:
-      // The backward takes the policy as updated by its forward (the fingerprint is the
-      // updated one).
+      // The context holds the policy as its forward updated it, which its backward uses (the
+      // fingerprint is the updated one).
       check_stateful(policy, "forward + backward", manual_ok, manual, [&](auto&& p, Outputs<T>& out) {
         ml::Workspace<T> ws;
-        out.loss = ml::forward(std::forward<decltype(p)>(p), X, W, labels, ws, o);
-        auto g = ml::backward(p, W, ws, grad_loss);
-        out.dX = std::move(g.dX);
-        out.dW = std::move(g.dW);
+        const auto fwd = ml::forward(std::forward<decltype(p)>(p), X, W, labels, ws, o);
+        if (!same_state(fwd.policy(), p)) finding("Forward::policy() is not the policy as its forward updated it");
+        out.loss = fwd.loss();
+        out.dX.resize(B, D);
+        out.dW.resize(C, D);
+        ml::backward(fwd, grad_loss, {out.dX, out.dW});
       });
       break;
     case 3:
-      check_stateful(policy, "sharded_forward_backward (one rank)", manual_ok, manual, [&](auto&& p, Outputs<T>& out) {
+      check_stateful(policy, "forward_backward with a Shard (one rank)", manual_ok, manual,
+                     [&](auto&& p, Outputs<T>& out) {
         ml::Workspace<T> ws;
         ml::LocalCommunicator comm;
         out.dX.resize(B, D);
         out.dW.resize(C, D);
-        out.loss =
-            ml::sharded_forward_backward(std::forward<decltype(p)>(p), X, W, 0, C, labels, comm, out.dX, out.dW, ws, o);
+        out.loss = ml::forward_backward(std::forward<decltype(p)>(p), X, W, labels, {out.dX, out.dW}, ws,
+                                        ml::Shard{Index(0), C, comm}, o);
       });
       break;
     case 4: {
@@ -2015,11 +2122,12 @@ void stateful_dense_calls(const P& policy, FuzzedDataProvider& in, const MX& X, 
           if (active(a) == static_cast<Index>(labels(i))) local(i) = a;
       }
       note(" A=%ld", static_cast<long>(A));
-      check_stateful(policy, "subset_forward_backward", manual_ok, manual, [&](auto&& p, Outputs<T>& out) {
+      const ml::ActiveSet set{active, local};
+      check_stateful(policy, "forward_backward over an ActiveSet", manual_ok, manual, [&](auto&& p, Outputs<T>& out) {
         ml::SubsetWorkspace<T> sws;
         out.dX.resize(B, D);
         out.dW = Mat<T>::Zero(C, D);
-        out.loss = ml::subset_forward_backward(std::forward<decltype(p)>(p), X, W, active, local, out.dX, out.dW, sws);
+        out.loss = ml::forward_backward(std::forward<decltype(p)>(p), X, W, set, {out.dX, out.dW}, sws);
       });
       break;
     }
@@ -2105,11 +2213,11 @@ void dense_calls(const P& policy, FuzzedDataProvider& in, Index B, Index D, Inde
   }
   const char* names[] = {"allocating forward_backward + workspace form",
                          "workspace forward_backward",
-                         "forward + allocating backward",
+                         "forward + backward into caller-allocated outputs",
                          "forward + backward into views",
                          "split API with mismatched calls",
                          "sharded (one rank)",
-                         "subset_forward_backward",
+                         "forward_backward over an ActiveSet",
                          "target_cosines"};
   note(" entry=%s pad=%ld", names[entry_point], static_cast<long>(pad));
   g_dump = [&] {
@@ -2173,26 +2281,55 @@ void dense_calls(const P& policy, FuzzedDataProvider& in, Index B, Index D, Inde
       if (!check_matrix(dmg.view(), "dmargins (workspace forward_backward)")) return;
       if (ws.holds_forward()) finding("workspace still holds a forward after forward_backward");
     });
+    // The wrong dmargins presence (none for learnable margins, C entries for any other policy)
+    // is rejected, whatever else is wrong with the call.
+    Guarded<T> dXg(B, D, pad), dWg(C, D, pad);
+    GuardedVec<T> dmg(std::max<Index>(C, 1));
+    ml::Workspace<T> ws;
+    if (guarded_call([&] {
+          if constexpr (learnable)
+            (void)ml::forward_backward(policy, X, W, labels, {dXg.view(), dWg.view()}, ws, o);
+          else
+            (void)ml::forward_backward(policy, X, W, labels, {dXg.view(), dWg.view(), dmg.view()}, ws, o);
+        }))
+      finding("forward_backward accepted Gradients whose dmargins presence does not match the policy");
+    if (!dXg.guards_intact() || !dWg.guards_intact() || !dmg.guards_intact())
+      finding("forward_backward wrote outside dX/dW/dmargins");
   } else if (entry_point <= 3) {  // split forward + backward with an arbitrary upstream gradient
     ml::Workspace<T> ws;
+    std::optional<ml::Forward<P>> fwd;
     bool tolerated = false;
     guarded_call([&] {
-      const T loss = ml::forward(policy, X, W, labels, ws);
-      if (!check_loss(loss, "loss (forward)")) {
+      fwd.emplace(ml::forward(policy, X, W, labels, ws));
+      if (!check_loss(fwd->loss(), "loss (forward)")) {
         tolerated = true;
         return;
       }
       if (!ws.holds_forward()) finding("forward() returned but the workspace holds no forward");
+      if (&fwd->workspace() != &ws) finding("Forward::workspace() is not the workspace of its forward");
+      if (!std::isfinite(fwd->regulariser())) non_finite("regulariser (forward)");
+      if (!learnable && !(fwd->regulariser() == T(0)))
+        finding("Forward::regulariser() is not 0 for a policy without learnable margins");
       if (entry_point == 2) {
-        const auto g = ml::backward(policy, W, ws, grad_loss);
-        if (g.dmargins.size() != M) finding("Gradients::dmargins has the wrong length");
-        if (!check_matrix(g.dX, "dX (backward)")) return;
-        if (!check_matrix(g.dW, "dW (backward)")) return;
-        if (!check_matrix(g.dmargins, "dmargins (backward)")) return;
+        // Contiguous outputs the caller allocates (what the old allocating backward returned),
+        // through a Gradients built outside the call.
+        Mat<T> dX = Mat<T>::Constant(B, D, std::numeric_limits<T>::quiet_NaN());
+        Mat<T> dW = Mat<T>::Constant(C, D, std::numeric_limits<T>::quiet_NaN());
+        ml::Vector<T> dm = ml::Vector<T>::Constant(M, std::numeric_limits<T>::quiet_NaN());
+        if constexpr (learnable) {
+          ml::Gradients g{dX, dW, dm};
+          ml::backward(*fwd, grad_loss, g);
+        } else {
+          ml::Gradients g{dX, dW};
+          ml::backward(*fwd, grad_loss, g);
+        }
+        if (!check_matrix(dX, "dX (backward)")) return;
+        if (!check_matrix(dW, "dW (backward)")) return;
+        if (!check_matrix(dm, "dmargins (backward)")) return;
       } else {
         Guarded<T> dXg(B, D, pad), dWg(C, D, pad);
         GuardedVec<T> dmg(M);
-        bwd_into(policy, W, ws, grad_loss, dXg.view(), dWg.view(), dmg.view());
+        bwd_into(*fwd, grad_loss, dXg.view(), dWg.view(), dmg.view());
         if (!dXg.guards_intact() || !dWg.guards_intact() || !dmg.guards_intact())
           finding("backward wrote outside dX/dW/dmargins");
         if (!check_matrix(dXg.view(), "dX (backward)")) return;
@@ -2200,15 +2337,17 @@ void dense_calls(const P& policy, FuzzedDataProvider& in, Index B, Index D, Inde
         if (!check_matrix(dmg.view(), "dmargins (backward)")) return;
       }
     });
-    // A forward is consumed by one backward: a second one (or one after a failed forward) throws.
-    if (tolerated) return;
+    // A forward is consumed by one backward: a second one (also after a first that threw) throws.
+    if (tolerated || !fwd) return;
     bool threw = false;
     try {
-      (void)ml::backward(policy, W, ws, T(1));
+      Guarded<T> dX2(B, D, pad), dW2(C, D, pad);
+      GuardedVec<T> dm2(M);
+      bwd_into(*fwd, T(1), dX2.view(), dW2.view(), dm2.view());
     } catch (const ml::invalid_argument&) {
       threw = true;
     }
-    if (!threw) finding("a second backward() without forward() did not throw");
+    if (!threw) finding("a second backward() of one forward did not throw");
   } else if (entry_point == 4) {
     split_mismatch(policy, in, X, Wg, C, labels, pad);
   } else if (entry_point == 5) {

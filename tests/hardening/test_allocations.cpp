@@ -53,32 +53,34 @@ TEST_CASE("a training step with a kept Workspace allocates nothing after the fir
     ml::Options o;
     o.class_block = block;
     ml::Workspace<float> ws;
-    CHECK(allocations_after_first([&] { (void)ml::forward_backward(ml::ArcFace<float>{}, X, W, c.labels, dX, dW, ws, o); }) == 0);
+    CHECK(allocations_after_first([&] {
+            (void)ml::forward_backward(ml::ArcFace<float>{}, X, W, c.labels, {dX, dW}, ws, o);
+          }) == 0);
     // CurricularFace: tau updated by the forward (the default), or by the caller (data parallel).
     ml::CurricularFace<float> updating{};
-    CHECK(allocations_after_first([&] { (void)ml::forward_backward(updating, X, W, c.labels, dX, dW, ws, o); }) == 0);
+    CHECK(allocations_after_first([&] { (void)ml::forward_backward(updating, X, W, c.labels, {dX, dW}, ws, o); }) == 0);
     ml::CurricularFace<float> cf{};
     cf.update_tau_in_forward = false;
     ml::Vector<float> t(32);
     CHECK(allocations_after_first([&] {
             ml::target_cosines(X, W, c.labels, t);
             cf.update_tau(t);
-            (void)ml::forward_backward(cf, X, W, c.labels, dX, dW, ws, o);
+            (void)ml::forward_backward(cf, X, W, c.labels, {dX, dW}, ws, o);
           }) == 0);
     // Learnable margins: the policy views the caller's vector, which the step updates in place.
     ml::Vector<float> margins = ml::Vector<float>::Constant(300, 0.3f);
     const ml::AdaptiveMargin<float> am{30, margins};
     ml::Vector<float> dm(300);
     CHECK(allocations_after_first([&] {
-            (void)ml::forward_backward(am, X, W, c.labels, dX, dW, dm, ws, o);
+            (void)ml::forward_backward(am, X, W, c.labels, {dX, dW, dm}, ws, o);
             margins -= 0.01f * dm;
             ml::project_margins(margins);
           }) == 0);
     const auto cm = ml::class_margins(ml::ArcFace<float>{}, margins);
-    CHECK(allocations_after_first([&] { (void)ml::forward_backward(cm, X, W, c.labels, dX, dW, ws, o); }) == 0);
+    CHECK(allocations_after_first([&] { (void)ml::forward_backward(cm, X, W, c.labels, {dX, dW}, ws, o); }) == 0);
     CHECK(allocations_after_first([&] {
-            (void)ml::forward(ml::SphereFace<float>{}, X, W, c.labels, ws, o);
-            ml::backward(ml::SphereFace<float>{}, W, ws, 1.0f, dX, dW);
+            const auto fwd = ml::forward(ml::SphereFace<float>{}, X, W, c.labels, ws, o);
+            ml::backward(fwd, 1.0f, {dX, dW});
           }) == 0);
   }
 }
@@ -94,7 +96,7 @@ TEST_CASE("after Workspace::reserve the first step allocates nothing, dense and 
     // The product library's once-per-process set-up happens before counting: oneDNN generates
     // its GEMM kernels on its first call (34,733 operator new calls measured, never again).
     ml::Workspace<float> warm;
-    (void)ml::forward_backward(ml::ArcFace<float>{}, X, W, c.labels, dX, dW, warm);
+    (void)ml::forward_backward(ml::ArcFace<float>{}, X, W, c.labels, {dX, dW}, warm);
   }
   for (const ml::Index block : {ml::Index(0), ml::Index(300), ml::Index(64), ml::Index(7)}) {
     ml::Options o;
@@ -102,9 +104,10 @@ TEST_CASE("after Workspace::reserve the first step allocates nothing, dense and 
     ml::Workspace<float> ws;
     ws.reserve(32, 16, 300, block);
     const long before = g_allocations.load();
-    const float loss = ml::forward(ml::ArcFace<float>{}, X, W, c.labels, ws, o);
-    ml::backward(ml::ArcFace<float>{}, W, ws, 1.0f, dX, dW);
-    (void)ml::forward_backward(ml::SphereFace<float>{}, X, W, c.labels, dX, dW, ws, o);
+    const auto fwd = ml::forward(ml::ArcFace<float>{}, X, W, c.labels, ws, o);
+    const float loss = fwd.loss();
+    ml::backward(fwd, 1.0f, {dX, dW});
+    (void)ml::forward_backward(ml::SphereFace<float>{}, X, W, c.labels, {dX, dW}, ws, o);
     CHECK(g_allocations.load() - before == 0);
     CHECK(std::isfinite(loss));
     // The plan's byte count is what a step of that shape needs, not a loose bound: a block of 7
@@ -121,9 +124,11 @@ TEST_CASE("the subset loss with a kept SubsetWorkspace allocates nothing after t
   Eigen::VectorXi active(20), local(8);
   for (int a = 0; a < 20; ++a) active(a) = 7 * a + 3;
   for (int i = 0; i < 8; ++i) local(i) = (3 * i) % 20;
+  const ml::ActiveSet set{active.cast<ml::Index>(), local.cast<ml::Index>()};
   ml::SubsetWorkspace<float> sws;
-  CHECK(allocations_after_first(
-            [&] { (void)ml::subset_forward_backward(ml::CosFace<float>{}, X, W, active, local, dX, dW, sws); }) == 0);
+  CHECK(allocations_after_first([&] {
+          (void)ml::forward_backward(ml::CosFace<float>{}, X, W, set, {dX, dW}, sws);
+        }) == 0);
   // Per-class margins: the subset re-points the policy's view at margins gathered into `sws`.
   const ml::Vector<float> margins = ml::Vector<float>::Constant(300, 0.3f);
   ml::Vector<float> dm(300);
@@ -132,9 +137,8 @@ TEST_CASE("the subset loss with a kept SubsetWorkspace allocates nothing after t
       ml::SubsetOptions o;
       o.regulariser = reg;
       const ml::AdaptiveMargin<float> am{30, margins, 70, scope};
-      CHECK(allocations_after_first(
-                [&] { (void)ml::subset_forward_backward(am, X, W, active, local, dX, dW, dm, sws, o); }) == 0);
+      CHECK(allocations_after_first([&] { (void)ml::forward_backward(am, X, W, set, {dX, dW, dm}, sws, o); }) == 0);
     }
   const auto cm = ml::class_margins(ml::CosFace<float>{}, margins);
-  CHECK(allocations_after_first([&] { (void)ml::subset_forward_backward(cm, X, W, active, local, dX, dW, sws); }) == 0);
+  CHECK(allocations_after_first([&] { (void)ml::forward_backward(cm, X, W, set, {dX, dW}, sws); }) == 0);
 }

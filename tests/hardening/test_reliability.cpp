@@ -34,19 +34,23 @@ Eigen::VectorXi labels_mod(Index B, Index C) {
 // ---------------------------------------------------------------------------------------------
 // 1. Index inputs: one range check in the index's own signedness.
 
-TEST_CASE("subset: uint64 active ids >= 2^63 are rejected, not used as an index") {
+// The subset's ids are an ml::IndexVector (ActiveSet::classes): uint64 ids converted with
+// .cast<ml::Index>() wrap to negative values, which must be rejected, not used as an index.
+TEST_CASE("subset: uint64 active ids >= 2^63, cast to Index, are rejected, not used as an index") {
   const Case c = random_case(2, 4, 6, 501);
   Eigen::Matrix<std::uint64_t, Eigen::Dynamic, 1> act(2);
-  act << 0, (std::uint64_t(1) << 63) + 5;  // wrapped to 5 (in range!) by a cast to a signed index
+  act << 0, (std::uint64_t(1) << 63) + 5;  // -2^63 + 5 as a signed 64-bit index
   Eigen::VectorXi local(2);
   local << 0, 1;
   Mat<double> dX(2, 4), dW(6, 4);
   ml::SubsetWorkspace<double> sws;
-  CHECK_THROWS_WITH_AS(
-      (void)ml::subset_forward_backward(ml::CosFace<double>{}, c.X, c.W, act, local, dX, dW, sws),
-      doctest::Contains("active[1] = 9223372036854775813 is out of range [0, 6)"), ml::invalid_argument);
+  ml::ActiveSet set{act.cast<ml::Index>(), local.cast<ml::Index>()};
+  CHECK_THROWS_WITH_AS((void)ml::forward_backward(ml::CosFace<double>{}, c.X, c.W, set, {dX, dW}, sws),
+                       doctest::Contains("active[1] = -9223372036854775803 is out of range [0, 6)"),
+                       ml::invalid_argument);
   act(1) = 5;
-  CHECK_NOTHROW((void)ml::subset_forward_backward(ml::CosFace<double>{}, c.X, c.W, act, local, dX, dW, sws));
+  set.classes = act.cast<ml::Index>();
+  CHECK_NOTHROW((void)ml::forward_backward(ml::CosFace<double>{}, c.X, c.W, set, {dX, dW}, sws));
 }
 
 TEST_CASE("AdaptiveSampler: unsigned indices >= 2^63 are rejected and leave the weights unchanged") {
@@ -61,100 +65,102 @@ TEST_CASE("AdaptiveSampler: unsigned indices >= 2^63 are rejected and leave the 
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2, 3. A backward checks it is its forward's call (policy type, parameters, W).
+// 2, 3. A backward checks it is its forward's call. The Forward context carries the policy
+// and W, so a backward can no longer get another policy type, other parameters or another W;
+// what remains to check is that the context is still its workspace's live forward, that the
+// dmargins output matches the policy, and that per-class margins (a view of the caller's
+// memory) were not changed in place in between.
 
-TEST_CASE("backward with another policy type than its forward throws before reading stale buffers") {
+TEST_CASE("backward of a forward whose workspace has since run another forward throws before reading stale buffers") {
   // The workspace first serves AdaptiveMargin with C = 1000 and labels 996..999, then CosFace
-  // with C = 6; a backward with AdaptiveMargin (C = 6) would read the stale batch class ids.
+  // with C = 6; the AdaptiveMargin forward's backward would read the stale batch class ids.
   ml::Workspace<double> ws;
-  {
-    const Case big = random_case(4, 5, 1000, 502);
-    Eigen::VectorXi y(4);
-    y << 996, 997, 998, 999;
-    const ml::Vector<double> margins = ml::Vector<double>::Constant(1000, 0.3);
-    const ml::AdaptiveMargin<double> am{30, margins};
-    Mat<double> dX(4, 5), dW(1000, 5);
-    ml::Vector<double> dm(1000);
-    (void)ml::forward_backward(am, big.X, big.W, y, dX, dW, dm, ws);
-  }
+  const Case big = random_case(4, 5, 1000, 502);
+  Eigen::VectorXi ybig(4);
+  ybig << 996, 997, 998, 999;
+  const ml::Vector<double> margins = ml::Vector<double>::Constant(1000, 0.3);
+  const ml::AdaptiveMargin<double> am{30, margins};
+  const auto fwd_am = ml::forward(am, big.X, big.W, ybig, ws);
   const Case c = random_case(4, 5, 6, 503);
   const Eigen::VectorXi y = labels_mod(4, 6);
-  (void)ml::forward(ml::CosFace<double>{}, c.X, c.W, y, ws);
-  const ml::Vector<double> margins6 = ml::Vector<double>::Constant(6, 0.3);
-  const ml::AdaptiveMargin<double> am6{30, margins6};
+  const auto fwd_cos = ml::forward(ml::CosFace<double>{}, c.X, c.W, y, ws);
+  Mat<double> dXb(4, 5), dWb(1000, 5);
+  ml::Vector<double> dmb(1000);
+  CHECK_THROWS_WITH_AS(ml::backward(fwd_am, 1.0, {dXb, dWb, dmb}),
+                       doctest::Contains("whose workspace has since run another forward()"), ml::invalid_argument);
+  // The live forward is intact and still gives the allocating form's gradients.
   Mat<double> dX(4, 5), dW(6, 5);
-  ml::Vector<double> dm(6);
-  CHECK_THROWS_WITH_AS(ml::backward(am6, c.W, ws, 1.0, dX, dW, dm), doctest::Contains("of another type"),
+  CHECK_NOTHROW(ml::backward(fwd_cos, 1.0, {dX, dW}));
+  const auto ref = ml::forward_backward(ml::CosFace<double>{}, c.X, c.W, y);
+  CHECK(fwd_cos.loss() == ref.loss);
+  CHECK((dX - ref.dX).cwiseAbs().maxCoeff() == 0.0);
+  CHECK((dW - ref.dW).cwiseAbs().maxCoeff() == 0.0);
+  // Both forwards are now consumed.
+  CHECK_THROWS_WITH_AS(ml::backward(fwd_cos, 1.0, {dX, dW}), doctest::Contains("needs a forward()"),
                        ml::invalid_argument);
+  CHECK_THROWS_AS(ml::backward(fwd_am, 1.0, {dXb, dWb, dmb}), ml::invalid_argument);
 }
 
-TEST_CASE("backward with a margins vector shorter than the forward's classes throws") {
+TEST_CASE("backward with a dmargins shorter than the forward's classes throws") {
   const Case c = random_case(4, 5, 6, 504);
   const Eigen::VectorXi y = labels_mod(4, 6);
   ml::Workspace<double> ws;
-  const ml::Vector<double> margins = ml::Vector<double>::Constant(6, 0.3), margins3 = margins.head(3);
+  const ml::Vector<double> margins = ml::Vector<double>::Constant(6, 0.3);
   const ml::AdaptiveMargin<double> am{30, margins};
-  (void)ml::forward(am, c.X, c.W, y, ws);
-  const ml::AdaptiveMargin<double> shorter{30, margins3};
+  const auto fwd = ml::forward(am, c.X, c.W, y, ws);
   Mat<double> dX(4, 5), dW(6, 5);
-  ml::Vector<double> dm(6);
-  CHECK_THROWS_WITH_AS(ml::backward(shorter, c.W, ws, 1.0, dX, dW, dm),
-                       doctest::Contains("AdaptiveMargin: margins has 3 entries in backward() but there are 6 classes"),
-                       ml::invalid_argument);
+  ml::Vector<double> dm(3);
+  CHECK_THROWS_WITH_AS(ml::backward(fwd, 1.0, {dX, dW, dm}),
+                       doctest::Contains("dmargins has 3 entries but there are 6 classes"), ml::invalid_argument);
 }
 
-TEST_CASE("backward validates its policy and detects other parameters or another W") {
+TEST_CASE("learnable margins need dmargins, other policies take none: every entry point checks at run time") {
+  const Case c = random_case(4, 5, 6, 514);
+  const Eigen::VectorXi y = labels_mod(4, 6);
+  const ml::Vector<double> margins = ml::Vector<double>::Constant(6, 0.3);
+  const ml::AdaptiveMargin<double> am{30, margins};
+  const ml::CosFace<double> cosface{};
+  Mat<double> dX(4, 5), dW(6, 5);
+  ml::Vector<double> dm(6);
+  ml::Workspace<double> ws;
+  CHECK_THROWS_WITH_AS((void)ml::forward_backward(am, c.X, c.W, y, {dX, dW}, ws),
+                       doctest::Contains("AdaptiveMargin has learnable margins: pass Gradients{dX, dW, dmargins}"),
+                       ml::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)ml::forward_backward(cosface, c.X, c.W, y, {dX, dW, dm}, ws),
+                       doctest::Contains("has no learnable margins: dmargins must be empty"), ml::invalid_argument);
+  // (Whether the rejected backward consumed its forward is left open: a fresh forward follows.)
+  CHECK_THROWS_WITH_AS(ml::backward(ml::forward(am, c.X, c.W, y, ws), 1.0, {dX, dW}),
+                       doctest::Contains("has learnable margins"), ml::invalid_argument);
+  CHECK_NOTHROW(ml::backward(ml::forward(am, c.X, c.W, y, ws), 1.0, {dX, dW, dm}));
+  CHECK_THROWS_WITH_AS(ml::backward(ml::forward(cosface, c.X, c.W, y, ws), 1.0, {dX, dW, dm}),
+                       doctest::Contains("has no learnable margins"), ml::invalid_argument);
+  CHECK_NOTHROW(ml::backward(ml::forward(cosface, c.X, c.W, y, ws), 1.0, {dX, dW}));
+  ml::SubsetWorkspace<double> sws;
+  const ml::ActiveSet set{(ml::IndexVector(3) << 0, 2, 4).finished(), (ml::IndexVector(4) << 0, 1, 2, 0).finished()};
+  CHECK_THROWS_WITH_AS((void)ml::forward_backward(am, c.X, c.W, set, {dX, dW}, sws),
+                       doctest::Contains("has learnable margins"), ml::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)ml::forward_backward(cosface, c.X, c.W, set, {dX, dW, dm}, sws),
+                       doctest::Contains("has no learnable margins"), ml::invalid_argument);
+  CHECK_NOTHROW((void)ml::forward_backward(am, c.X, c.W, set, {dX, dW, dm}, sws));
+  CHECK_NOTHROW((void)ml::forward_backward(cosface, c.X, c.W, set, {dX, dW}, sws));
+}
+
+TEST_CASE("backward detects per-class margins changed in place after its forward") {
   const Case c = random_case(5, 6, 7, 505);
   const Eigen::VectorXi y = labels_mod(5, 7);
   Mat<double> dX(5, 6), dW(7, 6);
-  const auto after_forward = [&](auto&& fwd_policy, auto&& bwd_policy, const Mat<double>& W_bwd) {
-    ml::Workspace<double> ws;
-    (void)ml::forward(fwd_policy, c.X, c.W, y, ws);
-    ml::backward(bwd_policy, W_bwd, ws, 1.0, dX, dW);
-  };
-  const ml::ArcFace<double> arc{64, 0.5};
-  ml::ArcFace<double> bad = arc;
-  bad.s = -64;
-  CHECK_THROWS_WITH_AS(after_forward(arc, bad, c.W), doctest::Contains("s = -64"), ml::invalid_argument);
-  bad = arc;
-  bad.m = -1;
-  CHECK_THROWS_AS(after_forward(arc, bad, c.W), ml::invalid_argument);
-  bad = arc;
-  bad.fallback = static_cast<ml::Fallback>(7);
-  CHECK_THROWS_AS(after_forward(arc, bad, c.W), ml::invalid_argument);
-  ml::SphereFace<double> sph{};
-  ml::SphereFace<double> sph_bad = sph;
-  sph_bad.m = 9;
-  CHECK_THROWS_AS(after_forward(sph, sph_bad, c.W), ml::invalid_argument);
-  sph_bad = sph;
-  sph_bad.lambda = -0.5;
-  CHECK_THROWS_AS(after_forward(sph, sph_bad, c.W), ml::invalid_argument);
-  ml::MVSoftmax<double> mv{};
-  ml::MVSoftmax<double> mv_bad = mv;
-  mv_bad.t = 0.5;
-  CHECK_THROWS_AS(after_forward(mv, mv_bad, c.W), ml::invalid_argument);
-  // Valid but different parameters, and every parameter that changes the loss.
-  CHECK_THROWS_WITH_AS(after_forward(arc, ml::ArcFace<double>{64, 0.3}, c.W), doctest::Contains("other parameters"),
-                       ml::invalid_argument);
-  CHECK_THROWS_AS(after_forward(arc, ml::ArcFace<double>{32, 0.5}, c.W), ml::invalid_argument);
-  ml::ArcFace<double> st = arc;
-  st.gradient = ml::Gradient::straight_through;
-  CHECK_THROWS_AS(after_forward(arc, st, c.W), ml::invalid_argument);
-  ml::ArcFace<double> easy = arc;
-  easy.fallback = ml::Fallback::easy_margin;
-  CHECK_THROWS_AS(after_forward(arc, easy, c.W), ml::invalid_argument);
-  ml::SphereFace<double> fixed = sph;
-  fixed.scale_mode = ml::Scale::fixed;
-  CHECK_THROWS_AS(after_forward(sph, fixed, c.W), ml::invalid_argument);
-  // Another policy type.
-  CHECK_THROWS_WITH_AS(after_forward(arc, ml::CosFace<double>{}, c.W), doctest::Contains("of another type"),
-                       ml::invalid_argument);
-  // Another W of the same shape.
-  const Mat<double> W2 = c.W * 1.5;
-  CHECK_THROWS_WITH_AS(after_forward(arc, arc, W2), doctest::Contains("another W"), ml::invalid_argument);
-  // The same call passes, also with an equal copy of the policy.
-  CHECK_NOTHROW(after_forward(arc, ml::ArcFace<double>{64, 0.5}, c.W));
-  CHECK_NOTHROW(after_forward(sph, ml::SphereFace<double>{}, c.W));
+  ml::Vector<double> margins = ml::Vector<double>::Constant(7, 0.3);
+  ml::Workspace<double> ws;
+  const auto cm = ml::class_margins(ml::ArcFace<double>{64, 0.5}, margins);
+  {
+    const auto fwd = ml::forward(cm, c.X, c.W, y, ws);
+    margins(6) = 0.4;  // an optimiser step before the backward
+    CHECK_THROWS_WITH_AS(ml::backward(fwd, 1.0, {dX, dW}), doctest::Contains("other parameters or per-class margins"),
+                         ml::invalid_argument);
+  }
+  // The same call passes.
+  const auto fwd = ml::forward(cm, c.X, c.W, y, ws);
+  CHECK_NOTHROW(ml::backward(fwd, 1.0, {dX, dW}));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -186,20 +192,20 @@ TEST_CASE("dW aliasing W, dX aliasing W and dX overlapping dW throw -- dX aliasi
     o.class_block = block;
     ml::Workspace<double> ws;
     Mat<double> W = c.W, dX(4, 5);
-    CHECK_THROWS_WITH_AS((void)ml::forward_backward(p, c.X, W, y, dX, W, ws, o), doctest::Contains("dW overlaps W"),
+    CHECK_THROWS_WITH_AS((void)ml::forward_backward(p, c.X, W, y, {dX, W}, ws, o), doctest::Contains("dW overlaps W"),
                          ml::invalid_argument);
     Mat<double> big = Mat<double>::Zero(10, 5);
     big.topRows(6) = c.W;
     Mat<double> dW(6, 5);
-    CHECK_THROWS_AS((void)ml::forward_backward(p, c.X, big.topRows(6), y, big.middleRows(4, 4), dW, ws, o),
+    CHECK_THROWS_AS((void)ml::forward_backward(p, c.X, big.topRows(6), y, {big.middleRows(4, 4), dW}, ws, o),
                     ml::invalid_argument);
     Mat<double> both(10, 5);
-    CHECK_THROWS_WITH_AS((void)ml::forward_backward(p, c.X, c.W, y, both.topRows(4), both.middleRows(2, 6), ws, o),
+    CHECK_THROWS_WITH_AS((void)ml::forward_backward(p, c.X, c.W, y, {both.topRows(4), both.middleRows(2, 6)}, ws, o),
                          doctest::Contains("dX and dW overlap"), ml::invalid_argument);
     // dX in place of X: the backward reads only the normalised copy the forward made.
     const auto ref = ml::forward_backward(p, c.X, c.W, y, o);
     Mat<double> X = c.X, dW2(6, 5);
-    const double loss = ml::forward_backward(p, X, c.W, y, X, dW2, ws, o);
+    const double loss = ml::forward_backward(p, X, c.W, y, {X, dW2}, ws, o);
     CHECK(loss == ref.loss);
     CHECK((X - ref.dX).cwiseAbs().maxCoeff() == 0.0);
     CHECK((dW2 - ref.dW).cwiseAbs().maxCoeff() == 0.0);
@@ -285,7 +291,8 @@ TEST_CASE("SubsetOptions::regulariser out of the enumeration is rejected") {
   ml::SubsetWorkspace<double> sws;
   ml::SubsetOptions o;
   o.regulariser = static_cast<ml::SubsetRegulariser>(7);
-  CHECK_THROWS_WITH_AS((void)ml::subset_forward_backward(ml::CosFace<double>{}, c.X, c.W, act, local, dX, dW, sws, o),
+  const ml::ActiveSet set{act.cast<ml::Index>(), local.cast<ml::Index>()};
+  CHECK_THROWS_WITH_AS((void)ml::forward_backward(ml::CosFace<double>{}, c.X, c.W, set, {dX, dW}, sws, o),
                        doctest::Contains("regulariser = 7"), ml::invalid_argument);
 }
 
@@ -305,7 +312,7 @@ TEST_CASE("a Workspace used by two threads at once throws instead of mixing buff
     Mat<double> dX(64, 32), dW(2000, 32);
     for (int k = 0; k < 40; ++k) {
       try {
-        const double loss = ml::forward_backward(ml::CosFace<double>{}, c.X, c.W, y, dX, dW, ws);
+        const double loss = ml::forward_backward(ml::CosFace<double>{}, c.X, c.W, y, {dX, dW}, ws);
         if (loss != ref.loss || (dX - ref.dX).cwiseAbs().maxCoeff() > 1e-12) ++wrong;
       } catch (const ml::invalid_argument&) {
         ++rejected;  // "in use by another call", or a forward consumed by the other thread

@@ -44,12 +44,13 @@ Outputs<T> run_job(const P& policy, const Mat<T>& X, const Mat<T>& W, const Eige
   } else if (form == 1) {
     o.dX.resize(X.rows(), X.cols());
     o.dW.resize(W.rows(), W.cols());
-    o.loss = ml::forward_backward(policy, X, W, labels, o.dX, o.dW, ws);
+    o.loss = ml::forward_backward(policy, X, W, labels, {o.dX, o.dW}, ws);
   } else {
-    o.loss = ml::forward(policy, X, W, labels, ws);
-    auto g = ml::backward(policy, W, ws, T(0.5));
-    o.dX = std::move(g.dX);
-    o.dW = std::move(g.dW);
+    o.dX.resize(X.rows(), X.cols());
+    o.dW.resize(W.rows(), W.cols());
+    const auto fwd = ml::forward(policy, X, W, labels, ws);
+    o.loss = fwd.loss();
+    ml::backward(fwd, T(0.5), {o.dX, o.dW});
   }
   return o;
 }
