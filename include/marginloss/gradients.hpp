@@ -49,8 +49,10 @@ struct Gradients {
   static Eigen::Map<Vector<T>> no_margins() { return Eigen::Map<Vector<T>>(nullptr, 0); }
 };
 
+/// Deduction guide: `ml::Gradients g{dX, dW};` takes T from dX's scalar type.
 template <typename DXo, typename DWo>
 Gradients(DXo&&, DWo&&) -> Gradients<typename std::decay_t<DXo>::Scalar>;
+/// Deduction guide: `ml::Gradients g{dX, dW, dmargins};` takes T from dX's scalar type.
 template <typename DXo, typename DWo, typename DMo>
 Gradients(DXo&&, DWo&&, DMo&&) -> Gradients<typename std::decay_t<DXo>::Scalar>;
 

@@ -65,7 +65,9 @@ struct ForwardKey {};
 /// tau after its update; policy()), W, the communicator of a sharded call and the workspace that
 /// holds the forward's buffers (workspace()). Cheap to copy; refers to the workspace, W and the
 /// communicator, which must outlive it. One backward per forward: a second one, or a backward
-/// after another forward on the same workspace, throws.
+/// after another forward on the same workspace, throws. A backward that throws consumes its
+/// forward, except for the two mistakes found before it starts: dmargins given or missing
+/// against the policy, and a stale forward (the workspace's forward is another's).
 template <typename P, typename Comm = LocalCommunicator>
 class Forward : public detail::ForwardContext<P, Workspace<typename P::value_type>> {
   using T = typename P::value_type;

@@ -20,6 +20,7 @@ struct Shard {
   Index num_classes;  ///< C, all classes of every rank
   Comm& comm;         ///< the ranks' communicator
 
+  /// From this rank's first class and the number of all classes.
   Shard(Index offset_, Index num_classes_, Comm& comm_) : offset(offset_), num_classes(num_classes_), comm(comm_) {}
   /// From this rank's range of classes (e.g. ml::even_class_range(C, ranks, rank)).
   Shard(const ClassRange& range, Index num_classes_, Comm& comm_)
