@@ -680,7 +680,8 @@ std::vector<Result<T>> run_gpu_sharded(const AnyPolicy<T>& any, const Problem<T>
                 throw std::logic_error("marginloss CUDA tests: the sharded entry points take no policy with learnable margins");
               else
                 out.loss = dp.with_labels(options.int64_labels, [&](const auto* labels) {
-                  return run_calls(calls, labels, options, out, ml::Shard{range, problem.C, comm});
+                  const Index C = options.disagree_classes && r == ranks - 1 ? problem.C + 1 : problem.C;
+                  return run_calls(calls, labels, options, out, ml::Shard{range, C, comm});
                 });
               out.class_block = ws.class_block();
               dp.read_gradients(out, stream.get());

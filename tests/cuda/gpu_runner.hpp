@@ -35,6 +35,7 @@ struct RunOptions {
                               // check_errors(), the loss read from the returned device pointer
   bool local_shard = false;   // run_gpu: the calls with ml::Shard{0, C, cuda::LocalCommunicator(stream)} on a
                               // workspace of workspace_bytes (the single-GPU loss)
+  bool disagree_classes = false;  // run_gpu_sharded: the last rank passes num_classes C + 1 (the ranks disagree)
   double grad_loss = 1.0;     // the upstream gradient of split / async runs
   Index pad = 0;              // extra columns in every leading dimension (strided views)
 };

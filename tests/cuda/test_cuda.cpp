@@ -668,6 +668,23 @@ TEST_SUITE("gpu") {
     CHECK(ranks[0].error.message.find("another rank rejected its input") != std::string::npos);
     CHECK(ranks[1].error.message.find("W row 0 contains a non-finite value") != std::string::npos);
   }
+
+  TEST_CASE("Ranks that disagree on the number of classes all throw before any collective of the loss") {
+    const gt::Problem<double> problem = to_problem<double>(random_case(4, 5, 9, 92));
+    for (const bool split : {false, true}) {
+      CAPTURE(split);
+      gt::RunOptions o;
+      o.disagree_classes = true;
+      o.split = split;
+      const auto ranks = gt::run_gpu_sharded(ml::ArcFace<double>{}, problem, 3, o);
+      REQUIRE(ranks.size() == 3);
+      for (const auto& r : ranks) {
+        CHECK(r.error.invalid_argument);
+        CHECK(r.error.message.find("the ranks disagree on the number of classes: rank 0 has 9, rank 2 has 10") !=
+              std::string::npos);
+      }
+    }
+  }
 }
 
 int main(int argc, char** argv) {
