@@ -27,7 +27,7 @@ template <typename T, typename RowsRef>
   fail_bad_row<T>(name, i, -1, 0.0, norm);
 }
 
-// Writes inv_norm[i] = 1/||m_i|| (and norm[i] when norm is not null; both sized by the caller)
+// Writes inv_norm[i] = 1/||m_i|| and norm[i] = ||m_i||, each where not null (sized by the caller),
 // and throws on the first bad row.
 template <typename T>
 inline void compute_row_norms(const char* name, const Eigen::Ref<const RowMatrix<T>>& m, T* norm, T* inv_norm) {
@@ -42,7 +42,7 @@ inline void compute_row_norms(const char* name, const Eigen::Ref<const RowMatrix
       bad = true;
       continue;
     }
-    inv_norm[i] = static_cast<T>(1.0 / n);
+    if (inv_norm) inv_norm[i] = static_cast<T>(1.0 / n);
     if (norm) norm[i] = static_cast<T>(n);
   }
   if (!bad) return;

@@ -56,8 +56,8 @@ NearestPrototypes<T> nearest_prototypes(const Eigen::MatrixBase<DW>& W, Index k,
   if (C < 2) detail::fail("nearest_prototypes: W has ", C, " rows: there must be at least 2 classes");
   if (D < 1) detail::fail("nearest_prototypes: W has 0 columns");
   const Eigen::Ref<const RowMatrix<T>> Wr(W.derived());
-  Vector<T> norm, unused;
-  detail::compute_row_norms<T>("W", Wr, &norm, unused);  // throws on a row the loss rejects
+  Vector<T> norm(C);
+  detail::compute_row_norms<T>("W", Wr, norm.data(), static_cast<T*>(nullptr));  // throws on a row the loss rejects
   Vector<T> pow2(C), rest(C);  // 2^-e_j and r_j = 2^e_j / |w_j| (in (1, 2])
   for (Index j = 0; j < C; ++j) {
     int e = 0;
