@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <vector>
 
@@ -26,6 +27,18 @@ ml::CurricularFace<T> fixed_tau(ml::CurricularFace<T> p) {
   return p;
 }
 
+// Bit-for-bit equality (the reproducibility guarantees): same shape and the same bytes, so
+// -0 != +0 and NaN payloads count.
+template <typename A, typename B>
+bool same_bits(const A& a, const B& b) {
+  if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
+  return std::memcmp(a.data(), b.data(), sizeof(typename A::Scalar) * static_cast<std::size_t>(a.size())) == 0;
+}
+
+template <typename T>
+bool same_bits_scalar(T a, T b) {
+  return std::memcmp(&a, &b, sizeof a) == 0;
+}
 
 // splitmix64: the same stream the PyTorch reference script uses for its large cases.
 struct SplitMix64 {

@@ -28,17 +28,6 @@ using namespace mltest;
 
 namespace {
 
-template <typename A, typename B>
-bool same_bits(const A& a, const B& b) {
-  if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
-  return std::memcmp(a.data(), b.data(), sizeof(typename A::Scalar) * static_cast<std::size_t>(a.size())) == 0;
-}
-
-template <typename T>
-bool same_scalar(T a, T b) {
-  return std::memcmp(&a, &b, sizeof a) == 0;
-}
-
 // A problem large enough for Eigen to parallelise its products and to use several blocks.
 template <typename T>
 struct Problem {
@@ -93,16 +82,16 @@ void bits_run_to_run() {
     Mat<T> gX(p.X.rows(), p.X.cols()), gW(p.W.rows(), p.W.cols());  // the split form's own outputs
     for (int run = 0; run < 3; ++run) {
       const auto again = ml::forward_backward(policy, p.X, p.W, p.labels);
-      CHECK(same_scalar(again.loss, first.loss));
+      CHECK(same_bits_scalar(again.loss, first.loss));
       CHECK(same_bits(again.dX, first.dX));
       CHECK(same_bits(again.dW, first.dW));
       // The workspace form, reused across runs, and the split form give the same bits.
       const T loss = ml::forward_backward(policy, p.X, p.W, p.labels, {dX, dW}, ws);
-      CHECK(same_scalar(loss, first.loss));
+      CHECK(same_bits_scalar(loss, first.loss));
       CHECK(same_bits(dX, first.dX));
       CHECK(same_bits(dW, first.dW));
       const auto fwd = ml::forward(policy, p.X, p.W, p.labels, ws);
-      CHECK(same_scalar(fwd.loss(), first.loss));
+      CHECK(same_bits_scalar(fwd.loss(), first.loss));
       gX.setConstant(std::numeric_limits<T>::quiet_NaN());
       gW.setConstant(std::numeric_limits<T>::quiet_NaN());
       ml::backward(fwd, T(1), {gX, gW});
@@ -127,7 +116,7 @@ TEST_CASE("A workspace that held a larger problem gives the same bits as a fresh
   Mat<float> dX(small.X.rows(), small.X.cols()), dW(small.W.rows(), small.W.cols());
   ml::forward_backward(arc, big.X, big.W, big.labels, {dXb, dWb}, ws);
   const float loss = ml::forward_backward(arc, small.X, small.W, small.labels, {dX, dW}, ws);
-  CHECK(same_scalar(loss, fresh.loss));
+  CHECK(same_bits_scalar(loss, fresh.loss));
   CHECK(same_bits(dX, fresh.dX));
   CHECK(same_bits(dW, fresh.dW));
 }
@@ -139,7 +128,7 @@ TEST_CASE("Cosine level: identical inputs give identical bits run to run") {
   const auto first = ml::cosine_forward_backward(arc, cos, p.labels);
   for (int run = 0; run < 3; ++run) {
     const auto again = ml::cosine_forward_backward(arc, cos, p.labels);
-    CHECK(same_scalar(again.loss, first.loss));
+    CHECK(same_bits_scalar(again.loss, first.loss));
     CHECK(same_bits(again.dcos, first.dcos));
   }
 }
@@ -177,14 +166,14 @@ void thread_count_bound() {
     const double dw = rel_error(two.dW.template cast<double>(), one.dW.template cast<double>());
     MESSAGE(name, std::string(sizeof(T) == 4 ? " float" : " double"), ": 1 vs 2 threads, relative difference loss ", dl,
             ", dX ", dx, ", dW ", dw);
-    CHECK(same_scalar(two.loss, one.loss));
+    CHECK(same_bits_scalar(two.loss, one.loss));
     CHECK(dx <= tolerance<T>());
     CHECK(same_bits(two.dW, one.dW));
     // At a fixed thread count, the bits do not change.
     {
       ThreadCount t(2);
       const auto again = run_once(policy, p);
-      CHECK(same_scalar(again.loss, two.loss));
+      CHECK(same_bits_scalar(again.loss, two.loss));
       CHECK(same_bits(again.dX, two.dX));
       CHECK(same_bits(again.dW, two.dW));
     }

@@ -14,17 +14,6 @@ using namespace mltest;
 
 namespace {
 
-template <typename A, typename B>
-bool same_bits(const A& a, const B& b) {
-  if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
-  return std::memcmp(a.data(), b.data(), sizeof(typename A::Scalar) * static_cast<std::size_t>(a.size())) == 0;
-}
-
-template <typename T>
-bool same_bits_scalar(T a, T b) {
-  return std::memcmp(&a, &b, sizeof a) == 0;
-}
-
 template <typename T>
 struct Outputs {
   T loss = 0;
