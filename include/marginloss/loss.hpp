@@ -51,14 +51,6 @@ constexpr void check_host_communicator() {
                 "memory here");
 }
 
-struct ForwardKey {};
-
-// Learnable margins need every class's margin on every rank and a regulariser over all of them;
-// the class-sharded loss does not provide that.
-#define MARGINLOSS_SHARDED_NO_LEARNABLE_MARGINS                                                          \
-  "marginloss: learnable margins (AdaptiveMargin) are not supported by the class-sharded loss; fixed " \
-  "per-class margins (ml::class_margins) are"
-
 }  // namespace detail
 
 /// What forward() leaves for its backward(): the policy as the forward used it (CurricularFace's
@@ -165,15 +157,15 @@ void backward(const Forward<P, Comm>& fwd, typename P::value_type grad_loss,
     detail::check_dmargins_given<P>(out);
     fwd.check_current();
   });
-  auto& ws = fwd.workspace();
-  auto* dm = out.has_dmargins() ? out.dmargins.data() : nullptr;
-  if constexpr (std::is_same_v<Comm, LocalCommunicator>) {
-    LocalCommunicator local;
-    detail::Engine::backward(fwd.policy(), fwd.weights(), local, ws, grad_loss, out.dX, out.dW, dm, out.dmargins.size());
-  } else {
-    detail::Engine::backward(fwd.policy(), fwd.weights(), *fwd.communicator(), ws, grad_loss, out.dX, out.dW, dm,
-                             out.dmargins.size());
-  }
+  LocalCommunicator local;
+  auto& comm = [&]() -> auto& {
+    if constexpr (std::is_same_v<Comm, LocalCommunicator>)
+      return local;
+    else
+      return *fwd.communicator();
+  }();
+  detail::Engine::backward(fwd.policy(), fwd.weights(), comm, fwd.workspace(), grad_loss, out.dX, out.dW,
+                           out.has_dmargins() ? out.dmargins.data() : nullptr, out.dmargins.size());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -203,11 +203,7 @@ class Workspace {
   bool holds_forward_ = false;
   std::uint64_t forward_serial_ = 0;
   // What the forward was called with, checked by its backward (detail/forward_record.hpp).
-  const void* policy_type_ = nullptr;
-  const char* policy_name_ = "";
   std::uint64_t policy_fingerprint_ = 0;
-  const T* w_data_ = nullptr;
-  Index w_stride_ = 0;
   detail::InUseFlag in_use_;
   std::vector<double> agree_;  // the ranks' call records (sharded)
 };

@@ -90,7 +90,6 @@ struct Gradients {
 
 namespace detail {
 
-struct ForwardKey {};
 
 // What forward_backward returns: the loss on the host (Execution) or its device pointer (Async).
 template <typename E, typename T>
@@ -136,7 +135,7 @@ class Forward : public marginloss::detail::ForwardContext<P, Workspace<typename 
   cudaStream_t stream() const { return stream_; }
 
   /// \cond INTERNAL
-  Forward(detail::ForwardKey, const P& policy, DeviceMatrix<const T> W, Workspace<T>& ws, Comm comm,
+  Forward(marginloss::detail::ForwardKey, const P& policy, DeviceMatrix<const T> W, Workspace<T>& ws, Comm comm,
           cudaStream_t stream, cublasHandle_t cublas, bool asynchronous, T loss)
       : Base(policy, ws), W_(W), comm_(comm), stream_(stream), cublas_(cublas), asynchronous_(asynchronous),
         loss_(loss), device_loss_(detail::Engine::device_loss(ws)) {}
@@ -187,7 +186,7 @@ Forward<P, Comm> forward_on(PP&& policy, DeviceMatrix<const T> X, DeviceMatrix<c
   Engine::forward(std::forward<PP>(policy), X, W, offset, num_classes, labels, comm, cublas, options, ws,
                   static_cast<T*>(nullptr), may_wait);
   const T loss = wait_now ? Engine::check(ws, stream).loss : T(0);
-  return {ForwardKey{}, policy, W, ws, comm, stream, cublas, !wait_now, loss};
+  return {marginloss::detail::ForwardKey{}, policy, W, ws, comm, stream, cublas, !wait_now, loss};
 }
 
 // The communicator a sharded call runs with (and its Forward keeps): the caller's by reference,
@@ -202,9 +201,7 @@ template <typename PP, typename Comm, typename E>
 shard_comm_t<Comm> shard_communicator(const Shard<Comm>& shard, const E& exec) {
   check_execution<E>();
   check_device_communicator<Comm>();
-  static_assert(!learnable_v<std::decay_t<PP>>,
-                "marginloss::cuda: learnable margins (AdaptiveMargin) are not supported by the class-sharded loss; "
-                "fixed per-class margins (ml::class_margins) are");
+  static_assert(!learnable_v<std::decay_t<PP>>, MARGINLOSS_SHARDED_NO_LEARNABLE_MARGINS);
   if (exec.stream != shard.comm.stream())
     marginloss::detail::fail("the execution's stream is not the communicator's: a sharded call runs on comm.stream()");
   if constexpr (is_local_v<Comm>)

@@ -260,11 +260,7 @@ struct Engine {
     }
     // Identical on every rank, so every rank throws together.
     if (!std::isfinite(ws.loss_)) fail_not_representable("the loss");
-    ws.policy_type_ = policy_type_id<P>();
-    ws.policy_name_ = P::name;
     ws.policy_fingerprint_ = policy_fingerprint(policy, num_classes);
-    ws.w_data_ = W.data();
-    ws.w_stride_ = W.outerStride();
     ws.holds_forward_ = true;
     return ws.loss_;
   }
@@ -281,20 +277,12 @@ struct Engine {
     std::exception_ptr error;
     try {
       if (!held) fail("backward() needs a forward() on the same workspace first (each forward is consumed once)");
-      // The same call as the forward (detail/forward_record.hpp): its type first, so that
-      // nothing below reads a stale per-class buffer of another policy.
-      if (ws.policy_type_ != policy_type_id<P>())
-        fail("backward() got the policy ", P::name, " but its forward() ran ", ws.policy_name_,
-             " (of another type): pass the forward's policy");
-      policy.validate();
-      if constexpr (has_class_values<P>::value) check_class_count(policy, ws.num_classes_, " in backward()");
+      // The policy and W are the forward's own (the Forward context, or sampling/subset.hpp's
+      // call), and the context's serial rules out another forward's buffers; what can still
+      // change is the per-class data its view points at (detail/forward_record.hpp).
       if (policy_fingerprint(policy, ws.num_classes_) != ws.policy_fingerprint_)
         fail("backward() got ", P::name, " with other parameters ", has_class_values<P>::value ? "or per-class margins " : "",
              "than its forward(): pass the forward's policy unchanged (step the optimiser after the backward)");
-      if (W.rows() != ws.local_classes_ || W.cols() != ws.dim())
-        fail("W is ", W.rows(), "x", W.cols(), " in backward() but was ", ws.local_classes_, "x", ws.dim(), " in forward()");
-      if (W.data() != ws.w_data_ || W.outerStride() != ws.w_stride_)
-        fail("backward() got another W than its forward() (same shape, other memory): pass the same W");
       check_output_shape("dX", dX.rows(), dX.cols(), ws.batch(), ws.dim());
       check_output_shape("dW", dW.rows(), dW.cols(), ws.local_classes_, ws.dim());
       // The backward reads W while it writes dX and dW (it does not read X: dX may alias X).

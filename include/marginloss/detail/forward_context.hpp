@@ -10,8 +10,17 @@
 #include "../errors.hpp"
 #include "../policies/common.hpp"
 
+// Learnable margins need every class's margin on every rank and a regulariser over all of them;
+// the class-sharded loss (either backend) does not provide that.
+#define MARGINLOSS_SHARDED_NO_LEARNABLE_MARGINS                                                          \
+  "marginloss: learnable margins (AdaptiveMargin) are not supported by the class-sharded loss; fixed " \
+  "per-class margins (ml::class_margins) are"
+
 MARGINLOSS_NAMESPACE_BEGIN
 namespace detail {
+
+// The constructor key of the backends' Forward contexts: only their forward() makes one.
+struct ForwardKey {};
 
 // A forward's context: the policy as the forward used it (a copy, so that CurricularFace's tau
 // stays the forward's), the workspace holding the forward's buffers and the workspace's forward

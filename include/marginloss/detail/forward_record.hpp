@@ -1,18 +1,13 @@
 // marginloss: what a forward records so that its backward can check it gets the same call.
 //
-// A backward computes its gradients from the forward's workspace (labels, cosines, row
-// log-partitions, per-class ids) and from the policy and W it is given. With another policy
-// type (stale per-class buffers: out-of-bounds reads), other policy parameters, or another W,
-// the result is silently wrong. The forward therefore records
-//   * the policy's type (the address of a per-type tag) and name,
-//   * a fingerprint of the policy's behaviour: the bits of its margined target, slope and
-//     non-target logits at fixed probe cosines and labels, and of its scale -- every parameter
-//     that changes the loss changes some of them (scale, margins, fallback region, gradient
-//     mode, mining thresholds) and every per-class value (margins are a view of the caller's
-//     memory, which an optimiser step may change in place),
-//   * W's identity: its data pointer, rows and row stride,
-// and the backward compares them before it reads anything. This costs about a hundred policy
-// evaluations per call. Not detected: W's *contents* changed in place between the two calls
+// A backward computes its gradients from the forward's workspace and from the policy and W of
+// its Forward context (loss.hpp), so it cannot be handed another policy type, other parameters
+// or another W, and the context's workspace serial rules out another forward's buffers. What
+// the context cannot freeze is the memory a per-class policy views: an optimiser step may change
+// the margins in place between the two calls. The forward therefore records a fingerprint of
+// the policy's behaviour -- the bits of its margined target, slope and non-target logits at
+// fixed probe cosines and labels, and of its scale, and every per-class value -- which the
+// backward compares before it reads anything. Not detected: W's *contents* changed in place
 // (an optimiser step before backward); documented at backward().
 #pragma once
 
@@ -25,16 +20,6 @@
 
 MARGINLOSS_NAMESPACE_BEGIN
 namespace detail {
-
-// One object per policy type; its address identifies the type without RTTI.
-template <typename P>
-struct policy_type_tag {
-  static constexpr char value = 0;
-};
-template <typename P>
-inline const void* policy_type_id() {
-  return &policy_type_tag<P>::value;
-}
 
 class Fingerprint {
  public:

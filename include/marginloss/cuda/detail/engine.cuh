@@ -298,10 +298,8 @@ struct Engine {
       check_output("dW", dW, ws.local_classes_, ws.dim_);
       if (!grad_loss_device) check_grad_loss(grad_loss);
       if (!cublas) fail("the cuBLAS handle is null");
-      if constexpr (has_class_values_v<P>)
-        marginloss::detail::check_class_count(policy, ws.num_classes_, " in backward()");
-      if constexpr (learnable_v<P>)
-        if (!dmargins) fail("dmargins is a null device pointer (it needs ", ws.num_classes_, " entries)");
+      // The policy is the forward's (the Forward context) and dmargins' presence was checked
+      // with the policy's type (cuda/loss.cuh).
     } catch (const invalid_argument&) {
       error = std::current_exception();
     }
